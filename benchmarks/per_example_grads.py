@@ -1,0 +1,279 @@
+"""Speed and memory of per-example gradient features (fedattack.features) on the Purchase FC model.
+
+Work: `build_model("purchase-fc", (600,), 100)` in eval mode, 2,048 random binary records with
+random labels, per-example gradients of the loss w.r.t. the last two layers (weights and biases).
+
+Timed (best of several repeats after a warm-up, same process, same threads; 1 by default):
+  (a)  FeatureExtractor.batches, gradients only (torch.func vmap(grad) in chunks), all 2,048
+       records in one batch, as Opacus holds them
+  (a') the same streamed in batches of 256 (the default), each dropped before the next, the
+       way attack training consumes them
+  (b)  per-example autograd, one record at a time (features.per_example_grads_loop)
+  (c)  Opacus 1.6 GradSampleModule: one forward/backward, p.grad_sample of the two layers
+  (d)  one batched forward + backward (loss.backward(), all parameters): the floor
+  (d') the same, backward only to the two layers' parameters: a stricter floor
+Targets: loop/func >= 20, func/opacus <= 1, func/batched <= 3. The three per-example paths are
+checked to agree before timing.
+
+Memory: peak RSS (VmHWM from /proc/self/status) of a fresh process that streams the features
+(gradients of the last two layers, output, loss, label) of 5,000 and of 20,000 records through
+FeatureExtractor.batches, keeping only the loss; records are generated from their index on the
+fly, so the data set takes no memory either. The difference must stay near the size of the
+kept per-record scalars.
+
+    python benchmarks/per_example_grads.py [--repeats 5] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fedattack.features import (
+    FeatureExtractor,
+    FeatureSpec,
+    per_example_grads_loop,
+    resolve_layers,
+)
+from fedattack.models import build_model
+
+N_FEATURES, NUM_CLASSES, N_RECORDS = 600, 100, 2048
+LAYERS = (-2, -1)
+MEMORY_COUNTS = (5_000, 20_000)
+STREAM_BATCH = 256  # FeatureExtractor.batches' default
+MEMORY_NOISE_MB = 8
+
+
+class RandomBinaryRecords:
+    """Purchase-like records generated from their index: binary features, random labels."""
+
+    num_classes = NUM_CLASSES
+    input_shape = (N_FEATURES,)
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        h = idx.astype(np.uint64)[:, None] * np.uint64(0x9E3779B97F4A7C15)
+        h = h + np.arange(N_FEATURES + 1, dtype=np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(29)
+        x = ((h[:, :N_FEATURES] >> np.uint64(7)) & np.uint64(1)).astype(np.float32)
+        y = (h[:, N_FEATURES] % np.uint64(NUM_CLASSES)).astype(np.int64)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+class InMemory:
+    """The same records, materialised, so timings do not include generating them."""
+
+    num_classes = NUM_CLASSES
+    input_shape = (N_FEATURES,)
+
+    def __init__(self, n: int) -> None:
+        self.x, self.y = RandomBinaryRecords().batch(np.arange(n))
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[idx], self.y[idx]
+
+
+def purchase_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("purchase-fc", (N_FEATURES,), NUM_CLASSES).eval()
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def layer_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    modules = dict(model.named_modules())
+    return [p for n in resolve_layers(model, LAYERS) for p in modules[n].parameters()]
+
+
+def opacus_module(model: torch.nn.Module):
+    """A GradSampleModule on a copy of `model` in which only the two layers are trainable.
+
+    Opacus records activations in train mode only; the FC model has no dropout or BatchNorm,
+    so train mode computes the same function as eval mode."""
+    from opacus import GradSampleModule
+
+    model = copy.deepcopy(model)
+    keep = {id(p) for p in layer_params(model)}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in keep)
+    return GradSampleModule(model.train(), loss_reduction="sum")
+
+
+def timings(repeats: int) -> None:
+    model = purchase_model()
+    data = InMemory(N_RECORDS)
+    idx = np.arange(N_RECORDS)
+    x, y = data.x, data.y
+    spec = FeatureSpec(gradients=LAYERS, activations=(), output=False, loss=False, label=False)
+    extractor = FeatureExtractor([model], spec, NUM_CLASSES)
+    names = resolve_layers(model, LAYERS)
+    gsm = opacus_module(model)
+    params = layer_params(model)
+
+    def func():
+        return list(extractor.batches(data, idx, batch_size=N_RECORDS))
+
+    def func_streamed():
+        for batch in extractor.batches(data, idx, batch_size=STREAM_BATCH):
+            del batch  # consumed one batch at a time, as attack training does
+
+    def loop():
+        return per_example_grads_loop(model, x, y, LAYERS)
+
+    def opacus():
+        gsm.zero_grad(set_to_none=True)
+        F.cross_entropy(gsm(x), y, reduction="sum").backward()
+        return [p.grad_sample for p in gsm.parameters() if p.requires_grad]
+
+    def batched():
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+
+    def batched_two_layers():
+        return torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), params)
+
+    # The three per-example paths agree before anything is timed.
+    feats = func()[0]
+    ref = loop()
+    samples = opacus()
+    for i, n in enumerate(names):
+        got = feats[f"grad:{n}"][:, 0]
+        op = torch.cat((samples[2 * i].flatten(2), samples[2 * i + 1].unsqueeze(2)), 2)
+        assert torch.allclose(got, ref[n], atol=1e-6), n
+        assert torch.allclose(got, op, atol=1e-6), n
+    del feats, ref, samples
+
+    shapes = extractor.shapes()
+    mib = N_RECORDS * extractor.record_bytes() / 2**20
+    print(
+        f"purchase-fc, {N_RECORDS} records, per-example gradients of {', '.join(names)} "
+        f"({' + '.join(str(shapes[f'grad:{n}'][1:]) for n in names)} per record, "
+        f"{mib:.0f} MiB in all); torch {torch.__version__}, {torch.get_num_threads()} "
+        f"thread(s); chunks of {extractor.chunk_size()} records (memory_mb="
+        f"{extractor.memory_mb:g}); best of {repeats} after a warm-up"
+    )
+    runs = {
+        "(a)  torch.func FeatureExtractor, all at once": (func, repeats),
+        f"(a') the same, streamed in batches of {STREAM_BATCH}": (func_streamed, repeats),
+        "(b)  per-example autograd loop": (loop, max(2, repeats // 2)),
+        "(c)  Opacus GradSampleModule": (opacus, repeats),
+        "(d)  batched forward + backward": (batched, repeats),
+        "(d') batched, backward to the two layers only": (batched_two_layers, repeats),
+    }
+    t = {}
+    for label, (fn, n) in runs.items():
+        t[label[:4].strip()] = best_time(fn, n)
+        print(f"{label:<48} {t[label[:4].strip()] * 1e3:9.1f} ms")
+    checks = [
+        ("loop/func", "(b)", "(a)", ">=", 20),
+        ("func/opacus", "(a)", "(c)", "<=", 1),
+        ("func/batched", "(a)", "(d)", "<=", 3),
+        ("loop/func, streamed", "(b)", "(a')", ">=", 20),
+        ("func/opacus, streamed", "(a')", "(c)", "<=", 1),
+        ("func/batched, streamed", "(a')", "(d)", "<=", 3),
+        ("func/batched (two layers)", "(a)", "(d')", "<=", 3),
+        ("func/batched (two layers), streamed", "(a')", "(d')", "<=", 3),
+    ]
+    for name, num, den, op, target in checks:
+        ratio = t[num] / t[den]
+        ok = ratio >= target if op == ">=" else ratio <= target
+        print(
+            f"{name:<36} {num}/{den:<5} {ratio:6.2f}   target {op} {target:<3} "
+            f"{'met' if ok else 'NOT met'}"
+        )
+
+
+def peak_rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def stream_losses(count: int) -> None:
+    """Child process: stream the features of `count` records, keep only the loss."""
+    model = purchase_model()
+    spec = FeatureSpec(gradients=LAYERS)
+    extractor = FeatureExtractor([model], spec, NUM_CLASSES)
+    losses = np.empty((count, 1), dtype=np.float32)
+    start = 0
+    batch_size = extractor.chunk_size()
+    for batch in extractor.batches(RandomBinaryRecords(), np.arange(count), batch_size):
+        n = len(batch["loss"])
+        losses[start : start + n] = batch["loss"][:, :, 0].numpy()
+        start += n
+    assert start == count and np.isfinite(losses).all()
+    print(peak_rss_kb(), extractor.chunk_size(), extractor.record_bytes())
+
+
+def memory(threads: int) -> None:
+    results = {}
+    for count in MEMORY_COUNTS:
+        out = subprocess.run(
+            [sys.executable, __file__, "--stream", str(count), "--threads", str(threads)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        results[count] = int(out[0])
+        chunk, record_bytes = int(out[1]), int(out[2])
+    print(
+        f"peak RSS streaming features (gradients of the last two layers, output, loss, label; "
+        f"{record_bytes / 1024:.0f} KiB per record, chunk {chunk} records), keeping the loss:"
+    )
+    for count, kb in results.items():
+        print(f"  {count:>6} records: {kb / 1024:8.1f} MiB")
+    lo, hi = MEMORY_COUNTS
+    diff = (results[hi] - results[lo]) / 1024
+    kept = (hi - lo) * 4 / 2**20
+    ok = diff <= kept + MEMORY_NOISE_MB
+    print(
+        f"  difference: {diff:+.1f} MiB for {hi - lo} more records (their kept losses: "
+        f"{kept:.2f} MiB; all their features would be {(hi - lo) * record_bytes / 2**20:.0f} "
+        f"MiB) -> {'does not grow' if ok else 'GROWS'} with the count beyond the kept "
+        f"outputs (allowing {MEMORY_NOISE_MB} MiB of allocator noise)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: timings on a shared machine with few "
+        "cores are steadier on one)",
+    )
+    parser.add_argument("--stream", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning)  # Opacus' backward-hook notice
+    torch.set_num_threads(args.threads)
+    if args.stream:
+        stream_losses(args.stream)
+        return
+    timings(args.repeats)
+    memory(args.threads)
+
+
+if __name__ == "__main__":
+    main()

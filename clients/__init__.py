@@ -1,0 +1,1 @@
+"""Flower client side: honest participants and malicious ones."""

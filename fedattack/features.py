@@ -1,0 +1,646 @@
+"""White-box attack features of target records over T model snapshots (Nasr et al., Fig. 1).
+
+For each target record ``(x, y)`` and each observed snapshot ``W^{t}`` (t = 1..T, in time
+order) the attacker computes, in one forward and one backward pass per snapshot:
+
+- ``grad:<layer>``: the per-example gradient of the loss w.r.t. the layer's parameters, laid out
+  as a matrix of ``rows = weight.shape[0]`` (out_features; conv: out_channels) by
+  ``cols = weight[0].numel()`` (in_features; conv: in_channels * kh * kw), with the bias gradient,
+  where the layer has a bias, concatenated as one extra last column. Row ``j`` then holds
+  everything that feeds output unit (or channel) ``j``, which is what the attack's convolution
+  over "the input size of the fully connected layer" reads (Section II-A). Per record:
+  ``(T, rows, cols [+1])``.
+- ``act:<layer>``: the layer module's output, flattened: ``(T, d)``.
+- ``output``: softmax probabilities ``(T, C)``; ``loss``: per-example cross-entropy ``(T, 1)``;
+  ``label``: the one-hot true label ``(C,)`` (the same for every snapshot).
+
+Layers are addressed by name or by index into :func:`fedattack.models.layer_names` (the
+Linear and convolution modules in forward order; ``-1`` is the last layer).
+
+Per-example gradients use ``torch.func``: ``vmap(grad_and_value(loss_of_one_example))`` over a
+``functional_call`` of the model in which only the selected layers' parameters are the
+differentiated argument and every other parameter and buffer is a constant, so the backward pass
+stops at the earliest selected layer. Activations are captured by forward hooks during the same
+call and the output and loss come out of it as auxiliary values, so each snapshot costs one
+vmapped forward+backward per chunk. Models are used in eval mode (BatchNorm on running stats).
+
+Nothing here holds the features of all records at once: :meth:`FeatureExtractor.batches` streams
+them, :meth:`FeatureExtractor.cache` streams them into memory-mapped ``.npy`` files, and
+:meth:`FeatureExtractor.scalar_summaries` reduces them to a few numbers per record and snapshot.
+Records are processed in chunks sized by ``memory_mb`` from the feature sizes and from the
+working memory of one record's pass, which the extractor measures once on a zero record (so
+DenseNet's large saved activations shrink its chunks). Measured peaks of a chunk stay within
+about twice ``memory_mb`` (allocator overheads); a batch that ``batches`` yields comes on top,
+sized by its ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+
+from fedattack.io import read_json, write_json
+from fedattack.models import layer_names
+
+LayerRef = str | int
+CACHE_INDEX = "index.json"
+CACHE_VERSION = 1
+_BYTES = 4  # every feature is float32
+
+
+class Dataset(Protocol):
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which attack features to compute (Fig. 1 of Nasr et al.).
+
+    ``gradients`` and ``activations`` name layers by module name or by (negative) index into
+    ``layer_names(model)``; ``-1`` is the last layer.
+    """
+
+    gradients: tuple[LayerRef, ...] = (-1,)
+    activations: tuple[LayerRef, ...] = ()
+    output: bool = True
+    loss: bool = True
+    label: bool = True
+
+    def __post_init__(self) -> None:
+        for field in ("gradients", "activations"):
+            refs = tuple(getattr(self, field))
+            if any(isinstance(r, bool) or not isinstance(r, str | int) for r in refs):
+                raise TypeError(f"FeatureSpec.{field} takes layer names or ints, got {refs!r}")
+            object.__setattr__(self, field, refs)
+
+    @classmethod
+    def all_activations(cls, model: nn.Module) -> FeatureSpec:
+        """The "white-box outputs" baseline: every layer's activation (plus output, loss and
+        label), no gradients."""
+        return cls(gradients=(), activations=tuple(layer_names(model)))
+
+    @classmethod
+    def black_box(cls) -> FeatureSpec:
+        """What a black-box attacker sees: the prediction vector and the true label."""
+        return cls(gradients=(), activations=(), output=True, loss=False, label=True)
+
+
+def resolve_layers(model: nn.Module, refs: Sequence[LayerRef]) -> tuple[str, ...]:
+    """Layer names for ``refs`` (names or indices into ``layer_names(model)``), in the order
+    given, duplicates dropped. Raises ValueError naming the available layers."""
+    names = layer_names(model)
+    resolved: list[str] = []
+    for ref in refs:
+        if isinstance(ref, int):
+            if not -len(names) <= ref < len(names):
+                raise ValueError(
+                    f"layer index {ref} out of range for {len(names)} layers; "
+                    f"available: {', '.join(names)}"
+                )
+            name = names[ref]
+        elif ref in names:
+            name = ref
+        else:
+            raise ValueError(f"unknown layer {ref!r}; available: {', '.join(names)}")
+        if name not in resolved:
+            resolved.append(name)
+    return tuple(resolved)
+
+
+def _grad_columns(module: nn.Module, name: str) -> tuple[int, int]:
+    """(rows, cols) of the gradient matrix of layer ``name``, the bias column included."""
+    weight, bias = module.weight, getattr(module, "bias", None)
+    rows, cols = weight.shape[0], weight[0].numel()
+    if bias is None:
+        return rows, cols
+    if bias.shape != (rows,):
+        raise ValueError(
+            f"layer {name!r}: bias of shape {tuple(bias.shape)} does not match the "
+            f"{rows} rows of its weight; its gradient cannot be laid out as a matrix"
+        )
+    return rows, cols + 1
+
+
+def grad_matrix(weight_grad: torch.Tensor, bias_grad: torch.Tensor | None) -> torch.Tensor:
+    """Per-example (B, *weight.shape) and (B, rows) gradients -> (B, rows, cols [+1])."""
+    matrix = weight_grad.flatten(2)
+    if bias_grad is None:
+        return matrix
+    return torch.cat((matrix, bias_grad.unsqueeze(2)), dim=2)
+
+
+def per_example_grads_loop(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, layers: Sequence[LayerRef]
+) -> dict[str, torch.Tensor]:
+    """Reference implementation: plain autograd, one example at a time, the model in its current
+    mode. Returns ``{layer name: (B, rows, cols [+1])}`` in the layout of the ``grad:`` features."""
+    names = resolve_layers(model, layers)
+    modules = dict(model.named_modules())
+    params = {n: [p for p in (modules[n].weight, modules[n].bias) if p is not None] for n in names}
+    flat = [p for n in names for p in params[n]]
+    rows: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    for i in range(len(x)):
+        loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        grads = iter(torch.autograd.grad(loss, flat))
+        for n in names:
+            g = [next(grads).unsqueeze(0) for _ in params[n]]
+            rows[n].append(grad_matrix(g[0], g[1] if len(g) > 1 else None))
+    return {n: torch.cat(rows[n]) for n in names}
+
+
+def normalised_entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Prediction uncertainty, eq. (5) of Nasr et al.: ``-sum_i p_i log p_i / log K`` over the
+    last axis (the paper prints it without the minus sign); 1 for uniform, 0 for one-hot."""
+    return -torch.special.xlogy(probs, probs).sum(-1) / math.log(probs.shape[-1])
+
+
+@dataclass
+class _Pass:
+    """What one snapshot yields for one chunk of records."""
+
+    logits: torch.Tensor  # (n, C)
+    loss: torch.Tensor  # (n,)
+    grads: dict[str, tuple[torch.Tensor, torch.Tensor | None]]  # layer -> (weight, bias) grads
+    acts: dict[str, torch.Tensor]  # layer -> (n, d)
+
+
+class FeatureExtractor:
+    """Computes the attack features of target records over T snapshots of one architecture.
+
+    ``models`` are the T snapshots in time order; they are put in eval mode and are not
+    otherwise changed. Their parameters and buffers are taken at construction, detached onto
+    ``device`` (on the same device they share memory with the models: do not train the models
+    while the extractor is in use). The first model's module runs every snapshot's tensors
+    through ``functional_call``. ``memory_mb`` bounds one chunk of records; see
+    :meth:`chunk_size`. ``input_shape`` defaults to the models' ``input_shape`` attribute (every
+    model of ``fedattack.models`` has one); it sizes the activation features and the working
+    memory estimate.
+    """
+
+    CHUNK_GRAD_MB = 16.0
+    """Cap on one snapshot's raw per-example gradients in a chunk (see :meth:`chunk_size`)."""
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        spec: FeatureSpec,
+        num_classes: int,
+        device: str | torch.device = "cpu",
+        memory_mb: float = 256.0,
+        input_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        if not models:
+            raise ValueError("FeatureExtractor needs at least one model snapshot")
+        if memory_mb <= 0:
+            raise ValueError(f"memory_mb must be positive, got {memory_mb}")
+        self.spec = spec
+        self.num_classes = int(num_classes)
+        self.device = torch.device(device)
+        self.memory_mb = float(memory_mb)
+        self.module = models[0]
+        for m in models:
+            m.eval()
+        self.grad_layers = resolve_layers(self.module, spec.gradients)
+        self.act_layers = resolve_layers(self.module, spec.activations)
+        self._modules = dict(self.module.named_modules())
+        self._snapshots = [self._tensors(m) for m in models]
+        self._check_same_architecture(models)
+        self._diff_names = {
+            n: [f"{n}.{p}" for p in ("weight", "bias") if getattr(self._modules[n], p) is not None]
+            for n in self.grad_layers
+        }
+        self.input_shape = tuple(input_shape or getattr(self.module, "input_shape", ()))
+        self._shapes = self._component_shapes()
+        if not self._shapes:
+            raise ValueError(f"the feature spec selects nothing: {spec}")
+        self._grad_bytes = _BYTES * sum(
+            math.prod(s[1:]) for k, s in self._shapes.items() if k.startswith("grad:")
+        )
+        self._working_bytes = self._probe_working_bytes()
+
+    # ----- set-up
+
+    def _tensors(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        state = dict(model.named_parameters())
+        state.update(model.named_buffers())
+        return {k: v.detach().to(self.device) for k, v in state.items()}
+
+    def _check_same_architecture(self, models: Sequence[nn.Module]) -> None:
+        ref = {k: v.shape for k, v in self._snapshots[0].items()}
+        for t, snap in enumerate(self._snapshots[1:], start=1):
+            if {k: v.shape for k, v in snap.items()} != ref:
+                raise ValueError(
+                    f"snapshot {t} ({type(models[t]).__name__}) differs in "
+                    "parameter names or shapes from snapshot 0"
+                )
+
+    def _component_shapes(self) -> dict[str, tuple[int, ...]]:
+        T, C = len(self._snapshots), self.num_classes
+        shapes: dict[str, tuple[int, ...]] = {}
+        for n in self.grad_layers:
+            shapes[f"grad:{n}"] = (T, *_grad_columns(self._modules[n], n))
+        if self.act_layers:
+            if not self.input_shape:
+                raise ValueError(
+                    "activation features need input_shape (the model has no "
+                    "input_shape attribute; pass input_shape=...)"
+                )
+            probe = self._snapshot_pass(
+                0,
+                self._zero_record(),
+                torch.zeros(1, dtype=torch.long, device=self.device),
+                (),
+                self.act_layers,
+            )
+            for n in self.act_layers:
+                shapes[f"act:{n}"] = (T, probe.acts[n].shape[1])
+        if self.spec.output:
+            shapes["output"] = (T, C)
+        if self.spec.loss:
+            shapes["loss"] = (T, 1)
+        if self.spec.label:
+            shapes["label"] = (C,)
+        return shapes
+
+    # ----- public
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Per-record shape of each component (see the module docstring)."""
+        return dict(self._shapes)
+
+    def record_bytes(self) -> int:
+        """Bytes of all features of one record, over all T snapshots."""
+        return _BYTES * sum(math.prod(s) for s in self._shapes.values())
+
+    def working_bytes(self) -> int:
+        """Per-record working memory of one snapshot's pass: the peak of the tensors alive at
+        once during the forward and backward pass of one record, measured at construction (0
+        without an input shape)."""
+        return self._working_bytes
+
+    def chunk_size(self) -> int:
+        """Records per chunk: as many as fit in ``memory_mb`` with their features over all T
+        snapshots (per-example gradients dominate) and their :meth:`working_bytes`, but at most
+        ``CHUNK_GRAD_MB`` of one snapshot's raw gradients, beyond which bigger chunks vectorise
+        no better while their freshly allocated buffers cost page faults and leave the cache.
+        At least 1."""
+        fit = int(self.memory_mb * 2**20) // (self.record_bytes() + self.working_bytes())
+        if self._grad_bytes:
+            fit = min(fit, int(self.CHUNK_GRAD_MB * 2**20) // self._grad_bytes)
+        return max(1, fit)
+
+    def batches(
+        self, dataset: Dataset, indices: np.ndarray, batch_size: int = 256
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Features of ``dataset`` records ``indices``, in that order, ``batch_size`` records at
+        a time: ``{component: (B, *shape) float32}`` on the extractor's device. Each batch is
+        computed in chunks of at most :meth:`chunk_size` records written into the batch's
+        tensors, so working memory is one batch plus one chunk's intermediates; pass
+        ``batch_size=chunk_size()`` to stay within ``memory_mb`` overall."""
+        indices = _as_indices(indices)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start : start + batch_size]
+            out = {
+                k: torch.empty(len(idx), *s, device=self.device) for k, s in self._shapes.items()
+            }
+            self._fill(out, *dataset.batch(idx))
+            yield out
+
+    def cache(self, dataset: Dataset, indices: np.ndarray, path: str | Path) -> FeatureCache:
+        """Computes the features of ``indices`` once into memory-mapped ``.npy`` files under
+        ``path`` and returns a :class:`FeatureCache` on them.
+
+        The files are written into a temporary folder beside ``path`` that is renamed to
+        ``path`` once complete, so ``path`` only ever holds a finished cache. If ``path`` already
+        holds the cache of the same snapshots, spec and indices it is reused as is; a different
+        cache there raises FileExistsError.
+        """
+        path = Path(path)
+        indices = _as_indices(indices)
+        index = self._cache_index(indices)
+        if path.exists():
+            return _existing_cache(path, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+        try:
+            np.save(tmp / "indices.npy", indices)
+            files = {
+                k: np.lib.format.open_memmap(
+                    tmp / c["file"], mode="w+", dtype=np.float32, shape=(len(indices), *c["shape"])
+                )
+                for k, c in index["components"].items()
+            }
+            step = self.chunk_size()
+            for start in range(0, len(indices), step):
+                idx = indices[start : start + step]
+                rows = slice(start, start + len(idx))
+                self._fill(
+                    {k: torch.from_numpy(f[rows]) for k, f in files.items()}, *dataset.batch(idx)
+                )
+            for f in files.values():
+                f.flush()
+            del files
+            write_json(tmp / CACHE_INDEX, index)
+            _fsync_dir(tmp)
+            os.rename(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if path.exists():  # another process finished the same cache first
+                return _existing_cache(path, index)
+            raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return FeatureCache(path)
+
+    def scalar_summaries(self, dataset: Dataset, indices: np.ndarray) -> dict[str, np.ndarray]:
+        """Per record and snapshot, ``(N, T)`` float32 arrays: ``loss``, ``correct`` (1 if the
+        argmax is the true label), ``confidence`` (probability of the true label), ``entropy``
+        (normalised, eq. 5) and, when the spec selects gradient layers, ``grad_norm`` (the L2
+        norm of the gradients of all selected layers together, weights and biases). These are
+        what the unsupervised attack's decoder reconstructs. Streamed chunk by chunk."""
+        indices = _as_indices(indices)
+        T, step = len(self._snapshots), self.chunk_size()
+        keys = ["loss", "correct", "confidence", "entropy"]
+        if self.grad_layers:
+            keys.append("grad_norm")
+        out = {k: np.empty((len(indices), T), dtype=np.float32) for k in keys}
+        for start in range(0, len(indices), step):
+            idx = indices[start : start + step]
+            x, y = dataset.batch(idx)
+            x, y = x.to(self.device), y.to(self.device)
+            rows = slice(start, start + len(idx))
+            for t in range(T):
+                p = self._snapshot_pass(t, x, y, self.grad_layers, ())
+                probs = p.logits.softmax(-1)
+                values = {
+                    "loss": p.loss,
+                    "correct": (p.logits.argmax(-1) == y).float(),
+                    "confidence": probs.gather(1, y[:, None]).squeeze(1),
+                    "entropy": normalised_entropy(probs),
+                }
+                if self.grad_layers:
+                    values["grad_norm"] = sum(
+                        g.flatten(1).square().sum(1)
+                        for gs in p.grads.values()
+                        for g in gs
+                        if g is not None
+                    ).sqrt()
+                for k, v in values.items():
+                    out[k][rows, t] = v.cpu().numpy()
+        return out
+
+    def _zero_record(self) -> torch.Tensor:
+        dtype = next(p.dtype for p in self.module.parameters() if p.is_floating_point())
+        return torch.zeros(1, *self.input_shape, dtype=dtype, device=self.device)
+
+    def _probe_working_bytes(self) -> int:
+        """Peak bytes of the tensors that one snapshot's pass over one zero record allocates on
+        top of the parameters; 0 without an input shape."""
+        if not self.input_shape:
+            return 0
+        x = self._zero_record()
+        y = torch.zeros(1, dtype=torch.long, device=self.device)
+        with _PeakMemory(exclude=[*self._snapshots[0].values(), x, y]) as memory:
+            self._snapshot_pass(0, x, y)
+        return memory.peak
+
+    # ----- computation
+
+    def _snapshot_pass(
+        self,
+        t: int,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        grad_layers: Sequence[str] | None = None,
+        act_layers: Sequence[str] | None = None,
+    ) -> _Pass:
+        """Logits, per-example loss, per-example gradients and activations of snapshot ``t``."""
+        grad_layers = self.grad_layers if grad_layers is None else grad_layers
+        act_layers = self.act_layers if act_layers is None else act_layers
+        state = self._snapshots[t]
+        diff_keys = [k for n in grad_layers for k in self._diff_names[n]]
+        diff = {k: state[k] for k in diff_keys}
+        const = {k: v for k, v in state.items() if k not in diff}
+        captured: dict[str, torch.Tensor] = {}
+
+        def one_example(diff, x, y):
+            logits = functional_call(self.module, (diff, const), (x.unsqueeze(0),))
+            acts = tuple(captured[n].flatten() for n in act_layers)
+            return F.cross_entropy(logits, y.unsqueeze(0)), (logits.squeeze(0), acts)
+
+        with self._capture(act_layers, captured), torch.no_grad():
+            if diff:
+                grads, (loss, (logits, acts)) = vmap(
+                    grad_and_value(one_example, has_aux=True), in_dims=(None, 0, 0)
+                )(diff, x, y)
+            else:  # no gradients: one plain batched forward
+                grads = {}
+                logits = functional_call(self.module, const, (x,))
+                loss = F.cross_entropy(logits, y, reduction="none")
+                acts = tuple(captured[n].flatten(1) for n in act_layers)
+        return _Pass(
+            logits=logits,
+            loss=loss,
+            grads={n: (grads[f"{n}.weight"], grads.get(f"{n}.bias")) for n in grad_layers},
+            acts=dict(zip(act_layers, acts, strict=True)),
+        )
+
+    @contextmanager
+    def _capture(self, names: Sequence[str], into: dict[str, torch.Tensor]) -> Iterator[None]:
+        """Forward hooks that store the output of each module in ``names`` into ``into``."""
+        handles = [
+            self._modules[n].register_forward_hook(
+                lambda _m, _i, out, n=n: into.__setitem__(n, out)
+            )
+            for n in names
+        ]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _fill(self, out: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> None:
+        """Writes the features of records ``(x, y)`` into ``out`` (``{component: (n, *shape)}``,
+        on any device), :meth:`chunk_size` records at a time."""
+        step = self.chunk_size()
+        for s in range(0, len(x), step):
+            xs, ys = x[s : s + step].to(self.device), y[s : s + step].to(self.device)
+            rows = slice(s, s + len(xs))
+            for t in range(len(self._snapshots)):
+                self._write(out, rows, t, self._snapshot_pass(t, xs, ys))
+        if self.spec.label:
+            out["label"].copy_(F.one_hot(y, self.num_classes))
+
+    def _write(self, out: dict[str, torch.Tensor], rows: slice, t: int, p: _Pass) -> None:
+        for n, (gw, gb) in p.grads.items():
+            dst = out[f"grad:{n}"][rows, t]  # written in place, no concatenated temporary
+            cols = dst.shape[-1] - (gb is not None)
+            dst[..., :cols] = gw.flatten(2)
+            if gb is not None:
+                dst[..., cols] = gb
+        for n, a in p.acts.items():
+            out[f"act:{n}"][rows, t] = a
+        if self.spec.output:
+            out["output"][rows, t] = p.logits.softmax(-1)
+        if self.spec.loss:
+            out["loss"][rows, t, 0] = p.loss
+
+    def _cache_index(self, indices: np.ndarray) -> dict[str, Any]:
+        return {
+            "version": CACHE_VERSION,
+            "count": len(indices),
+            "num_snapshots": len(self._snapshots),
+            "num_classes": self.num_classes,
+            "spec": asdict(self.spec),
+            "layers": {"gradients": list(self.grad_layers), "activations": list(self.act_layers)},
+            "snapshots_sha256": _fingerprint(self._snapshots),
+            "indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest(),
+            "components": {
+                k: {"file": f"{i:02d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', k)}.npy", "shape": list(s)}
+                for i, (k, s) in enumerate(self._shapes.items())
+            },
+        }
+
+
+class _PeakMemory(TorchDispatchMode):
+    """Peak bytes of the storages that the operations run under this mode allocate and keep
+    alive at the same time (storages of the ``exclude`` tensors, e.g. parameters, not counted)."""
+
+    def __init__(self, exclude: Sequence[torch.Tensor]) -> None:
+        super().__init__()
+        self._excluded = {t.untyped_storage().data_ptr() for t in exclude}
+        self._live: dict[int, list[int]] = {}  # storage address -> [bytes, tensors using it]
+        self._current = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._track(t)
+        return out
+
+    def _track(self, t: torch.Tensor) -> None:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr in self._excluded or storage.nbytes() == 0:
+            return
+        if ptr not in self._live:
+            self._live[ptr] = [storage.nbytes(), 0]
+            self._current += storage.nbytes()
+            self.peak = max(self.peak, self._current)
+        self._live[ptr][1] += 1
+        weakref.finalize(t, self._release, ptr)
+
+    def _release(self, ptr: int) -> None:
+        entry = self._live[ptr]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._live[ptr]
+            self._current -= entry[0]
+
+
+class FeatureCache:
+    """Read side of a feature cache written by :meth:`FeatureExtractor.cache`: memory-mapped,
+    never unpickled. Row ``i`` holds the features of dataset record ``indices[i]``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        index_file = self.path / CACHE_INDEX
+        if not index_file.is_file():
+            raise FileNotFoundError(
+                f"no finished feature cache at {self.path} ({CACHE_INDEX} missing)"
+            )
+        self.index = read_json(index_file)
+        if self.index.get("version") != CACHE_VERSION:
+            raise ValueError(f"{index_file}: unsupported cache version {self.index.get('version')}")
+        self._count = int(self.index["count"])
+        self.indices = np.load(self.path / "indices.npy", allow_pickle=False)
+        self._arrays: dict[str, np.ndarray] = {}
+        for k, c in self.index["components"].items():
+            arr = np.load(self.path / c["file"], mmap_mode="r", allow_pickle=False)
+            if arr.shape != (self._count, *c["shape"]) or arr.dtype != np.float32:
+                raise ValueError(
+                    f"{self.path / c['file']}: shape {arr.shape} {arr.dtype}, "
+                    f"expected {(self._count, *c['shape'])} float32"
+                )
+            self._arrays[k] = arr
+
+    def __len__(self) -> int:
+        return self._count
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(c["shape"]) for k, c in self.index["components"].items()}
+
+    def take(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        """Features of cache rows ``rows`` (positions, not dataset indices), in that order."""
+        rows = _as_indices(rows)
+        return {k: torch.from_numpy(np.ascontiguousarray(a[rows])) for k, a in self._arrays.items()}
+
+    def batches(
+        self, order: np.ndarray | None = None, batch_size: int = 256
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Rows in ``order`` (default: all, in cache order), ``batch_size`` at a time."""
+        order = np.arange(self._count) if order is None else _as_indices(order)
+        for start in range(0, len(order), batch_size):
+            yield self.take(order[start : start + batch_size])
+
+
+def _as_indices(indices: np.ndarray | Sequence[int]) -> np.ndarray:
+    arr = np.asarray(indices)
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"indices must be a 1-D integer array, got {arr.dtype} {arr.shape}")
+    return arr.astype(np.int64, copy=False)
+
+
+def _fingerprint(snapshots: Sequence[dict[str, torch.Tensor]]) -> str:
+    h = hashlib.sha256()
+    for snap in snapshots:
+        for k in sorted(snap):
+            h.update(k.encode())
+            h.update(snap[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def _existing_cache(path: Path, index: dict[str, Any]) -> FeatureCache:
+    """The cache already at ``path`` if it is the one ``index`` describes."""
+    if not (path / CACHE_INDEX).is_file():
+        raise FileExistsError(f"{path} exists and is not a finished feature cache")
+    cache = FeatureCache(path)
+    if cache.index != json.loads(json.dumps(index)):
+        raise FileExistsError(f"{path} holds a feature cache of other snapshots, spec or records")
+    return cache
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,325 @@
+"""The offline membership inference stage: an attacker's view in, membership scores out.
+
+The attack side reads only what its threat model grants: the snapshots of one view and the
+attacker's knowledge (`splits/knowledge.npz`: labelled known members and non-members, shadow data,
+the unlabelled targets). Ground truth (`splits/membership.npz`) is read by :func:`evaluate`
+alone, after every score is computed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fedattack import reporting
+from fedattack.attacks import ThresholdAttack, UnsupervisedAttack, WhiteBoxAttack
+from fedattack.config import AttackConfig, Experiment
+from fedattack.data import Dataset, Knowledge, load_knowledge, load_membership
+from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, experiment_dataset, initial_model
+from fedattack.features import FeatureCache, FeatureExtractor, FeatureSpec
+from fedattack.io import read_json, write_json
+from fedattack.metrics import attack_metrics, check_balanced, per_class_accuracy, roc_curve
+from fedattack.snapshots import SnapshotStore, View
+from fedattack.training import resolve_device, set_weights, train_model
+
+KNOWLEDGE_OF = {
+    "whitebox": "supervised", "whitebox-outputs": "supervised", "blackbox": "supervised",
+    "shadow": "shadow", "unsupervised": "unsupervised", "threshold-loss": "supervised",
+    "threshold-confidence": "supervised", "threshold-entropy": "supervised",
+}
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the attacker observed: T model snapshots from one view, in time order."""
+
+    attacker: str  # "standalone", "standalone-finetune", "local" ...
+    mode: str  # "passive" or "active"
+    view: str
+    labels: list[str]  # one per snapshot, e.g. "final", "before", "round-10"
+    models: list[torch.nn.Module]
+
+
+@dataclass
+class AttackOutcome:
+    """Scores (higher = member) for the targets; hard predictions where the attack makes them."""
+
+    attack: str
+    features: str
+    scores: np.ndarray
+    predictions: np.ndarray | None = None
+    threshold: float = 0.5
+    extra: dict | None = None
+
+
+def load_models(view: View, records, exp: Experiment, dataset: Dataset) -> list[torch.nn.Module]:
+    models = []
+    for rec in records:
+        model = initial_model(exp, dataset)
+        set_weights(model, view.read_arrays(rec))
+        models.append(model)
+    return models
+
+
+def observe(exp: Experiment, store: SnapshotStore, dataset: Dataset) -> Observation:
+    """The snapshots the experiment's attacker observed, by scenario."""
+    if exp.scenario in ("standalone", "finetune"):
+        view = store.view("standalone")
+        tags = ["final"] if exp.scenario == "standalone" else ["before", "after"]
+        records = [view.records(kind="model", tag=tag)[0] for tag in tags]
+        attacker = "standalone" if exp.scenario == "standalone" else "standalone-finetune"
+        return Observation(attacker, "passive", view.name, tags,
+                           load_models(view, records, exp, dataset))
+    # Federated: the global models at the observed rounds, as every participant receives them.
+    view = store.view("global")
+    recorded = [r for r in view.rounds(kind="global") if r > 0]
+    cfg = exp.attack or AttackConfig()
+    rounds = recorded if cfg.snapshots == "recorded" else list(cfg.snapshots)
+    missing = sorted(set(rounds) - set(recorded))
+    if missing:
+        raise ValueError(f"attack.snapshots {missing} were not recorded; recorded: {recorded}")
+    records = [view.records(kind="global", round=r)[0] for r in rounds]
+    return Observation("local", "passive", view.name, [f"round-{r}" for r in rounds],
+                       load_models(view, records, exp, dataset))
+
+
+def describe(spec: FeatureSpec) -> str:
+    parts = [f"grad[{','.join(map(str, spec.gradients))}]"] if spec.gradients else []
+    if spec.activations:
+        parts.append(f"act[{len(spec.activations)} layers]")
+    parts += [name for name in ("output", "loss", "label") if getattr(spec, name)]
+    return "+".join(parts)
+
+
+class AttackRunner:
+    """Computes every configured attack's scores on the targets, from one observation."""
+
+    def __init__(self, exp: Experiment, run_dir: Path, obs: Observation, dataset: Dataset,
+                 knowledge: Knowledge, log: Callable[[str], None] = print) -> None:
+        self.exp, self.cfg = exp, exp.attack or AttackConfig()
+        self.run_dir, self.obs, self.dataset, self.knowledge = run_dir, obs, dataset, knowledge
+        self.device = resolve_device(exp.device)
+        self.log = log
+        feats = self.cfg.features
+        self.spec = FeatureSpec(tuple(feats.gradients), tuple(feats.activations), feats.output,
+                                feats.loss, feats.label)
+
+    def extractor(self, spec: FeatureSpec, models=None) -> FeatureExtractor:
+        return FeatureExtractor(models or self.obs.models, spec, self.dataset.num_classes,
+                                self.device, self.cfg.memory_mb)
+
+    def features(self, name: str, spec: FeatureSpec, indices: np.ndarray,
+                 models=None) -> FeatureCache:
+        """Features of `indices`, computed once into a memory-mapped cache in the run dir."""
+        path = self.run_dir / "features" / name
+        return self.extractor(spec, models).cache(self.dataset, indices, path)
+
+    def supervised(self, name: str, spec: FeatureSpec) -> AttackOutcome:
+        k = self.knowledge
+        members = self.features(f"{name}-known-members", spec, k.known_members)
+        nonmembers = self.features(f"{name}-known-nonmembers", spec, k.known_nonmembers)
+        attack = self.whitebox_attack(name).fit(members, nonmembers)
+        targets = self.features(f"{name}-targets", spec, k.targets)
+        return AttackOutcome(name, describe(spec), attack.predict_proba(targets),
+                             extra={"best_epoch": attack.best_epoch_})
+
+    def whitebox_attack(self, name: str) -> WhiteBoxAttack:
+        c = self.cfg
+
+        def on_epoch(entry: dict) -> None:
+            if entry["epoch"] % 10 == 0 or entry["epoch"] == c.epochs:
+                acc = entry.get("val_accuracy")
+                self.log(f"  {name}: epoch {entry['epoch']}/{c.epochs}"
+                         + (f", validation accuracy {acc:.3f}" if acc is not None else ""))
+
+        return WhiteBoxAttack(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
+                              kernels=c.kernels, device=self.device, seed=self.exp.seed,
+                              validation_fraction=c.validation_fraction, on_epoch=on_epoch)
+
+    def threshold(self, kind: str) -> AttackOutcome:
+        ex, k = self.extractor(self.spec), self.knowledge
+        attack = ThresholdAttack(kind).fit(ex.scalar_summaries(self.dataset, k.known_members),
+                                           ex.scalar_summaries(self.dataset, k.known_nonmembers))
+        summaries = ex.scalar_summaries(self.dataset, k.targets)
+        return AttackOutcome(f"threshold-{kind}", kind, attack.predict_proba(summaries),
+                             predictions=attack.predict(summaries))
+
+    def unsupervised(self) -> AttackOutcome:
+        c, ex = self.cfg, self.extractor(self.spec)
+        targets = self.features("unsupervised-targets", self.spec, self.knowledge.targets)
+        summaries = ex.scalar_summaries(self.dataset, self.knowledge.targets)
+        attack = UnsupervisedAttack(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
+                                    kernels=c.kernels, device=self.device, seed=self.exp.seed)
+        attack.fit(targets, summaries)
+        return AttackOutcome("unsupervised", describe(self.spec),
+                             attack.predict_proba(targets, summaries),
+                             predictions=attack.predict(targets, summaries),
+                             extra={"embedding": attack.embed(targets)})
+
+    def shadow(self) -> AttackOutcome:
+        """Shokri et al.: shadow models of the same architecture, trained like the target on the
+        attacker's own data (half in, half out); the attack is trained on them and applied to
+        the target model's features."""
+        if self.exp.scenario != "standalone":
+            raise ValueError("the shadow-model attack is implemented for the standalone scenario")
+        shadow = self.knowledge.shadow
+        if len(shadow) < 4:
+            raise ValueError("the shadow attack needs data.shadow_size >= 4 records")
+        rng = np.random.default_rng(self.exp.seed + 7)
+        members, nonmembers = [], []
+        for s in range(self.cfg.shadow_models):
+            order = rng.permutation(shadow)
+            s_in, s_out = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2:])
+            model = self.train_shadow(s, s_in, s_out)
+            members.append(self.features(f"shadow{s}-in", self.spec, s_in, [model]))
+            nonmembers.append(self.features(f"shadow{s}-out", self.spec, s_out, [model]))
+        attack = self.whitebox_attack("shadow").fit(ConcatSource(members),
+                                                    ConcatSource(nonmembers))
+        targets = self.features("shadow-targets", self.spec, self.knowledge.targets)
+        return AttackOutcome("shadow", describe(self.spec), attack.predict_proba(targets),
+                             extra={"best_epoch": attack.best_epoch_})
+
+    def train_shadow(self, s: int, s_in: np.ndarray, s_out: np.ndarray) -> torch.nn.Module:
+        self.log(f"  shadow model {s}: training on {len(s_in)} records")
+        seed = self.exp.seed + 1000 + s
+        shadow_exp = self.exp.model_copy(update={"seed": seed})
+        model = initial_model(shadow_exp, self.dataset).to(self.device)
+        train_model(model, self.dataset, s_in, s_out, self.exp.training,
+                    self.exp.training.epochs, self.device, seed)
+        return model.cpu()
+
+    def run(self, name: str) -> AttackOutcome:
+        if name == "whitebox":
+            return self.supervised(name, self.spec)
+        if name == "blackbox":
+            return self.supervised(name, FeatureSpec.black_box())
+        if name == "whitebox-outputs":
+            return self.supervised(name, FeatureSpec.all_activations(self.obs.models[0]))
+        if name.startswith("threshold-"):
+            return self.threshold(name.removeprefix("threshold-"))
+        if name == "unsupervised":
+            return self.unsupervised()
+        if name == "shadow":
+            return self.shadow()
+        raise ValueError(f"unknown attack {name!r}")
+
+
+class ConcatSource:
+    """Several feature sources seen as one (the shadow models' features, concatenated)."""
+
+    def __init__(self, sources) -> None:
+        self.sources = list(sources)
+        self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def shapes(self):
+        return self.sources[0].shapes()
+
+    def take(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
+        rows = np.asarray(rows)
+        which = np.searchsorted(self.offsets, rows, side="right") - 1
+        parts, order = [], []
+        for i, src in enumerate(self.sources):
+            sel = np.nonzero(which == i)[0]
+            if len(sel):
+                parts.append(src.take(rows[sel] - self.offsets[i]))
+                order.append(sel)
+        inverse = np.argsort(np.concatenate(order))
+        return {k: torch.cat([p[k] for p in parts])[inverse] for k in parts[0]}
+
+    def batches(self, order=None, batch_size: int = 256):
+        order = np.arange(len(self)) if order is None else np.asarray(order)
+        for start in range(0, len(order), batch_size):
+            yield self.take(order[start:start + batch_size])
+
+
+def evaluate(run_dir: Path, targets: np.ndarray, outcome: AttackOutcome) -> tuple[dict, dict]:
+    """Metrics of one attack against the ground truth: the only reader of membership.npz."""
+    truth = load_membership(run_dir)
+    labels = np.isin(targets, truth.target_members).astype(int)
+    check_balanced(labels)
+    metrics = attack_metrics(labels, outcome.scores, threshold=outcome.threshold,
+                             predictions=outcome.predictions)
+    fpr, tpr, _ = roc_curve(labels, outcome.scores)
+    return metrics.as_dict(), {"fpr": fpr, "tpr": tpr, "labels": labels}
+
+
+@dataclass
+class AttackReport:
+    """Everything one experiment's attack stage produced, for results and figures."""
+
+    results: list[dict]
+    curves: dict[str, dict]
+    labels: np.ndarray  # ground-truth membership of the targets (evaluation only)
+    classes: np.ndarray  # class label of each target record
+    summaries: dict[str, np.ndarray]  # per-target loss, confidence, entropy, gradient norm
+
+
+def run_attacks(exp: Experiment, run_dir: str | Path,
+                log: Callable[[str], None] = print) -> AttackReport:
+    """Run the experiment's attacks on its run directory and evaluate them."""
+    run_dir = Path(run_dir)
+    cfg = exp.attack or AttackConfig()
+    dataset = experiment_dataset(exp)
+    obs = observe(exp, SnapshotStore(run_dir / SNAPSHOT_DIR), dataset)
+    knowledge = load_knowledge(run_dir)
+    runner = AttackRunner(exp, run_dir, obs, dataset, knowledge, log)
+    history = read_json(run_dir / RUN_FILE)["history"]
+    results, curves, labels = [], {}, None
+    for name in cfg.attacks:
+        log(f"{exp.name}: {name} attack on {len(obs.models)} snapshot(s) of view {obs.view!r}")
+        started = time.perf_counter()
+        outcome = runner.run(name)
+        metrics, curve = evaluate(run_dir, knowledge.targets, outcome)
+        labels = curve.pop("labels")
+        curves[name] = {**curve, "scores": outcome.scores, "predictions": outcome.predictions,
+                        "threshold": outcome.threshold, "extra": outcome.extra or {}}
+        results.append({
+            "experiment": exp.name, "scenario": exp.scenario, "attacker": obs.attacker,
+            "mode": obs.mode, "knowledge": KNOWLEDGE_OF[name], "attack": name,
+            "features": outcome.features, "snapshots": ",".join(obs.labels),
+            **metrics,
+            "target_train_accuracy": history[-1]["train_accuracy"],
+            "target_test_accuracy": history[-1]["test_accuracy"],
+            "attack_time_s": round(time.perf_counter() - started, 2),
+        })
+    summaries = runner.extractor(runner.spec).scalar_summaries(dataset, knowledge.targets)
+    return AttackReport(results, curves, labels, dataset.y[knowledge.targets], summaries)
+
+
+def write_report(run_dir: str | Path, exp: Experiment, report: AttackReport) -> None:
+    """results.json, results.md and the figures of one experiment's attacks."""
+    run_dir = Path(run_dir)
+    figures = run_dir / reporting.FIGURES
+    figures.mkdir(exist_ok=True)
+    title = f"{exp.name} ({exp.scenario})"
+    reporting.plot_roc(report.curves, figures / "roc.png", title)
+    last = {k: v[:, -1] for k, v in report.summaries.items()}
+    if "grad_norm" in last:
+        reporting.plot_member_histograms(last["grad_norm"], report.labels,
+                                         figures / "gradient_norms.png",
+                                         "gradient norm of the observed layers",
+                                         f"{title}: last snapshot", log_x=True)
+    if "unsupervised" in report.curves:
+        reporting.plot_member_histograms(report.curves["unsupervised"]["extra"]["embedding"],
+                                         report.labels, figures / "unsupervised_embedding.png",
+                                         "encoder output", f"{title}: unsupervised embedding")
+    for name, curve in report.curves.items():
+        predictions = curve["predictions"]
+        if predictions is None:
+            predictions = (curve["scores"] >= curve["threshold"]).astype(int)
+        per_class = per_class_accuracy(report.labels, predictions, report.classes)
+        write_json(run_dir / "attacks" / f"{name}-per-class.json",
+                   {str(k): v for k, v in per_class.items()})
+        if name == "whitebox":
+            reporting.plot_per_class(per_class, figures / "per_class_accuracy.png",
+                                     f"{title}: white-box attack accuracy per class")
+        np.save(run_dir / "attacks" / f"{name}-scores.npy", curve["scores"])
+    reporting.write_results(run_dir, report.results)

@@ -1,0 +1,104 @@
+"""results.json, results.md and figures of membership inference runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from fedattack.io import write_atomic, write_json
+
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+FIGURES = "figures"
+
+TABLE_COLUMNS = (
+    ("experiment", "experiment", "{}"),
+    ("attacker", "attacker", "{}"),
+    ("mode", "mode", "{}"),
+    ("knowledge", "knowledge", "{}"),
+    ("attack", "attack", "{}"),
+    ("attack_accuracy", "accuracy", "{:.3f}"),
+    ("auc", "AUC", "{:.3f}"),
+    ("tpr_at_0.1pct_fpr", "TPR@0.1%FPR", "{:.3f}"),
+    ("tpr_at_1pct_fpr", "TPR@1%FPR", "{:.3f}"),
+    ("target_train_accuracy", "target train acc", "{:.3f}"),
+    ("target_test_accuracy", "target test acc", "{:.3f}"),
+)
+
+
+def markdown_table(records: Sequence[dict]) -> str:
+    """One row per (experiment, attack), the paper's metric first."""
+    head = "| " + " | ".join(title for _, title, _ in TABLE_COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
+    rows = ["| " + " | ".join(fmt.format(r[key]) for key, _, fmt in TABLE_COLUMNS) + " |"
+            for r in records]
+    return "\n".join([head, rule, *rows]) + "\n"
+
+
+def write_results(out_dir: str | Path, records: Sequence[dict]) -> None:
+    out_dir = Path(out_dir)
+    write_json(out_dir / RESULTS_JSON, list(records))
+    write_atomic(out_dir / RESULTS_MD, markdown_table(records))
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_roc(curves: dict[str, dict], path: str | Path, title: str) -> None:
+    """ROC of every attack, on linear axes and on log-log axes (where low FPRs are visible)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for name, c in curves.items():
+        for ax in axes:
+            ax.plot(c["fpr"], c["tpr"], label=name)
+    axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
+    axes[0].set(xlabel="false positive rate", ylabel="true positive rate", title="linear")
+    floor = 1e-4
+    axes[1].plot([floor, 1], [floor, 1], "k:", lw=0.8)
+    axes[1].set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1),
+                xlabel="false positive rate", ylabel="true positive rate", title="log-log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_member_histograms(values: np.ndarray, labels: np.ndarray, path: str | Path,
+                           xlabel: str, title: str, log_x: bool = False) -> None:
+    """Distributions of a per-record value for members and non-members (Figs. 4 and 5)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    values = np.asarray(values, dtype=float)
+    if log_x:
+        values = np.log10(np.maximum(values, 1e-12))
+        xlabel = f"log10 {xlabel}"
+    bins = np.histogram_bin_edges(values, bins=40)
+    for flag, name in ((1, "members"), (0, "non-members")):
+        ax.hist(values[labels == flag], bins=bins, alpha=0.55, label=name, density=True)
+    ax.set(xlabel=xlabel, ylabel="density", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_per_class(per_class: dict[int, float], path: str | Path, title: str) -> None:
+    """Attack accuracy per class of the target records (Fig. 2)."""
+    plt = _pyplot()
+    classes = sorted(per_class)
+    fig, ax = plt.subplots(figsize=(max(6, len(classes) * 0.08), 3.8))
+    ax.bar(range(len(classes)), [per_class[c] for c in classes], width=0.9)
+    ax.axhline(0.5, color="k", lw=0.8, ls=":")
+    ax.set(xlabel="class", ylabel="attack accuracy", ylim=(0, 1), title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,104 @@
+"""Run one experiment end to end, whatever its scenario, with a progress display."""
+
+from __future__ import annotations
+
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fedattack.config import Experiment
+from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, claim_run_dir
+from fedattack.io import read_json
+
+console = Console(stderr=True)
+
+
+def _describe(entry: dict) -> str:
+    return (f"train acc {entry['train_accuracy']:.3f} loss {entry['train_loss']:.3f} | "
+            f"test acc {entry['test_accuracy']:.3f} loss {entry['test_loss']:.3f}")
+
+
+@contextmanager
+def progress_bar(exp: Experiment, show: bool):
+    """Yield a callback advancing a bar by one round (federated) or one epoch (stand-alone)."""
+    if exp.scenario == "federated":
+        unit, total = "round", exp.federation.rounds
+    else:
+        unit = "epoch"
+        total = exp.training.epochs + (exp.training.finetune_epochs
+                                       if exp.scenario == "finetune" else 0)
+    if not show:
+        yield lambda *args: None
+        return
+    columns = (TextColumn(f"[bold]{exp.name}[/] {unit}"), MofNCompleteColumn(), BarColumn(),
+               TimeElapsedColumn(), TextColumn("{task.description}"))
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("", total=total)
+
+        def advance(*args) -> None:
+            entry = args[-1]
+            progress.update(task, advance=1, description=_describe(entry) if entry else "")
+
+        yield advance
+
+
+def finished_record(run_dir: Path) -> dict | None:
+    """run.json of a finished run in run_dir, or None."""
+    path = run_dir / RUN_FILE
+    if path.exists():
+        record = read_json(path)
+        if record.get("status") == "finished":
+            return record
+    return None
+
+
+def discard_unfinished(run_dir: Path) -> None:
+    """Remove what an interrupted run left (its snapshots and run.json), keeping config and
+    splits: training restarts from round 0 and, being seeded, records the same models."""
+    shutil.rmtree(run_dir / SNAPSHOT_DIR, ignore_errors=True)
+    (run_dir / RUN_FILE).unlink(missing_ok=True)
+
+
+def train_target(exp: Experiment, run_dir: Path, show_progress: bool, verbose: bool) -> dict:
+    """Train the target model, recording every attacker's view; a finished run is reused."""
+    done = finished_record(run_dir)
+    if done is not None:
+        console.print(f"{exp.name}: target model already trained in {run_dir}")
+        return done
+    discard_unfinished(run_dir)
+    with progress_bar(exp, show_progress) as advance:
+        if exp.scenario == "federated":
+            from fedattack.simulation import run_federated
+
+            return run_federated(exp, run_dir, on_round=advance, verbose=verbose)
+        from fedattack.standalone import run_standalone
+
+        return run_standalone(exp, run_dir, on_epoch=advance)
+
+
+def attack_target(exp: Experiment, run_dir: Path) -> list[dict]:
+    """Run the configured membership inference attacks; finished results are reused."""
+    from fedattack.membership import run_attacks, write_report
+    from fedattack.reporting import RESULTS_JSON
+
+    if (run_dir / RESULTS_JSON).exists():
+        return read_json(run_dir / RESULTS_JSON)
+    report = run_attacks(exp, run_dir, log=console.print)
+    write_report(run_dir, exp, report)
+    return report.results
+
+
+def run_experiment(exp: Experiment, run_dir: str | Path, show_progress: bool = True,
+                   verbose: bool = False) -> tuple[dict, list[dict]]:
+    """Train the target model of `exp` into `run_dir`, then attack it if `exp.attack` is set.
+
+    Returns run.json's record and the attack results. What a finished stage wrote is returned
+    as it is, never rewritten; an unfinished training is redone from the start.
+    """
+    run_dir = claim_run_dir(exp, run_dir)
+    record = train_target(exp, run_dir, show_progress, verbose)
+    results = attack_target(exp, run_dir) if exp.attack is not None else []
+    return record, results

@@ -1,0 +1,1 @@
+"""Flower server side: the recording FedAvg and the malicious aggregators."""

@@ -1,0 +1,118 @@
+"""The Flower ServerApp: builds the aggregator's strategy for one experiment.
+
+`run_config` carries ``config-path`` (the experiment YAML) and ``run-dir`` (where the run's files
+go); see fedattack.protocol. The same app serves ``flwr run .`` (keys from pyproject.toml and
+--run-config)
+and the programmatic simulation (keys passed to :func:`make_server_app` as overrides).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from flwr.common import Context, ndarrays_to_parameters
+from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+
+from fedattack import protocol
+from fedattack.config import Experiment, load_experiment
+from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, initial_model, prepare_run
+from fedattack.io import write_json
+from fedattack.snapshots import SnapshotStore
+from fedattack.training import (
+    evaluate,
+    get_weights,
+    lr_at,
+    resolve_device,
+    set_weights,
+    weight_names,
+)
+from strategies.recording import RecordingFedAvg, RoundLog
+
+
+class GlobalModelLog:
+    """Evaluates the global model after each round and keeps run.json up to date on disk."""
+
+    def __init__(self, exp: Experiment, run_dir: Path, model, dataset, splits,
+                 on_round: Callable[[int, dict], None] | None = None) -> None:
+        self.exp, self.path, self.model = exp, run_dir / RUN_FILE, model
+        self.on_round_done = on_round
+        self.dataset, self.splits = dataset, splits
+        self.device = resolve_device(exp.device)
+        self.started = time.perf_counter()
+        self.record = {"experiment": exp.name, "scenario": exp.scenario, "status": "running",
+                       "history": [], "rounds": []}
+
+    def evaluate_fn(self, server_round: int, weights, _config) -> tuple[float, dict]:
+        set_weights(self.model, weights)
+        self.model.to(self.device)
+        train = evaluate(self.model, self.dataset, self.splits.members(), self.device)
+        test = evaluate(self.model, self.dataset, self.splits.nonmembers, self.device)
+        entry = {"round": server_round, "train_loss": train["loss"],
+                 "train_accuracy": train["accuracy"], "test_loss": test["loss"],
+                 "test_accuracy": test["accuracy"]}
+        self.record["history"].append(entry)
+        if server_round == self.exp.federation.rounds:
+            self.record["status"] = "finished"
+        self.record["wall_time_s"] = round(time.perf_counter() - self.started, 3)
+        write_json(self.path, self.record)
+        if self.on_round_done and server_round > 0:
+            self.on_round_done(server_round, entry)
+        return test["loss"], {"test_accuracy": test["accuracy"]}
+
+    def on_round(self, server_round: int, round_log: RoundLog) -> None:
+        self.record["rounds"].append({"round": server_round, "accepted": round_log.accepted,
+                                      "rejected": {str(k): v
+                                                   for k, v in round_log.rejected.items()}})
+
+
+def build_strategy(
+    exp: Experiment, run_dir: Path, on_round: Callable[[int, dict], None] | None = None
+) -> RecordingFedAvg:
+    """The aggregator for this experiment, with its run directory prepared."""
+    dataset, splits = prepare_run(exp, run_dir)
+    model = initial_model(exp, dataset)
+    weights = get_weights(model)
+    log = GlobalModelLog(exp, run_dir, model, dataset, splits, on_round)
+    exp_json = exp.model_dump_json()
+    n = exp.federation.num_participants
+
+    def fit_config(server_round: int) -> dict:
+        return {protocol.SERVER_ROUND: server_round,
+                protocol.LR: lr_at(exp.training, server_round - 1),
+                protocol.EXPERIMENT: exp_json}
+
+    strategy = RecordingFedAvg(
+        store=SnapshotStore(run_dir / SNAPSHOT_DIR),
+        record_round=exp.federation.records,
+        weight_names=weight_names(model),
+        fit_config=fit_config,
+        on_round=log.on_round,
+        initial_parameters=ndarrays_to_parameters(weights),
+        evaluate_fn=log.evaluate_fn,
+        fraction_fit=1.0,
+        min_fit_clients=n,
+        min_available_clients=n,
+    )
+    return strategy
+
+
+def make_server_app(
+    overrides: dict | None = None, on_round: Callable[[int, dict], None] | None = None
+) -> ServerApp:
+    """A ServerApp whose run_config is completed by `overrides` (used by the simulation runner)."""
+
+    def server_fn(context: Context) -> ServerAppComponents:
+        run_config = {**context.run_config, **(overrides or {})}
+        exp = load_experiment(run_config[protocol.CONFIG_PATH])
+        run_dir = Path(str(run_config[protocol.RUN_DIR]))
+        strategy = build_strategy(exp, run_dir, on_round)
+        return ServerAppComponents(strategy=strategy,
+                                   config=ServerConfig(num_rounds=exp.federation.rounds))
+
+    return ServerApp(server_fn=server_fn)
+
+
+app = make_server_app()
+

@@ -1,0 +1,101 @@
+"""Config validation: bad files give one line naming the field and what is accepted, exit 2."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fedattack.cli import app
+from fedattack.config import ConfigError, Experiment, experiment_yaml, load_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+
+BAD_FILES = {
+    "unknown_key": (
+        "name: x\nfederation:\n  num_participant: 4\n",
+        "federation.num_participant: unknown key",
+    ),
+    "bad_scenario": ("scenario: centralised\n", "scenario: got 'centralised'"),
+    "bad_dataset": (
+        "data:\n  dataset: mnits\n",
+        "data.dataset: unknown dataset 'mnits'; accepted:",
+    ),
+    "bad_model": ("model:\n  arch: vgg\n", "model.arch: unknown model 'vgg'; accepted:"),
+    "negative_lr": ("training:\n  lr: -0.1\n", "training.lr: Input should be greater than 0"),
+    "late_record_round": (
+        "federation:\n  rounds: 10\n  record_rounds: [5, 20]\n",
+        "record_rounds [20] exceed rounds=10",
+    ),
+    "unbalanced": (
+        "data:\n  knowledge:\n    test_members: 10\n    test_nonmembers: 20\n",
+        "evaluation sets are balanced",
+    ),
+    "not_a_mapping": ("- a\n- b\n", "top level must be a mapping"),
+    "bad_yaml": ("name: [unclosed\n", "is not valid YAML"),
+    "bad_name": ("name: 'has space'\n", "name: String should match pattern"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_file_message(tmp_path, case):
+    text, expected = BAD_FILES[case]
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    message = str(err.value)
+    assert expected in message
+    assert "\n" not in message
+    assert message.startswith(str(path))
+
+
+@pytest.mark.parametrize("case", ["unknown_key", "bad_dataset", "bad_yaml"])
+def test_cli_validate_exits_2_without_traceback(tmp_path, case):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_FILES[case][0])
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert BAD_FILES[case][1] in result.output
+
+
+def test_cli_run_bad_file_exits_2_in_a_real_process(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_FILES["bad_scenario"][0])
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedattack.cli", "run", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "scenario" in lines[0]
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_experiment(tmp_path / "absent.yaml")
+
+
+def test_defaults_and_round_trip(tmp_path):
+    exp = Experiment()
+    assert exp.training.optimizer == "adam" and exp.training.lr == 1e-3
+    assert exp.federation.local_epochs == 1
+    path = tmp_path / "resolved.yaml"
+    path.write_text(experiment_yaml(exp))
+    assert load_experiment(path) == exp
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.yaml")))
+def test_shipped_experiments_validate(path):
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+
+
+def test_record_rounds():
+    fed = Experiment(federation={"rounds": 10, "record_rounds": [3, 10]}).federation
+    assert [r for r in range(1, 11) if fed.records(r)] == [3, 10]
+    assert Experiment(federation={"record_rounds": "none"}).federation.records(1) is False

@@ -1,0 +1,432 @@
+"""White-box attack features: torch.func per-example gradients against a plain autograd loop,
+stacking over T snapshots, streaming in chunks, the on-disk cache, layer addressing, and the
+scalar summaries the unsupervised attack reconstructs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedattack.features import (
+    FeatureCache,
+    FeatureExtractor,
+    FeatureSpec,
+    normalised_entropy,
+    per_example_grads_loop,
+)
+from fedattack.models import build_model, layer_names
+
+NUM_CLASSES = 10
+MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
+FAMILIES = [
+    ("fc", MNIST),
+    ("cnn", MNIST),
+    ("cnn-gan", MNIST),
+    ("alexnet", CIFAR),
+    ("resnet20", CIFAR),
+    ("densenet-bc-100-12", CIFAR),
+]
+
+
+class ArrayDataset:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int = NUM_CLASSES) -> None:
+        self.x, self.y = x, y
+        self.num_classes, self.input_shape = num_classes, tuple(x.shape[1:])
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[idx], self.y[idx]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models run fastest on one thread; on a busy machine more threads are much slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_model(arch: str, shape: tuple[int, ...], seed: int = 0) -> nn.Module:
+    """A model in eval mode; BatchNorm running statistics set from a few random batches, so
+    that eval-mode activations (and gradients) have realistic magnitudes."""
+    torch.manual_seed(seed)
+    model = build_model(arch, shape, NUM_CLASSES)
+    if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = None  # cumulative average
+        model.train()
+        with torch.no_grad():
+            for _ in range(2):
+                model(torch.randn(8, *shape))
+    return model.eval()
+
+
+def make_data(shape: tuple[int, ...], n: int, seed: int = 1) -> ArrayDataset:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *shape, generator=gen)
+    y = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
+    return ArrayDataset(x, y)
+
+
+def features(extractor: FeatureExtractor, data: ArrayDataset, idx, batch_size: int = 256):
+    """All batches of `idx`, concatenated."""
+    batches = list(extractor.batches(data, np.asarray(idx), batch_size))
+    return {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, rel: float = 1e-5) -> None:
+    """Equal up to `rel` times the tensor's scale (CIFAR gradients reach 1e1..1e2)."""
+    assert got.shape == want.shape
+    scale = want.abs().max().item()
+    assert scale > 0
+    torch.testing.assert_close(got.double(), want.double(), rtol=10 * rel, atol=rel * scale)
+
+
+def record_mb(spec: FeatureSpec, snapshots: list[nn.Module]) -> float:
+    """memory_mb one record takes in a chunk."""
+    probe = FeatureExtractor(snapshots, spec, NUM_CLASSES)
+    return (probe.record_bytes() + probe.working_bytes()) / 2**20
+
+
+# ----- gradients: torch.func against autograd, every model family
+
+
+@pytest.mark.parametrize(
+    ("dtype", "rel"),
+    # float64 pins the computation down to the float32 rounding of the stored features; float32
+    # through DenseNet-BC-100's hundred layers accumulates relative differences near 1e-3
+    [(torch.float64, 1e-6), (torch.float32, 5e-3)],
+    ids=["float64", "float32"],
+)
+@pytest.mark.parametrize(("arch", "shape"), FAMILIES, ids=[a for a, _ in FAMILIES])
+def test_func_gradients_equal_autograd_loop(arch, shape, dtype, rel):
+    model = make_model(arch, shape).to(dtype)
+    data = make_data(shape, 3)
+    data.x = data.x.to(dtype)
+    names = layer_names(model)
+    layers = (names[len(names) // 2], names[-1])
+    spec = FeatureSpec(gradients=layers, output=False, loss=False, label=False)
+    got = features(FeatureExtractor([model], spec, NUM_CLASSES), data, [0, 1, 2])
+    want = per_example_grads_loop(model, data.x, data.y, layers)
+    modules = dict(model.named_modules())
+    assert set(got) == {f"grad:{n}" for n in layers}
+    for n in layers:
+        module = modules[n]
+        has_bias = module.bias is not None
+        rows, cols = module.weight.shape[0], module.weight[0].numel() + has_bias
+        assert got[f"grad:{n}"].shape == (3, 1, rows, cols)
+        assert_close(got[f"grad:{n}"][:, 0], want[n], rel)
+        # the layout itself: rows = output units, bias in the last column
+        x, y = data.x[1:2], data.y[1:2]
+        w_grad, *b_grad = torch.autograd.grad(
+            F.cross_entropy(model(x), y), [p for p in (module.weight, module.bias) if p is not None]
+        )
+        assert_close(got[f"grad:{n}"][1, 0, :, : module.weight[0].numel()], w_grad.flatten(1), rel)
+        if has_bias:
+            assert_close(got[f"grad:{n}"][1, 0, :, -1], b_grad[0], rel)
+    # the records differ, so their gradients differ: a mix-up of records would show
+    g = got[f"grad:{layers[-1]}"]
+    assert not torch.allclose(g[0], g[1])
+
+
+def test_gradients_differ_between_records_and_per_record_sum_is_batch_gradient():
+    model = make_model("cnn", MNIST)
+    data = make_data(MNIST, 5)
+    spec = FeatureSpec(gradients=(-1,), output=False, loss=False, label=False)
+    got = features(FeatureExtractor([model], spec, NUM_CLASSES), data, range(5))["grad:classifier"]
+    batch_loss = F.cross_entropy(model(data.x), data.y, reduction="sum")
+    w, b = torch.autograd.grad(batch_loss, [model.classifier.weight, model.classifier.bias])
+    assert_close(got[:, 0].sum(0), torch.cat((w, b[:, None]), 1))
+
+
+@pytest.mark.parametrize(("arch", "shape"), [("fc", MNIST), ("resnet20", CIFAR)])
+def test_activations_output_and_loss_match_a_plain_forward(arch, shape):
+    model = make_model(arch, shape)
+    data = make_data(shape, 4)
+    names = layer_names(model)
+    chosen = (names[0], names[len(names) // 2], names[-1])
+    seen: dict[str, torch.Tensor] = {}
+    modules = dict(model.named_modules())
+    hooks = [
+        modules[n].register_forward_hook(lambda _m, _i, o, n=n: seen.__setitem__(n, o))
+        for n in chosen
+    ]
+    with torch.no_grad():
+        logits = model(data.x)
+    for h in hooks:
+        h.remove()
+    for spec in (
+        FeatureSpec(gradients=(-1,), activations=chosen),  # activations from the vmapped pass
+        FeatureSpec(gradients=(), activations=chosen),  # and from the plain batched pass
+    ):
+        extractor = FeatureExtractor([model], spec, NUM_CLASSES)
+        got = features(extractor, data, range(4))
+        for n in chosen:
+            assert extractor.shapes()[f"act:{n}"] == (1, seen[n][0].numel())
+            assert_close(got[f"act:{n}"][:, 0], seen[n].flatten(1))
+        assert_close(got["output"][:, 0], logits.softmax(-1))
+        assert_close(got["loss"][:, 0, 0], F.cross_entropy(logits, data.y, reduction="none"))
+        assert torch.equal(got["label"], F.one_hot(data.y, NUM_CLASSES).float())
+
+
+# ----- T snapshots
+
+
+def test_stacking_over_snapshots():
+    snapshots = [make_model("cnn", MNIST, seed=s) for s in range(3)]
+    data = make_data(MNIST, 4)
+    spec = FeatureSpec(gradients=("hidden", -1), activations=(-2,))
+    stacked = FeatureExtractor(snapshots, spec, NUM_CLASSES)
+    shapes = stacked.shapes()
+    assert shapes == {
+        "grad:hidden": (3, 128, 64 * 7 * 7 + 1),
+        "grad:classifier": (3, NUM_CLASSES, 129),
+        "act:hidden": (3, 128),
+        "output": (3, NUM_CLASSES),
+        "loss": (3, 1),
+        "label": (NUM_CLASSES,),
+    }
+    got = features(stacked, data, range(4))
+    for k, s in shapes.items():
+        assert got[k].shape == (4, *s) and got[k].dtype == torch.float32
+    for t, model in enumerate(snapshots):
+        alone = features(FeatureExtractor([model], spec, NUM_CLASSES), data, range(4))
+        for k in shapes:
+            if k == "label":
+                assert torch.equal(got[k], alone[k])
+            else:
+                assert torch.equal(got[k][:, t], alone[k][:, 0]), (k, t)
+    # the snapshots differ, so their slices differ
+    assert not torch.allclose(got["loss"][:, 0], got["loss"][:, 1])
+
+
+def test_snapshots_of_different_architectures_are_refused():
+    with pytest.raises(ValueError, match="snapshot 1"):
+        FeatureExtractor(
+            [make_model("cnn", MNIST), make_model("cnn-gan", MNIST)], FeatureSpec(), NUM_CLASSES
+        )
+
+
+def test_models_are_put_in_eval_mode():
+    model = make_model("resnet20", CIFAR).train()
+    FeatureExtractor([model], FeatureSpec(), NUM_CLASSES)
+    assert not any(m.training for m in model.modules())
+
+
+# ----- streaming, chunking, cache
+
+
+def test_streaming_in_small_chunks_equals_one_big_chunk():
+    snapshots = [make_model("fc", MNIST, seed=s) for s in range(2)]
+    data = make_data(MNIST, 11)
+    spec = FeatureSpec(gradients=(-2, -1), activations=(-1,))
+    big = FeatureExtractor(snapshots, spec, NUM_CLASSES, memory_mb=1024)
+    small = FeatureExtractor(
+        snapshots, spec, NUM_CLASSES, memory_mb=3.5 * record_mb(spec, snapshots)
+    )
+    assert big.chunk_size() >= 11 and small.chunk_size() == 3
+
+    chunks: list[int] = []
+    compute = small._snapshot_pass
+    small._snapshot_pass = lambda t, x, y, *a: chunks.append(len(x)) or compute(t, x, y, *a)
+
+    order = np.array([7, 3, 10, 0, 5, 1, 9, 2, 8, 4, 6])
+    want = features(big, data, order, batch_size=11)
+    got = features(small, data, order, batch_size=11)
+    assert chunks == [3, 3, 3, 3, 3, 3, 2, 2]  # 4 chunks, each for T = 2 snapshots
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6)
+    # in the order of `indices`
+    natural = features(big, data, range(11), batch_size=11)
+    for k in want:
+        torch.testing.assert_close(want[k], natural[k][order], rtol=1e-5, atol=1e-6)
+    batches = list(small.batches(data, order, batch_size=4))
+    assert [len(b["loss"]) for b in batches] == [4, 4, 3]
+
+
+def test_chunk_size_accounts_for_working_memory():
+    model = make_model("resnet20", CIFAR)
+    first = FeatureExtractor([model], FeatureSpec(gradients=(0,)), NUM_CLASSES, memory_mb=64)
+    last = FeatureExtractor([model], FeatureSpec(gradients=(-1,)), NUM_CLASSES, memory_mb=64)
+    # conv1's gradient is tiny, but backpropagating to it keeps the whole network's activations
+    assert first.record_bytes() < 4096 < 100 * first.record_bytes() < first.working_bytes()
+    assert last.working_bytes() < first.working_bytes() / 4
+    per_record = first.record_bytes() + first.working_bytes()
+    assert first.chunk_size() == 64 * 2**20 // per_record
+    # large per-example gradients: chunks capped at CHUNK_GRAD_MB of one snapshot's gradients
+    fc = make_model("fc", MNIST)
+    spec = FeatureSpec(gradients=(-2, -1))
+    capped = FeatureExtractor([fc, fc], spec, NUM_CLASSES, memory_mb=4096)
+    grad_bytes = 4 * sum(s[1] * s[2] for k, s in capped.shapes().items() if k.startswith("grad"))
+    assert capped.working_bytes() >= grad_bytes
+    assert capped.chunk_size() == int(capped.CHUNK_GRAD_MB * 2**20) // grad_bytes
+
+
+def test_cache_round_trip(tmp_path):
+    snapshots = [make_model("cnn-gan", MNIST, seed=s) for s in range(2)]
+    data = make_data(MNIST, 9)
+    spec = FeatureSpec(gradients=(-1,), activations=("hidden",))
+    extractor = FeatureExtractor(
+        snapshots, spec, NUM_CLASSES, memory_mb=4.5 * record_mb(spec, snapshots)
+    )
+    assert extractor.chunk_size() == 4
+    idx = np.array([8, 1, 4, 0, 6, 2, 7, 3, 5])
+    want = features(extractor, data, idx)
+
+    cache = extractor.cache(data, idx, tmp_path / "feats")
+    assert len(cache) == 9 and cache.shapes() == extractor.shapes()
+    assert np.array_equal(cache.indices, idx)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feats"]  # no temporary left over
+    index = json.loads((tmp_path / "feats" / "index.json").read_text())
+    assert index["count"] == 9 and index["num_snapshots"] == 2
+
+    reopened = FeatureCache(tmp_path / "feats")
+    got = {k: torch.cat([b[k] for b in reopened.batches(batch_size=4)]) for k in want}
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+    order = np.array([3, 0, 8, 5])
+    taken = reopened.take(order)
+    for k in want:
+        assert torch.equal(taken[k], want[k][order]), k
+    shuffled = list(reopened.batches(order, batch_size=3))
+    assert [len(b["loss"]) for b in shuffled] == [3, 1]
+    assert torch.equal(torch.cat([b["output"] for b in shuffled]), want["output"][order])
+
+    # computed once: a second call reads the finished cache; another request is refused
+    extractor._snapshot_pass = None  # would fail if called
+    again = extractor.cache(data, idx, tmp_path / "feats")
+    assert torch.equal(again.take(np.arange(9))["loss"], want["loss"])
+    with pytest.raises(FileExistsError):
+        extractor.cache(data, idx[:5], tmp_path / "feats")
+
+
+def test_cache_refuses_unfinished_folder(tmp_path):
+    (tmp_path / "feats").mkdir()
+    with pytest.raises(FileNotFoundError):
+        FeatureCache(tmp_path / "feats")
+    extractor = FeatureExtractor([make_model("cnn", MNIST)], FeatureSpec(), NUM_CLASSES)
+    with pytest.raises(FileExistsError):
+        extractor.cache(make_data(MNIST, 2), np.arange(2), tmp_path / "feats")
+
+
+# ----- layer addressing and specs
+
+
+def test_layers_by_name_and_by_negative_index():
+    model = make_model("fc", MNIST)
+    data = make_data(MNIST, 3)
+    names = layer_names(model)
+    by_name = FeatureExtractor(
+        [model],
+        FeatureSpec(gradients=(names[-2], "classifier"), activations=(names[1],)),
+        NUM_CLASSES,
+    )
+    by_index = FeatureExtractor(
+        [model], FeatureSpec(gradients=(-2, -1), activations=(-len(names) + 1,)), NUM_CLASSES
+    )
+    assert by_name.shapes() == by_index.shapes()
+    assert list(by_name.shapes())[:3] == [f"grad:{names[-2]}", "grad:classifier", f"act:{names[1]}"]
+    a, b = features(by_name, data, range(3)), features(by_index, data, range(3))
+    for k in a:
+        assert torch.equal(a[k], b[k])
+
+
+def test_unknown_layer_lists_the_available_names():
+    model = make_model("cnn", MNIST)
+    with pytest.raises(ValueError, match="unknown layer 'fc9'") as err:
+        FeatureExtractor([model], FeatureSpec(gradients=("fc9",)), NUM_CLASSES)
+    for n in layer_names(model):
+        assert n in str(err.value)
+    with pytest.raises(ValueError, match="available: features.0, features.3, hidden, classifier"):
+        FeatureExtractor([model], FeatureSpec(activations=(-5,)), NUM_CLASSES)
+
+
+def test_spec_presets():
+    model = make_model("cnn", MNIST)
+    white = FeatureExtractor([model], FeatureSpec.all_activations(model), NUM_CLASSES)
+    assert list(white.shapes()) == [f"act:{n}" for n in layer_names(model)] + [
+        "output",
+        "loss",
+        "label",
+    ]
+    black = FeatureExtractor([model], FeatureSpec.black_box(), NUM_CLASSES)
+    assert black.shapes() == {"output": (1, NUM_CLASSES), "label": (NUM_CLASSES,)}
+    with pytest.raises(ValueError, match="selects nothing"):
+        FeatureExtractor(
+            [model], FeatureSpec(gradients=(), output=False, loss=False, label=False), NUM_CLASSES
+        )
+
+
+# ----- scalar summaries
+
+
+def test_normalised_entropy():
+    uniform = torch.full((2, 7), 1 / 7)
+    assert torch.allclose(normalised_entropy(uniform), torch.ones(2))
+    one_hot = F.one_hot(torch.tensor([0, 6]), 7).float()
+    assert torch.equal(normalised_entropy(one_hot), torch.zeros(2))
+    mixed = torch.tensor([[0.5, 0.5, 0.0, 0.0]])
+    assert torch.allclose(normalised_entropy(mixed), torch.tensor([0.5]))
+
+
+def test_scalar_summaries_of_uniform_and_one_hot_predictions():
+    data = make_data(MNIST, 6)
+    uniform = make_model("cnn", MNIST)
+    with torch.no_grad():
+        uniform.classifier.weight.zero_()
+        uniform.classifier.bias.zero_()
+    peaked = make_model("cnn", MNIST, seed=1)
+    with torch.no_grad():
+        peaked.classifier.weight.zero_()
+        peaked.classifier.bias.copy_(torch.arange(NUM_CLASSES) == 3).mul_(200.0)
+    s = FeatureExtractor([uniform, peaked], FeatureSpec(), NUM_CLASSES).scalar_summaries(
+        data, np.arange(6)
+    )
+    assert set(s) == {"loss", "correct", "confidence", "entropy", "grad_norm"}
+    assert all(v.shape == (6, 2) for v in s.values())
+    assert np.allclose(s["entropy"][:, 0], 1.0, atol=1e-6)
+    assert np.allclose(s["confidence"][:, 0], 1 / NUM_CLASSES)
+    assert np.allclose(s["loss"][:, 0], np.log(NUM_CLASSES), atol=1e-5)
+    assert np.all(s["entropy"][:, 1] < 1e-6)
+    hit = data.y.numpy() == 3
+    assert np.array_equal(s["correct"][:, 1], hit.astype(np.float32))
+    assert np.allclose(s["confidence"][:, 1], hit, atol=1e-6)
+
+
+def test_scalar_summaries_agree_with_the_features():
+    snapshots = [make_model("fc", MNIST, seed=s) for s in range(2)]
+    data = make_data(MNIST, 7)
+    spec = FeatureSpec(gradients=(-2, -1))
+    idx = np.array([6, 0, 3, 1, 5, 2, 4])
+    extractor = FeatureExtractor(
+        snapshots, spec, NUM_CLASSES, memory_mb=2.5 * record_mb(spec, snapshots)
+    )
+    assert extractor.chunk_size() == 2
+    s = extractor.scalar_summaries(data, idx)
+    f = features(FeatureExtractor(snapshots, spec, NUM_CLASSES), data, idx)
+    y = data.y[idx]
+    correct = (f["output"].argmax(-1) == y[:, None]).float()
+    np.testing.assert_array_equal(s["correct"], correct.numpy())
+    np.testing.assert_allclose(s["loss"], f["loss"][..., 0].numpy(), rtol=1e-5)
+    confidence = f["output"].gather(2, y[:, None, None].expand(-1, 2, 1))[..., 0]
+    np.testing.assert_allclose(s["confidence"], confidence.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(s["entropy"], normalised_entropy(f["output"]).numpy(), rtol=1e-5)
+    grads = torch.cat([f[k].flatten(2) for k in f if k.startswith("grad:")], dim=2)
+    np.testing.assert_allclose(s["grad_norm"], grads.norm(dim=2).numpy(), rtol=1e-5)
+    # the norm covers both layers: the last layer alone is smaller
+    last = f["grad:classifier"].flatten(2).norm(dim=2).numpy()
+    assert np.all(s["grad_norm"] > last)
+
+
+def test_scalar_summaries_without_gradient_layers_have_no_grad_norm():
+    model = make_model("cnn", MNIST)
+    s = FeatureExtractor([model], FeatureSpec.black_box(), NUM_CLASSES).scalar_summaries(
+        make_data(MNIST, 3), np.arange(3)
+    )
+    assert set(s) == {"loss", "correct", "confidence", "entropy"}
