@@ -1,12 +1,37 @@
-"""The Flower ClientApp: one participant per SuperNode, its partition id from node_config."""
+"""The Flower ClientApp: one participant per SuperNode, its partition id from node_config.
+
+A node learns its role (honest, or one of the malicious participants) from the experiment the
+server sends with every fit instruction, via :meth:`fedattack.config.Experiment.role_of`; the
+class that plays each role is looked up in :data:`ROLES`. Whatever a role must remember across
+rounds lives in the node's ``Context.state``, which Flower keeps for the node between rounds.
+"""
 
 from __future__ import annotations
 
-from flwr.client import ClientApp
-from flwr.common import Context
+from flwr.client import ClientApp, NumPyClient
+from flwr.common import Context, RecordDict
 
-from clients.honest import HonestClient
+from clients.honest import HonestClient, experiment_setup
 from fedattack import protocol
+
+ROLES: dict[str, type[HonestClient]] = {
+    "honest": HonestClient,
+}
+
+
+class Participant(NumPyClient):
+    """Plays this node's role in the experiment: builds the role's client at each fit."""
+
+    def __init__(self, partition_id: int, data_root: str | None, threads: int | None,
+                 state: RecordDict) -> None:
+        self.partition_id, self.data_root, self.threads, self.state = (
+            partition_id, data_root, threads, state)
+
+    def fit(self, parameters, config):
+        exp, _, _ = experiment_setup(str(config[protocol.EXPERIMENT]), self.data_root)
+        role = ROLES[exp.role_of(self.partition_id)]
+        client = role(self.partition_id, self.data_root, self.threads, state=self.state)
+        return client.fit(parameters, config)
 
 
 def make_client_app(overrides: dict | None = None) -> ClientApp:
@@ -17,8 +42,8 @@ def make_client_app(overrides: dict | None = None) -> ClientApp:
         partition_id = int(context.node_config["partition-id"])
         data_root = context.node_config.get(protocol.DATA_PATH)
         threads = run_config.get(protocol.CLIENT_THREADS)
-        return HonestClient(partition_id, str(data_root) if data_root else None,
-                            int(threads) if threads else None).to_client()
+        return Participant(partition_id, str(data_root) if data_root else None,
+                           int(threads) if threads else None, context.state).to_client()
 
     return ClientApp(client_fn=client_fn)
 

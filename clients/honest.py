@@ -7,6 +7,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 from flwr.client import NumPyClient
+from flwr.common import RecordDict
 
 from fedattack import protocol
 from fedattack.config import Experiment
@@ -41,9 +42,10 @@ class HonestClient(NumPyClient):
     """Trains the received global model on its partition and uploads the result."""
 
     def __init__(self, partition_id: int, data_root: str | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, state: RecordDict | None = None) -> None:
         self.partition_id = partition_id
         self.data_root = data_root
+        self.state = state if state is not None else RecordDict()  # the node's memory
         if threads:
             set_torch_threads(threads)
 

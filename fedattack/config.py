@@ -219,6 +219,10 @@ class Experiment(Strict):
         default=None, description="membership inference on the recorded run; none if absent"
     )
 
+    def role_of(self, partition_id: int) -> str:
+        """The role participant `partition_id` plays: a key of ``clients.client_app.ROLES``."""
+        return "honest"
+
 
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message is one line fit for a user."""
