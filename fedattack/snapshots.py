@@ -51,7 +51,10 @@ MODEL_KIND = "model"
 """Stand-alone kind: ``round`` is the epoch index, or a ``tag`` names the model (``"before"`` and
 ``"after"`` for fine-tuning)."""
 
-ALL_KINDS = (*KINDS, MODEL_KIND)
+GENERATED_KIND = "generated"
+"""A GAN attacker's samples after a round (one tensor ``x``), in the attacker's local view."""
+
+ALL_KINDS = (*KINDS, MODEL_KIND, GENERATED_KIND)
 PARTITIONED_KINDS = ("upload", "sent")
 
 GLOBAL_VIEW = "global"
