@@ -11,7 +11,7 @@ BatchNorm buffers included, which is what Flower's NumPyClient exchanges.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -103,12 +103,27 @@ def train_epoch(
     """
     idx = _as_indices(indices, "train_epoch")
     order = idx[torch.randperm(idx.size, generator=generator).numpy()]
+    batches = (order[start : start + batch_size] for start in range(0, order.size, batch_size))
+    return train_on_batches(model, dataset, batches, optimizer, device)
+
+
+def train_on_batches(
+    model: nn.Module,
+    dataset: BatchDataset,
+    batches: Iterable[np.ndarray],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+) -> dict[str, float]:
+    """One optimizer step per batch of indices, cross-entropy loss; the mean training loss and
+    accuracy over the examples seen, as measured during the pass."""
     model.train()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    for start in range(0, order.size, batch_size):
-        x, y = dataset.batch(order[start : start + batch_size])
+    seen = 0
+    for batch in batches:
+        x, y = dataset.batch(np.asarray(batch))
         x, y = x.to(device), y.to(device)
+        seen += y.shape[0]
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
@@ -116,7 +131,8 @@ def train_epoch(
         optimizer.step()
         total_loss += loss.detach() * y.shape[0]
         correct += (logits.detach().argmax(1) == y).sum()
-    return {"loss": total_loss.item() / order.size, "accuracy": correct.item() / order.size}
+    seen = max(seen, 1)
+    return {"loss": total_loss.item() / seen, "accuracy": correct.item() / seen}
 
 
 @torch.no_grad()
