@@ -1,4 +1,4 @@
-"""The `fedattack` command: run and validate experiment files."""
+"""The `fedattack` command: run and validate experiment and campaign files."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ from pathlib import Path
 
 import typer
 
-from fedattack.config import ConfigError, load_experiment
+from fedattack.campaign import CAMPAIGN_COLUMNS, CampaignPlan, plan_campaign, run_campaign
+from fedattack.config import ConfigError, Experiment, is_campaign, load_yaml, parse_experiment
+from fedattack.reporting import markdown_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fedattack: federated-learning privacy attacks on Flower.")
 
 USAGE_ERROR = 2
+INTERRUPTED = 130  # the shell's code for Ctrl-C
 
 
 def fail(message: str) -> None:
@@ -27,41 +30,68 @@ def user_errors():
     return (ConfigError, DatasetUnavailable, FileExistsError)
 
 
+def load_config(path: Path) -> Experiment | CampaignPlan:
+    """An experiment file, or a campaign file (one with a top-level `campaign` key) expanded."""
+    data = load_yaml(path)
+    if is_campaign(data):
+        return plan_campaign(data, path.read_text(), str(path))
+    return parse_experiment(data, str(path))
+
+
 @app.command()
-def validate(config: Path = typer.Argument(..., help="experiment YAML")) -> None:
-    """Check an experiment file without running it."""
+def validate(config: Path = typer.Argument(..., help="experiment or campaign YAML")) -> None:
+    """Check an experiment or campaign file without running it."""
     try:
-        exp = load_experiment(config)
+        loaded = load_config(config)
     except ConfigError as err:
         fail(str(err))
-    typer.echo(f"ok: {config} is a valid {exp.scenario} experiment {exp.name!r}")
+    if isinstance(loaded, CampaignPlan):
+        typer.echo(f"ok: {config} is a valid campaign {loaded.name!r} of "
+                   f"{len(loaded.items)} experiments")
+    else:
+        typer.echo(f"ok: {config} is a valid {loaded.scenario} experiment {loaded.name!r}")
 
 
 @app.command()
 def run(
-    config: Path = typer.Argument(..., help="experiment YAML"),
+    config: Path = typer.Argument(..., help="experiment or campaign YAML"),
     out: Path = typer.Option(None, "--out", help="run directory (default: runs/<name>)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
     verbose: bool = typer.Option(False, "--verbose", help="show Flower and Ray logs"),
 ) -> None:
-    """Run an experiment: train the target model and record what each attacker observes."""
-    from fedattack.runner import run_experiment
-
+    """Run an experiment (train the target model, record what each attacker observes, attack)
+    or every experiment of a campaign; a rerun resumes where an interrupted one stopped."""
     try:
-        exp = load_experiment(config)
-        run_dir = out or Path("runs") / exp.name
-        record, results = run_experiment(exp, run_dir, show_progress=not quiet,
-                                         verbose=verbose)
+        loaded = load_config(config)
+        if isinstance(loaded, CampaignPlan):
+            run_campaign_command(loaded, out or Path("runs") / loaded.name, quiet, verbose)
+        else:
+            run_experiment_command(loaded, out or Path("runs") / loaded.name, quiet, verbose)
     except user_errors() as err:
         fail(str(err))
     except ValueError as err:  # e.g. a dataset too small for the requested split sizes
         fail(str(err))
+    except KeyboardInterrupt:
+        typer.echo("interrupted: run the same command again to resume", err=True)
+        raise typer.Exit(INTERRUPTED) from None
+
+
+def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose: bool) -> None:
+    records = run_campaign(plan, out_dir, show_progress=not quiet, verbose=verbose)
+    typer.echo(f"campaign {plan.name}: {len(plan.items)} experiments finished; "
+               f"results in {out_dir}")
+    if records:
+        typer.echo(markdown_table(records, CAMPAIGN_COLUMNS))
+
+
+def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose: bool) -> None:
+    from fedattack.runner import run_experiment
+
+    record, results = run_experiment(exp, run_dir, show_progress=not quiet, verbose=verbose)
     last = record["history"][-1]
     typer.echo(f"{exp.name}: target model train accuracy {last['train_accuracy']:.3f}, "
                f"test accuracy {last['test_accuracy']:.3f}; run directory {run_dir}")
     if results:
-        from fedattack.reporting import markdown_table
-
         typer.echo(markdown_table(results))
 
 

@@ -8,7 +8,7 @@ paper gives one; unknown keys are refused so that a typo never silently falls ba
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,6 +22,8 @@ class Strict(BaseModel):
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
+# Experiment and campaign names: they become folder names.
+NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
 
 
 class KnowledgeSizes(Strict):
@@ -207,7 +209,7 @@ class AttackConfig(Strict):
 class Experiment(Strict):
     """One run: a dataset split, a target model trained in one scenario, what is recorded."""
 
-    name: str = Field(default="experiment", pattern=r"^[A-Za-z0-9_.\-]+$")
+    name: str = Field(default="experiment", pattern=NAME_PATTERN)
     seed: NonNegInt = 0
     scenario: Literal["federated", "standalone", "finetune"] = "federated"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -276,3 +278,98 @@ def load_experiment(path: str | Path) -> Experiment:
 def experiment_yaml(exp: Experiment) -> str:
     """The fully resolved config (every default spelled out) as YAML."""
     return yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False)
+
+
+AttackName = Literal[ATTACK_NAMES]  # type: ignore[valid-type]
+Accuracy = Annotated[float, Field(ge=0, le=1)]
+
+
+class CampaignEntry(BaseModel):
+    """One experiment of a campaign: a partial Experiment mapping, deep-merged onto the
+    campaign's `base`, plus `paper`, the attack accuracies the paper reported for it (a fraction,
+    0.746 for 74.6%). Its other keys are checked when the merged experiment is validated."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    paper: dict[AttackName, Accuracy] = Field(default_factory=dict)
+
+    def overrides(self) -> dict[str, Any]:
+        """The Experiment keys this entry sets."""
+        return dict(self.model_extra or {})
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The config block class inside a field's annotation (`AttackConfig | None` included)."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def is_experiment_key(dotted: str, model: type[BaseModel] = Experiment) -> bool:
+    """Whether `dotted` (e.g. "federation.num_participants") names a field of the Experiment."""
+    head, _, rest = dotted.partition(".")
+    field = model.model_fields.get(head)
+    if field is None:
+        return False
+    if not rest:
+        return True
+    block = _model_of(field.annotation)
+    return block is not None and is_experiment_key(rest, block)
+
+
+class Campaign(Strict):
+    """A campaign file: experiments (each merged onto `base`) times the grid of `sweep`.
+
+    The file is recognised by its top-level `campaign` key; see fedattack.campaign for how it is
+    expanded and run.
+    """
+
+    campaign: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    experiments: list[CampaignEntry] = Field(min_length=1)
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+
+    @field_validator("base")
+    @classmethod
+    def _base_has_no_name(cls, base: dict[str, Any]) -> dict[str, Any]:
+        if "name" in base:
+            raise ValueError("an experiment's name comes from its entry, not from base")
+        return base
+
+    @field_validator("experiments")
+    @classmethod
+    def _unique_names(cls, entries: list[CampaignEntry]) -> list[CampaignEntry]:
+        names = [e.name for e in entries]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"duplicate experiment names {repeated}")
+        return entries
+
+    @field_validator("sweep")
+    @classmethod
+    def _known_sweep_keys(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if not sweep:
+            raise ValueError("sweeps over no keys; leave it out to run each experiment once")
+        for key, values in sweep.items():
+            if key == "name" or not is_experiment_key(key):
+                raise ValueError(f"unknown experiment key {key!r}; use dotted keys such as "
+                                 "'federation.num_participants'")
+            if not values:
+                raise ValueError(f"{key!r} sweeps over no values")
+        return sweep
+
+
+def is_campaign(data: dict[str, Any]) -> bool:
+    """A YAML mapping is a campaign when it has a top-level `campaign` key."""
+    return "campaign" in data
+
+
+def parse_campaign(data: dict[str, Any], source: str = "config") -> Campaign:
+    """Validate a mapping as a Campaign, with a one-line error naming the bad field."""
+    try:
+        return Campaign.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None

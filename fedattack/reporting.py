@@ -28,19 +28,26 @@ TABLE_COLUMNS = (
 )
 
 
-def markdown_table(records: Sequence[dict]) -> str:
-    """One row per (experiment, attack), the paper's metric first."""
-    head = "| " + " | ".join(title for _, title, _ in TABLE_COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in TABLE_COLUMNS) + "|"
-    rows = ["| " + " | ".join(fmt.format(r[key]) for key, _, fmt in TABLE_COLUMNS) + " |"
+def _cell(record: dict, key: str, fmt: str) -> str:
+    """A formatted value, or a dash where the record has none (e.g. no paper figure)."""
+    value = record.get(key)
+    return "–" if value is None else fmt.format(value)
+
+
+def markdown_table(records: Sequence[dict], columns: Sequence[tuple] = TABLE_COLUMNS) -> str:
+    """One row per (experiment, attack); `columns` are (key, title, format) triples."""
+    head = "| " + " | ".join(title for _, title, _ in columns) + " |"
+    rule = "|" + "|".join("---" for _ in columns) + "|"
+    rows = ["| " + " | ".join(_cell(r, key, fmt) for key, _, fmt in columns) + " |"
             for r in records]
     return "\n".join([head, rule, *rows]) + "\n"
 
 
-def write_results(out_dir: str | Path, records: Sequence[dict]) -> None:
+def write_results(out_dir: str | Path, records: Sequence[dict],
+                  columns: Sequence[tuple] = TABLE_COLUMNS) -> None:
     out_dir = Path(out_dir)
     write_json(out_dir / RESULTS_JSON, list(records))
-    write_atomic(out_dir / RESULTS_MD, markdown_table(records))
+    write_atomic(out_dir / RESULTS_MD, markdown_table(records, columns))
 
 
 def _pyplot():

@@ -1,0 +1,310 @@
+"""Campaigns: expansion, validation, results, and resuming after the process is killed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from fedattack.campaign import (
+    CAMPAIGN_FILE,
+    PAPER_KEY,
+    deep_merge,
+    expanded_name,
+    load_campaign,
+    run_campaign,
+)
+from fedattack.cli import app, load_config
+from fedattack.config import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING_FIELDS = ("attack_time_s",)
+
+# Two stand-alone experiments (seeds 0 and 1) small enough to train and attack in seconds.
+TINY = """\
+campaign: tiny
+description: two seeds of a tiny stand-alone run
+base:
+  scenario: standalone
+  device: cpu
+  data:
+    dataset: purchase100-synth
+    num_records: 600
+    train_size: 100
+    nonmember_size: 200
+    knowledge: {train_members: 50, train_nonmembers: 50, test_members: 50, test_nonmembers: 50}
+  training: {epochs: 4}
+  attack: {attacks: [whitebox, threshold-loss], epochs: 2, kernels: 8}
+experiments:
+  - name: fc
+    paper: {whitebox: 0.734}
+sweep:
+  seed: [0, 1]
+"""
+FIRST, SECOND = "fc.seed-0", "fc.seed-1"
+
+
+def write(tmp_path: Path, text: str, name: str = "campaign.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def campaign_text(**fields) -> str:
+    """A minimal valid campaign with some top-level fields replaced."""
+    data = {
+        "campaign": "c",
+        "base": {"scenario": "standalone", "attack": {"attacks": ["whitebox"]}},
+        "experiments": [{"name": "a"}, {"name": "b", "training": {"epochs": 3}}],
+        **fields,
+    }
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+# --- expansion -------------------------------------------------------------------------------
+
+
+def test_sweep_is_a_cartesian_product_named_by_leaf(tmp_path):
+    sweep = {"federation.num_participants": [2, 3], "seed": [0, 1]}
+    plan = load_campaign(write(tmp_path, campaign_text(
+        base={"scenario": "federated"}, sweep=sweep)))
+    names = [item.experiment.name for item in plan.items]
+    assert names == [
+        "a.num_participants-2.seed-0", "a.num_participants-2.seed-1",
+        "a.num_participants-3.seed-0", "a.num_participants-3.seed-1",
+        "b.num_participants-2.seed-0", "b.num_participants-2.seed-1",
+        "b.num_participants-3.seed-0", "b.num_participants-3.seed-1",
+    ]
+    last = plan.items[-1]
+    assert last.experiment.federation.num_participants == 3
+    assert last.experiment.seed == 1
+    assert last.experiment.training.epochs == 3
+    assert last.swept == {"federation.num_participants": 3, "seed": 1}
+
+
+def test_without_sweep_each_experiment_runs_once(tmp_path):
+    plan = load_campaign(write(tmp_path, campaign_text()))
+    assert [item.experiment.name for item in plan.items] == ["a", "b"]
+    assert all(item.swept == {} for item in plan.items)
+
+
+def test_list_values_make_valid_names():
+    name = expanded_name("a", {"attack.features.gradients": [-1, "fc.3"], "training.lr": 1e-3})
+    assert name == "a.gradients--1_fc.3.lr-0.001"
+
+
+def test_deep_merge_merges_mappings_and_replaces_the_rest():
+    base = {"data": {"dataset": "purchase100-synth", "train_size": 1000}, "seed": 0,
+            "attack": {"attacks": ["whitebox", "blackbox"]}}
+    entry = {"data": {"train_size": 200, "nonmember_size": 300}, "attack": {"attacks": ["shadow"]}}
+    merged = deep_merge(base, entry)
+    assert merged == {"data": {"dataset": "purchase100-synth", "train_size": 200,
+                               "nonmember_size": 300},
+                      "seed": 0, "attack": {"attacks": ["shadow"]}}
+    assert base["data"]["train_size"] == 1000  # the base is not modified
+
+
+def test_entry_and_sweep_are_merged_onto_base(tmp_path):
+    text = campaign_text(
+        base={"scenario": "standalone", "data": {"train_size": 500, "nonmember_size": 700},
+              "attack": {"attacks": ["whitebox"], "epochs": 7}},
+        experiments=[{"name": "a", "data": {"train_size": 300}, "paper": {"whitebox": 0.7}}],
+        sweep={"data.knowledge.train_members": [10]},
+    )
+    (item,) = load_campaign(write(tmp_path, text)).items
+    exp = item.experiment
+    assert (exp.data.train_size, exp.data.nonmember_size) == (300, 700)
+    assert exp.data.knowledge.train_members == 10
+    assert exp.attack.epochs == 7
+    assert item.paper == {"whitebox": 0.7}
+
+
+# --- validation ------------------------------------------------------------------------------
+
+BAD_CAMPAIGNS = {
+    "duplicate_names": (
+        {"experiments": [{"name": "a"}, {"name": "a"}]},
+        "experiments: duplicate experiment names ['a']",
+    ),
+    "unknown_sweep_key": (
+        {"sweep": {"federation.num_participant": [2]}},
+        "sweep: unknown experiment key 'federation.num_participant'",
+    ),
+    "sweep_below_a_leaf": ({"sweep": {"seed.value": [2]}}, "unknown experiment key 'seed.value'"),
+    "sweep_over_name": ({"sweep": {"name": ["x"]}}, "unknown experiment key 'name'"),
+    "empty_sweep_values": ({"sweep": {"seed": []}}, "sweep: 'seed' sweeps over no values"),
+    "empty_sweep": ({"sweep": {}}, "sweep: sweeps over no keys"),
+    "no_experiments": ({"experiments": []}, "experiments: List should have at least 1 item"),
+    "unnamed_entry": ({"experiments": [{"seed": 1}]}, "experiments.0.name: Field required"),
+    "bad_entry_name": ({"experiments": [{"name": "a b"}]}, "experiments.0.name: String should"),
+    "name_in_base": ({"base": {"name": "x"}}, "base: an experiment's name comes from its entry"),
+    "percent_not_fraction": (
+        {"experiments": [{"name": "a", "paper": {"whitebox": 74.6}}]},
+        "experiments.0.paper.whitebox: Input should be less than or equal to 1",
+    ),
+    "paper_unknown_attack": (
+        {"experiments": [{"name": "a", "paper": {"greybox": 0.7}}]},
+        "experiments.0.paper.greybox",
+    ),
+    "paper_attack_not_run": (
+        {"experiments": [{"name": "a", "paper": {"shadow": 0.68}}]},
+        "experiment 'a': paper names attacks ['shadow'] that it does not run",
+    ),
+    "bad_key_in_entry": (
+        {"experiments": [{"name": "a", "federation": {"num_participant": 3}}]},
+        "experiment 'a': federation.num_participant: unknown key",
+    ),
+    "bad_swept_value": (
+        {"sweep": {"federation.rounds": [5, 0]}},
+        "experiment 'a.rounds-0': federation.rounds: Input should be greater than 0",
+    ),
+    "names_collide": (
+        {"sweep": {"attack.features.gradients": [[-1], ["-1"]]}},
+        "expanded experiment names collide: ['a.gradients--1', 'b.gradients--1']",
+    ),
+    "unknown_top_key": ({"experiment": []}, "experiment: unknown key"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CAMPAIGNS))
+def test_bad_campaign_message(tmp_path, case):
+    fields, expected = BAD_CAMPAIGNS[case]
+    path = write(tmp_path, campaign_text(**fields))
+    with pytest.raises(ConfigError) as err:
+        load_campaign(path)
+    message = str(err.value)
+    assert expected in message
+    assert "\n" not in message
+    assert message.startswith(str(path))
+
+
+def test_cli_validate_recognises_a_campaign(tmp_path):
+    path = write(tmp_path, campaign_text(sweep={"seed": [0, 1, 2]}))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "valid campaign 'c' of 6 experiments" in result.output
+
+
+def test_cli_refuses_a_bad_campaign_with_one_line(tmp_path):
+    path = write(tmp_path, campaign_text(sweep={"seed": []}))
+    for command in (["validate", str(path)], ["run", str(path), "--out", str(tmp_path / "o")]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2
+        assert result.output.strip().startswith("error: ")
+        assert "sweeps over no values" in result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # nothing ran
+
+
+EXPERIMENT_FILES = sorted((REPO / "experiments").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXPERIMENT_FILES, ids=lambda p: p.name)
+def test_every_experiment_file_validates(path):
+    loaded = load_config(path)
+    assert loaded is not None
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The tiny campaign run once, uninterrupted, in this process."""
+    folder = tmp_path_factory.mktemp("reference")
+    plan = load_campaign(write(folder, TINY))
+    out = folder / "out"
+    records = run_campaign(plan, out, show_progress=False, log=lambda message: None)
+    return out, records
+
+
+def test_results_json_has_every_experiment_and_attack(reference):
+    out, records = reference
+    stored = json.loads((out / "results.json").read_text())
+    assert stored == records
+    assert [(r["experiment"], r["attack"]) for r in stored] == [
+        (FIRST, "whitebox"), (FIRST, "threshold-loss"),
+        (SECOND, "whitebox"), (SECOND, "threshold-loss"),
+    ]
+    assert [r["seed"] for r in stored] == [0, 0, 1, 1]
+    assert [r.get(PAPER_KEY) for r in stored] == [0.734, None, 0.734, None]
+    per_experiment = json.loads((out / FIRST / "results.json").read_text())
+    assert without_timing(stored[:2]) == without_timing(
+        [{**r, "seed": 0, **({PAPER_KEY: 0.734} if r["attack"] == "whitebox" else {})}
+         for r in per_experiment])
+
+
+def test_results_md_puts_the_paper_beside_the_measurement(reference):
+    out, records = reference
+    lines = (out / "results.md").read_text().splitlines()
+    head = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert head.index("paper") == head.index("accuracy") + 1
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
+    assert len(rows) == len(records)
+    paper = head.index("paper")
+    assert [row[paper] for row in rows] == ["0.734", "–", "0.734", "–"]
+    accuracy = head.index("accuracy")
+    assert rows[1][accuracy] == f"{records[1]['attack_accuracy']:.3f}"
+
+
+def test_campaign_dir_keeps_the_file_and_refuses_another_campaign(reference, tmp_path):
+    out, _ = reference
+    assert (out / CAMPAIGN_FILE).read_text() == TINY
+    other = write(tmp_path, TINY.replace("seed: [0, 1]", "seed: [0, 2]"))
+    result = CliRunner().invoke(app, ["run", str(other), "--out", str(out)])
+    assert result.exit_code == 2
+    assert "holds a different campaign" in result.output
+
+
+def mtimes(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")
+            if p.is_file()}
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fedattack.cli", *args]
+
+
+def run_until_first_finished(config: Path, out: Path, timeout: float = 300) -> None:
+    """Start the campaign in a subprocess and SIGKILL it once its first experiment finished."""
+    proc = subprocess.Popen(cli("run", str(config), "--out", str(out), "--quiet"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ})
+    deadline = time.monotonic() + timeout
+    try:
+        while not (out / FIRST / "results.json").exists():
+            assert proc.poll() is None, "the campaign exited before its first experiment finished"
+            assert time.monotonic() < deadline, "the first experiment did not finish in time"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_killed_campaign_resumes_with_the_same_results(reference, tmp_path):
+    config = write(tmp_path, TINY)
+    out = tmp_path / "out"
+    run_until_first_finished(config, out)
+    assert not (out / SECOND / "results.json").exists(), "killed too late to test resuming"
+    finished = mtimes(out / FIRST)
+
+    rerun = subprocess.run(cli("run", str(config), "--out", str(out), "--quiet"),
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"experiment 1 of 2: {FIRST} (finished, skipped)" in rerun.stderr
+    assert f"experiment 2 of 2: {SECOND} (running)" in rerun.stderr
+    assert mtimes(out / FIRST) == finished
+    resumed = json.loads((out / "results.json").read_text())
+    _, uninterrupted = reference
+    assert without_timing(resumed) == without_timing(uninterrupted)
