@@ -11,11 +11,15 @@ from __future__ import annotations
 from flwr.client import ClientApp, NumPyClient
 from flwr.common import Context, RecordDict
 
+from clients.gan_attacker import GanAttacker
 from clients.honest import HonestClient, experiment_setup
+from clients.local_attacker import LocalAttacker
 from fedattack import protocol
 
 ROLES: dict[str, type[HonestClient]] = {
     "honest": HonestClient,
+    "gan-attacker": GanAttacker,
+    "local-attacker": LocalAttacker,
 }
 
 
@@ -23,14 +27,16 @@ class Participant(NumPyClient):
     """Plays this node's role in the experiment: builds the role's client at each fit."""
 
     def __init__(self, partition_id: int, data_root: str | None, threads: int | None,
-                 state: RecordDict) -> None:
+                 state: RecordDict, run_dir: str | None = None) -> None:
         self.partition_id, self.data_root, self.threads, self.state = (
             partition_id, data_root, threads, state)
+        self.run_dir = run_dir
 
     def fit(self, parameters, config):
         exp, _, _ = experiment_setup(str(config[protocol.EXPERIMENT]), self.data_root)
         role = ROLES[exp.role_of(self.partition_id)]
-        client = role(self.partition_id, self.data_root, self.threads, state=self.state)
+        client = role(self.partition_id, self.data_root, self.threads, state=self.state,
+                      run_dir=self.run_dir)
         return client.fit(parameters, config)
 
 
@@ -42,8 +48,10 @@ def make_client_app(overrides: dict | None = None) -> ClientApp:
         partition_id = int(context.node_config["partition-id"])
         data_root = context.node_config.get(protocol.DATA_PATH)
         threads = run_config.get(protocol.CLIENT_THREADS)
+        run_dir = run_config.get(protocol.RUN_DIR)
         return Participant(partition_id, str(data_root) if data_root else None,
-                           int(threads) if threads else None, context.state).to_client()
+                           int(threads) if threads else None, context.state,
+                           str(run_dir) if run_dir else None).to_client()
 
     return ClientApp(client_fn=client_fn)
 

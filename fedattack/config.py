@@ -74,6 +74,14 @@ class DataConfig(Strict):
         default=0, description="records reserved for the attacker's shadow models"
     )
     knowledge: KnowledgeSizes = KnowledgeSizes()
+    partition: Literal["iid", "by-class"] = Field(
+        default="iid", description="iid: random records; by-class: each participant only holds "
+        "records of its classes (Hitaj et al.'s set-up, where the victim alone owns a class)"
+    )
+    classes: dict[NonNegInt, list[NonNegInt]] | None = Field(
+        default=None, description="by-class: participant -> the classes it draws its records "
+        "from; default: class c goes to participant c mod num_participants"
+    )
 
     @field_validator("dataset")
     @classmethod
@@ -206,6 +214,114 @@ class AttackConfig(Strict):
     shadow_models: PositiveInt = 1
 
 
+FEDERATED_MODES = ("passive", "gradient-ascent", "isolating", "isolating-gradient-ascent")
+
+
+class AttackerConfig(Strict):
+    """Who attacks a federation, and how (Sections II-B, II-C and IV-D/E of Nasr et al.).
+
+    A ``global`` attacker is the aggregator: it reads every participant's uploads and attacks each
+    participant in ``targets`` separately (the result is the average over them). A ``local``
+    attacker is participant ``participant``: it sees only the global models it receives and
+    attacks the union of the other participants' data. Active modes move a model up the loss on
+    the target records (eq. 2, ``W <- W + gamma * dL/dW``) at ``ascent_rounds``; an isolating
+    aggregator sends each target participant its own last model, from round ``isolate_from``
+    on, and leaves it out of the others' aggregate.
+    """
+
+    kind: Literal["global", "local"] = "global"
+    mode: Literal[FEDERATED_MODES] = "passive"  # type: ignore[valid-type]
+    targets: list[NonNegInt] | Literal["all"] = Field(
+        default="all", description="participants a global attacker attacks (default: each one)"
+    )
+    participant: NonNegInt = Field(default=0, description="the local attacker's partition id")
+    gamma: Annotated[float, Field(gt=0)] = Field(
+        default=1.0, description="gradient ascent step on the mean loss of the target records"
+    )
+    ascent_rounds: list[PositiveInt] | Literal["all"] = Field(
+        default="all", description="rounds in which an active attacker ascends"
+    )
+    isolate_from: PositiveInt = Field(
+        default=2, description="first round whose model an isolated participant gets alone "
+        "(round 1 tells the aggregator which node is which participant)"
+    )
+
+    @model_validator(mode="after")
+    def _coherent(self) -> AttackerConfig:
+        if self.kind == "local" and self.mode.startswith("isolating"):
+            raise ValueError("a local attacker cannot isolate; isolating is a global attack")
+        if self.mode.startswith("isolating") and self.isolate_from < 2:
+            raise ValueError("isolate_from must be >= 2: the aggregator learns who is who in "
+                             "round 1")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.mode.endswith("gradient-ascent")
+
+    @property
+    def isolating(self) -> bool:
+        return self.mode.startswith("isolating")
+
+    def ascends(self, server_round: int) -> bool:
+        return self.active and (self.ascent_rounds == "all" or server_round in self.ascent_rounds)
+
+
+class GanConfig(Strict):
+    """The GAN attack of Hitaj et al. (CCS 2017) by participant `attacker`.
+
+    From `start_round` on, the attacker trains a DCGAN-style generator so that the global model
+    (its discriminator) assigns the generated samples to `victim_class`, then trains its local
+    model on its own data plus `samples_per_round` generated samples labelled `fake_class`, and
+    uploads. `fake_class` unset: the class the attacker declares is an extra output unit (the
+    model gets num_classes + 1 outputs, as in the paper's MNIST and faces experiments).
+    """
+
+    attacker: NonNegInt = 0
+    victim_class: NonNegInt = 0
+    fake_class: NonNegInt | None = None
+    start_round: PositiveInt = 1
+    latent_dim: PositiveInt = 100
+    base_channels: PositiveInt = Field(default=64, description="generator width (last layer)")
+    generator_steps: PositiveInt = Field(default=100, description="generator updates per round")
+    generator_batch: PositiveInt = 64
+    generator_lr: Annotated[float, Field(gt=0)] = 2e-4
+    samples_per_round: PositiveInt = Field(
+        default=256, description="generated samples the attacker trains on, labelled fake_class"
+    )
+    eval_samples: PositiveInt = Field(
+        default=64, description="samples from fixed noise recorded each round for the measures"
+    )
+    classifier_epochs: PositiveInt = Field(
+        default=3, description="epochs of the independent classifier on held-out real data"
+    )
+
+    @model_validator(mode="after")
+    def _distinct_classes(self) -> GanConfig:
+        if self.fake_class == self.victim_class:
+            raise ValueError("fake_class must differ from victim_class")
+        return self
+
+    def fake_label(self, num_classes: int) -> int:
+        """The label the attacker gives its generated samples."""
+        return num_classes if self.fake_class is None else self.fake_class
+
+
+class PrivacyConfig(Strict):
+    """Defences of the honest participants: DP-SGD through Opacus (Abadi et al.; Poisson
+    sampling, per-sample clipping to `max_grad_norm`, Gaussian noise of `noise_multiplier` times
+    that norm; epsilon at `delta` accounted over all rounds) and the selective sharing of Shokri
+    and Shmatikov that Hitaj et al. attacked: only the `share_fraction` of parameters whose
+    update is largest is uploaded, the others are sent back unchanged."""
+
+    noise_multiplier: Annotated[float, Field(ge=0)] | None = Field(
+        default=1.0, description="null: no DP-SGD (selective sharing only)"
+    )
+    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    share_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0
+
+
 class Experiment(Strict):
     """One run: a dataset split, a target model trained in one scenario, what is recorded."""
 
@@ -220,10 +336,78 @@ class Experiment(Strict):
     attack: AttackConfig | None = Field(
         default=None, description="membership inference on the recorded run; none if absent"
     )
+    attacker: AttackerConfig | None = Field(
+        default=None, description="the federated attacker; none: the aggregator records passively"
+    )
+    gan: GanConfig | None = Field(
+        default=None, description="the GAN attack of a participant (Hitaj et al.); none if absent"
+    )
+    privacy: PrivacyConfig | None = Field(
+        default=None, description="DP-SGD and selective sharing for honest participants"
+    )
+
+    @model_validator(mode="after")
+    def _gan_and_privacy_fit(self) -> Experiment:
+        if (self.gan or self.privacy) and self.scenario != "federated":
+            raise ValueError(f"gan and privacy are for the federated scenario, not "
+                             f"{self.scenario!r}")
+        _check_partition(self)
+        if self.gan is None:
+            return self
+        n = self.federation.num_participants
+        if not 0 <= self.gan.attacker < n or n < 2:
+            raise ValueError(f"gan.attacker {self.gan.attacker} must be one of 0..{n - 1}, "
+                             "with at least one other participant")
+        if self.attack is not None:
+            raise ValueError("gan and attack are separate experiments: set only one")
+        if self.gan.start_round > self.federation.rounds:
+            raise ValueError(f"gan.start_round {self.gan.start_round} exceeds rounds="
+                             f"{self.federation.rounds}")
+        return self
+
+    def output_classes(self, num_classes: int) -> int:
+        """Output units of the model: one more than the dataset's classes when the GAN attacker
+        declares an extra class."""
+        extra = self.gan is not None and self.gan.fake_class is None
+        return num_classes + int(extra)
+
+    @model_validator(mode="after")
+    def _attacker_fits_federation(self) -> Experiment:
+        a, n = self.attacker, self.federation.num_participants
+        if a is None:
+            return self
+        if self.scenario != "federated":
+            raise ValueError(f"attacker is for the federated scenario, not {self.scenario!r}")
+        ids = [a.participant] if a.kind == "local" else (
+            [] if a.targets == "all" else list(a.targets))
+        bad = [p for p in ids if p >= n]
+        if bad:
+            raise ValueError(f"attacker participants {bad} do not exist; accepted: 0..{n - 1}")
+        if a.kind == "local" and n < 2:
+            raise ValueError("a local attacker needs at least one other participant")
+        return self
 
     def role_of(self, partition_id: int) -> str:
         """The role participant `partition_id` plays: a key of ``clients.client_app.ROLES``."""
+        a = self.attacker
+        if a is not None and a.kind == "local" and a.participant == partition_id:
+            return "local-attacker"
+        if self.gan is not None and self.gan.attacker == partition_id:
+            return "gan-attacker"
         return "honest"
+
+
+def _check_partition(exp: Experiment) -> None:
+    """by-class partitions: disjoint records, and a class list for every participant if any."""
+    data, n = exp.data, exp.federation.num_participants
+    if data.partition == "iid":
+        if data.classes is not None:
+            raise ValueError("data.classes is for data.partition: by-class")
+        return
+    if exp.scenario != "federated" or data.overlap:
+        raise ValueError("data.partition by-class needs the federated scenario without overlap")
+    if data.classes is not None and sorted(data.classes) != list(range(n)):
+        raise ValueError(f"data.classes must list the classes of each participant 0..{n - 1}")
 
 
 class ConfigError(ValueError):

@@ -19,12 +19,19 @@ import torch
 from fedattack import reporting
 from fedattack.attacks import ThresholdAttack, UnsupervisedAttack, WhiteBoxAttack
 from fedattack.config import AttackConfig, Experiment
-from fedattack.data import Dataset, Knowledge, load_knowledge, load_membership
+from fedattack.data import (
+    Dataset,
+    Knowledge,
+    load_knowledge,
+    load_membership,
+    victim_groups,
+    victim_names,
+)
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, experiment_dataset, initial_model
 from fedattack.features import FeatureCache, FeatureExtractor, FeatureSpec
 from fedattack.io import read_json, write_json
 from fedattack.metrics import attack_metrics, check_balanced, per_class_accuracy, roc_curve
-from fedattack.snapshots import SnapshotStore, View
+from fedattack.snapshots import SnapshotStore, View, local_view
 from fedattack.training import resolve_device, set_weights, train_model
 
 KNOWLEDGE_OF = {
@@ -66,8 +73,9 @@ def load_models(view: View, records, exp: Experiment, dataset: Dataset) -> list[
     return models
 
 
-def observe(exp: Experiment, store: SnapshotStore, dataset: Dataset) -> Observation:
-    """The snapshots the experiment's attacker observed, by scenario."""
+def observe(exp: Experiment, store: SnapshotStore, dataset: Dataset,
+            victim: str) -> Observation:
+    """The snapshots the experiment's attacker observed of `victim`, by scenario and attacker."""
     if exp.scenario in ("standalone", "finetune"):
         view = store.view("standalone")
         tags = ["final"] if exp.scenario == "standalone" else ["before", "after"]
@@ -75,17 +83,33 @@ def observe(exp: Experiment, store: SnapshotStore, dataset: Dataset) -> Observat
         attacker = "standalone" if exp.scenario == "standalone" else "standalone-finetune"
         return Observation(attacker, "passive", view.name, tags,
                            load_models(view, records, exp, dataset))
-    # Federated: the global models at the observed rounds, as every participant receives them.
-    view = store.view("global")
-    recorded = [r for r in view.rounds(kind="global") if r > 0]
+    a = exp.attacker
+    if a is None:  # the global models, as every participant receives them
+        attacker, mode, view, kind, partition = "local", "passive", store.view("global"), \
+            "global", None
+    elif a.kind == "global":  # the victim participant's own uploads
+        (partition,) = dict(victim_groups(exp))[victim]
+        attacker, mode, view, kind = "global", a.mode, store.view("global"), "upload"
+    else:  # the global models the malicious participant received
+        attacker, mode, kind, partition = "local", a.mode, "sent", a.participant
+        view = store.view(local_view(a.participant))
+    rounds = observed_rounds(exp, view, kind, partition)
+    records = [view.records(kind=kind, round=r, partition=partition)[0] for r in rounds]
+    return Observation(attacker, mode, view.name, [f"round-{r}" for r in rounds],
+                       load_models(view, records, exp, dataset))
+
+
+def observed_rounds(exp: Experiment, view: View, kind: str, partition: int | None) -> list[int]:
+    """The rounds of `attack.snapshots` (default: every recorded one), checked to be on disk."""
+    recorded = sorted({r.round for r in view.records(kind=kind, partition=partition)
+                       if r.round > 0})
     cfg = exp.attack or AttackConfig()
     rounds = recorded if cfg.snapshots == "recorded" else list(cfg.snapshots)
     missing = sorted(set(rounds) - set(recorded))
-    if missing:
-        raise ValueError(f"attack.snapshots {missing} were not recorded; recorded: {recorded}")
-    records = [view.records(kind="global", round=r)[0] for r in rounds]
-    return Observation("local", "passive", view.name, [f"round-{r}" for r in rounds],
-                       load_models(view, records, exp, dataset))
+    if missing or not rounds:
+        raise ValueError(f"attack.snapshots {missing or rounds} were not recorded in view "
+                         f"{view.name!r} ({kind}); recorded: {recorded}")
+    return rounds
 
 
 def describe(spec: FeatureSpec) -> str:
@@ -116,7 +140,7 @@ class AttackRunner:
     def features(self, name: str, spec: FeatureSpec, indices: np.ndarray,
                  models=None) -> FeatureCache:
         """Features of `indices`, computed once into a memory-mapped cache in the run dir."""
-        path = self.run_dir / "features" / name
+        path = self.run_dir / "features" / self.knowledge.victim / name
         return self.extractor(spec, models).cache(self.dataset, indices, path)
 
     def supervised(self, name: str, spec: FeatureSpec) -> AttackOutcome:
@@ -240,10 +264,10 @@ class ConcatSource:
             yield self.take(order[start:start + batch_size])
 
 
-def evaluate(run_dir: Path, targets: np.ndarray, outcome: AttackOutcome) -> tuple[dict, dict]:
+def evaluate(run_dir: Path, knowledge: Knowledge, outcome: AttackOutcome) -> tuple[dict, dict]:
     """Metrics of one attack against the ground truth: the only reader of membership.npz."""
-    truth = load_membership(run_dir)
-    labels = np.isin(targets, truth.target_members).astype(int)
+    truth = load_membership(run_dir).victim(knowledge.victim)
+    labels = np.isin(knowledge.targets, truth.target_members).astype(int)
     check_balanced(labels)
     metrics = attack_metrics(labels, outcome.scores, threshold=outcome.threshold,
                              predictions=outcome.predictions)
@@ -252,56 +276,118 @@ def evaluate(run_dir: Path, targets: np.ndarray, outcome: AttackOutcome) -> tupl
 
 
 @dataclass
-class AttackReport:
-    """Everything one experiment's attack stage produced, for results and figures."""
+class VictimReport:
+    """What the attacks on one victim produced, for the figures."""
 
-    results: list[dict]
+    victim: str
+    snapshots: list[str]  # labels of the observed snapshots, in time order
     curves: dict[str, dict]
     labels: np.ndarray  # ground-truth membership of the targets (evaluation only)
     classes: np.ndarray  # class label of each target record
     summaries: dict[str, np.ndarray]  # per-target loss, confidence, entropy, gradient norm
 
 
-def run_attacks(exp: Experiment, run_dir: str | Path,
-                log: Callable[[str], None] = print) -> AttackReport:
-    """Run the experiment's attacks on its run directory and evaluate them."""
-    run_dir = Path(run_dir)
+@dataclass
+class AttackReport:
+    """Everything one experiment's attack stage produced: flat results and per-victim data."""
+
+    results: list[dict]
+    victims: list[VictimReport]
+
+
+METRICS_AVERAGED = ("attack_accuracy", "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr", "tpr",
+                    "fpr", "attack_time_s")
+
+
+def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
+                  log: Callable[[str], None]) -> tuple[list[dict], VictimReport]:
+    """Run the experiment's attacks against one victim and evaluate them."""
     cfg = exp.attack or AttackConfig()
-    dataset = experiment_dataset(exp)
-    obs = observe(exp, SnapshotStore(run_dir / SNAPSHOT_DIR), dataset)
-    knowledge = load_knowledge(run_dir)
+    obs = observe(exp, SnapshotStore(run_dir / SNAPSHOT_DIR), dataset, victim)
+    knowledge = load_knowledge(run_dir, victim)
     runner = AttackRunner(exp, run_dir, obs, dataset, knowledge, log)
     history = read_json(run_dir / RUN_FILE)["history"]
     results, curves, labels = [], {}, None
     for name in cfg.attacks:
-        log(f"{exp.name}: {name} attack on {len(obs.models)} snapshot(s) of view {obs.view!r}")
+        log(f"{exp.name}: {name} attack on {victim} from {len(obs.models)} snapshot(s) of "
+            f"view {obs.view!r}")
         started = time.perf_counter()
         outcome = runner.run(name)
-        metrics, curve = evaluate(run_dir, knowledge.targets, outcome)
+        metrics, curve = evaluate(run_dir, knowledge, outcome)
         labels = curve.pop("labels")
         curves[name] = {**curve, "scores": outcome.scores, "predictions": outcome.predictions,
                         "threshold": outcome.threshold, "extra": outcome.extra or {}}
         results.append({
             "experiment": exp.name, "scenario": exp.scenario, "attacker": obs.attacker,
             "mode": obs.mode, "knowledge": KNOWLEDGE_OF[name], "attack": name,
-            "features": outcome.features, "snapshots": ",".join(obs.labels),
+            "features": outcome.features, "victim": victim, "snapshots": ",".join(obs.labels),
             **metrics,
             "target_train_accuracy": history[-1]["train_accuracy"],
             "target_test_accuracy": history[-1]["test_accuracy"],
             "attack_time_s": round(time.perf_counter() - started, 2),
         })
     summaries = runner.extractor(runner.spec).scalar_summaries(dataset, knowledge.targets)
-    return AttackReport(results, curves, labels, dataset.y[knowledge.targets], summaries)
+    return results, VictimReport(victim, obs.labels, curves, labels, dataset.y[knowledge.targets],
+                                 summaries)
+
+
+def average_over_victims(results: list[dict], victims: list[str]) -> list[dict]:
+    """One record per attack with the metrics averaged over the victims (Table X reports the
+    average over target participants); the counts are summed."""
+    averaged = []
+    for name in dict.fromkeys(r["attack"] for r in results):
+        rows = [r for r in results if r["attack"] == name]
+        mean = {**rows[0], "victim": f"mean of {len(victims)}",
+                "n_members": sum(r["n_members"] for r in rows),
+                "n_nonmembers": sum(r["n_nonmembers"] for r in rows)}
+        for key in METRICS_AVERAGED:
+            if key in rows[0]:
+                mean[key] = float(np.mean([r[key] for r in rows]))
+        averaged.append(mean)
+    return averaged
+
+
+def run_attacks(exp: Experiment, run_dir: str | Path,
+                log: Callable[[str], None] = print) -> AttackReport:
+    """Run the experiment's attacks against each of its victims and evaluate them."""
+    run_dir = Path(run_dir)
+    dataset = experiment_dataset(exp)
+    victims = victim_names(run_dir)
+    results, reports = [], []
+    for victim in victims:
+        rows, report = attack_victim(exp, run_dir, dataset, victim, log)
+        results += rows
+        reports.append(report)
+    if len(victims) > 1:
+        results += average_over_victims(results, victims)
+    return AttackReport(results, reports)
 
 
 def write_report(run_dir: str | Path, exp: Experiment, report: AttackReport) -> None:
     """results.json, results.md and the figures of one experiment's attacks."""
     run_dir = Path(run_dir)
-    figures = run_dir / reporting.FIGURES
-    figures.mkdir(exist_ok=True)
-    title = f"{exp.name} ({exp.scenario})"
+    for victim in report.victims:
+        write_victim_figures(run_dir, exp, victim, single=len(report.victims) == 1)
+    reporting.write_results(run_dir, report.results)
+
+
+def write_victim_figures(run_dir: Path, exp: Experiment, report: VictimReport,
+                         single: bool) -> None:
+    """ROC, gradient norms, embedding, per-class accuracy and scores of one victim's attacks;
+    under figures/ and attacks/, or figures/<victim>/ and attacks/<victim>/ when there are
+    several victims."""
+    figures = run_dir / reporting.FIGURES / ("" if single else report.victim)
+    attacks = run_dir / "attacks" / ("" if single else report.victim)
+    figures.mkdir(parents=True, exist_ok=True)
+    attacks.mkdir(parents=True, exist_ok=True)
+    title = f"{exp.name} ({exp.scenario})" + ("" if single else f", {report.victim}")
     reporting.plot_roc(report.curves, figures / "roc.png", title)
     last = {k: v[:, -1] for k, v in report.summaries.items()}
+    if "grad_norm" in last and len(report.snapshots) > 1:
+        mode = exp.attacker.mode if exp.attacker else "passive"
+        reporting.plot_norms_over_rounds(report.snapshots, report.summaries["grad_norm"],
+                                         report.labels, figures / "gradient_norms_over_rounds.png",
+                                         f"{title}, {mode}: gradient norm of the targets")
     if "grad_norm" in last:
         reporting.plot_member_histograms(last["grad_norm"], report.labels,
                                          figures / "gradient_norms.png",
@@ -316,10 +402,9 @@ def write_report(run_dir: str | Path, exp: Experiment, report: AttackReport) -> 
         if predictions is None:
             predictions = (curve["scores"] >= curve["threshold"]).astype(int)
         per_class = per_class_accuracy(report.labels, predictions, report.classes)
-        write_json(run_dir / "attacks" / f"{name}-per-class.json",
+        write_json(attacks / f"{name}-per-class.json",
                    {str(k): v for k, v in per_class.items()})
         if name == "whitebox":
             reporting.plot_per_class(per_class, figures / "per_class_accuracy.png",
                                      f"{title}: white-box attack accuracy per class")
-        np.save(run_dir / "attacks" / f"{name}-scores.npy", curve["scores"])
-    reporting.write_results(run_dir, report.results)
+        np.save(attacks / f"{name}-scores.npy", curve["scores"])

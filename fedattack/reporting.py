@@ -17,6 +17,7 @@ TABLE_COLUMNS = (
     ("experiment", "experiment", "{}"),
     ("attacker", "attacker", "{}"),
     ("mode", "mode", "{}"),
+    ("victim", "victim", "{}"),
     ("knowledge", "knowledge", "{}"),
     ("attack", "attack", "{}"),
     ("attack_accuracy", "accuracy", "{:.3f}"),
@@ -107,5 +108,68 @@ def plot_per_class(per_class: dict[int, float], path: str | Path, title: str) ->
     ax.axhline(0.5, color="k", lw=0.8, ls=":")
     ax.set(xlabel="class", ylabel="attack accuracy", ylim=(0, 1), title=title)
     fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_norms_over_rounds(rounds: Sequence[str], norms: np.ndarray, labels: np.ndarray,
+                           path: str | Path, title: str) -> None:
+    """Gradient norm of member and non-member targets at each observed snapshot (Figs. 3, 7):
+    the median and the interquartile band of each group."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    x = np.arange(len(rounds))
+    for flag, name in ((1, "target members"), (0, "target non-members")):
+        group = np.asarray(norms, dtype=float)[labels == flag]
+        low, mid, high = np.percentile(group, [25, 50, 75], axis=0)
+        ax.plot(x, mid, marker="o", label=name)
+        ax.fill_between(x, low, high, alpha=0.2)
+    ax.set(xticks=x, xlabel="observed snapshot", ylabel="gradient norm (median, IQR)",
+           yscale="log", title=title)
+    ax.set_xticklabels(rounds, rotation=30, fontsize=8)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _grid(images: np.ndarray, columns: int) -> np.ndarray:
+    """(N, C, H, W) images in [0, 1] tiled into one (rows * H, columns * W, C) picture."""
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    tiles = np.ones((rows * columns, c, h, w), dtype=images.dtype)
+    tiles[:n] = images
+    tiles = tiles.reshape(rows, columns, c, h, w).transpose(0, 3, 1, 4, 2)
+    return tiles.reshape(rows * h, columns * w, c)
+
+
+def plot_sample_grid(generated: np.ndarray, real: np.ndarray, path: str | Path,
+                     title: str, columns: int = 8) -> None:
+    """Generated images beside real ones, each (N, C, H, W) in [0, 1] (the GAN attack)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.4))
+    for ax, images, name in ((axes[0], generated, "generated"), (axes[1], real, "real victim")):
+        grid = _grid(images, columns)
+        ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
+        ax.set(title=name, xticks=[], yticks=[])
+    fig.suptitle(title)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_series(entries: Sequence[dict], keys: Sequence[str], path: str | Path,
+                title: str) -> None:
+    """Values of `keys` against the entries' "round"."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    rounds = [e["round"] for e in entries]
+    for key in keys:
+        ax.plot(rounds, [e[key] for e in entries], marker="o", label=key)
+    ax.set(xlabel="round", ylim=(0, 1), title=title)
+    ax.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)

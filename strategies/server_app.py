@@ -12,10 +12,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from flwr.common import Context, ndarrays_to_parameters
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 
 from fedattack import protocol
+from fedattack.active import GradientAscent
 from fedattack.config import Experiment, load_experiment
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, initial_model, prepare_run
 from fedattack.io import write_json
@@ -28,6 +30,7 @@ from fedattack.training import (
     set_weights,
     weight_names,
 )
+from strategies.malicious import MaliciousAggregator
 from strategies.recording import RecordingFedAvg, RoundLog
 
 
@@ -62,9 +65,12 @@ class GlobalModelLog:
         return test["loss"], {"test_accuracy": test["accuracy"]}
 
     def on_round(self, server_round: int, round_log: RoundLog) -> None:
-        self.record["rounds"].append({"round": server_round, "accepted": round_log.accepted,
-                                      "rejected": {str(k): v
-                                                   for k, v in round_log.rejected.items()}})
+        entry = {"round": server_round, "accepted": round_log.accepted,
+                 "rejected": {str(k): v for k, v in round_log.rejected.items()}}
+        spent = [m["epsilon"] for m in round_log.metrics.values() if "epsilon" in m]
+        if spent:  # DP-SGD: the largest epsilon any participant has spent so far
+            entry["epsilon"] = self.record["epsilon"] = max(spent)
+        self.record["rounds"].append(entry)
 
 
 def build_strategy(
@@ -83,7 +89,8 @@ def build_strategy(
                 protocol.LR: lr_at(exp.training, server_round - 1),
                 protocol.EXPERIMENT: exp_json}
 
-    strategy = RecordingFedAvg(
+    strategy = aggregator_class(exp)(
+        **attacker_options(exp, dataset, splits),
         store=SnapshotStore(run_dir / SNAPSHOT_DIR),
         record_round=exp.federation.records,
         weight_names=weight_names(model),
@@ -96,6 +103,33 @@ def build_strategy(
         min_available_clients=n,
     )
     return strategy
+
+
+def aggregator_class(exp: Experiment) -> type[RecordingFedAvg]:
+    """The malicious aggregator when the experiment's attacker is the aggregator."""
+    if exp.attacker is not None and exp.attacker.kind == "global":
+        return MaliciousAggregator
+    return RecordingFedAvg
+
+
+def attacker_options(exp: Experiment, dataset, splits) -> dict:
+    """MaliciousAggregator's arguments: whom it isolates and how it ascends."""
+    a = exp.attacker
+    if a is None or a.kind != "global":
+        return {}
+    victims = splits.victims
+    isolated = {p for v in victims for p in v.partitions} if a.isolating else set()
+    ascend = None
+    if a.active:
+        targets = np.unique(np.concatenate([v.targets() for v in victims]))
+        ascend = target_ascent(exp, dataset, targets)
+    return {"attacker": a, "isolated": isolated, "ascend": ascend}
+
+
+def target_ascent(exp: Experiment, dataset, targets: np.ndarray) -> GradientAscent:
+    """Eq. 2 on the target records, with a model of the experiment's architecture."""
+    x, y = dataset.batch(targets)
+    return GradientAscent(initial_model(exp, dataset), x, y, exp.attacker.gamma)
 
 
 def make_server_app(

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedattack.config import Experiment
+from fedattack.config import AttackerConfig, Experiment
 from fedattack.data import (
     DatasetUnavailable,
     data_root,
@@ -27,6 +27,7 @@ from fedattack.data import (
     registry,
     save_splits,
     synthetic,
+    victim_names,
 )
 
 # ---------------------------------------------------------------- splits
@@ -68,24 +69,28 @@ def test_federated_splits_are_disjoint_and_sized():
     assert (len(s.nonmembers), len(s.shadow)) == (500, 100)
     members = s.members()
     assert len(members) == 800 and np.all(np.diff(members) > 0)
-    assert np.isin(s.known_members, members).all() and np.isin(s.target_members, members).all()
-    assert np.isin(s.known_nonmembers, s.nonmembers).all()
-    assert np.isin(s.target_nonmembers, s.nonmembers).all()
-    assert disjoint(s.known_members, s.target_members)
-    assert disjoint(s.known_nonmembers, s.target_nonmembers)
-    assert [len(a) for a in (s.known_members, s.known_nonmembers)] == [100, 100]
-    assert [len(a) for a in (s.target_members, s.target_nonmembers)] == [150, 150]
+    (v,) = s.victims
+    assert v.name == "all" and v.partitions == (0, 1, 2, 3)
+    assert np.isin(v.known_members, members).all() and np.isin(v.target_members, members).all()
+    assert np.isin(v.known_nonmembers, s.nonmembers).all()
+    assert np.isin(v.target_nonmembers, s.nonmembers).all()
+    assert disjoint(v.known_members, v.target_members)
+    assert disjoint(v.known_nonmembers, v.target_nonmembers)
+    assert [len(a) for a in (v.known_members, v.known_nonmembers)] == [100, 100]
+    assert [len(a) for a in (v.target_members, v.target_nonmembers)] == [150, 150]
     assert 0 <= members.min() and members.max() < 2000
 
 
 def test_splits_are_seeded():
     first, again = make_splits(2000, experiment(seed=3)), make_splits(2000, experiment(seed=3))
     other = make_splits(2000, experiment(seed=4))
-    for name in ("nonmembers", "shadow", "known_members", "target_nonmembers"):
+    for name in ("nonmembers", "shadow"):
         assert np.array_equal(getattr(first, name), getattr(again, name))
+    for name in ("known_members", "target_nonmembers"):
+        assert np.array_equal(getattr(first.victim(), name), getattr(again.victim(), name))
     assert same_partitions(first, again)
     assert not np.array_equal(first.partitions[0], other.partitions[0])
-    assert not np.array_equal(first.target_members, other.target_members)
+    assert not np.array_equal(first.victim().target_members, other.victim().target_members)
 
 
 def test_overlapping_partitions_share_records_but_not_held_out_ones():
@@ -118,16 +123,21 @@ def test_saved_splits_round_trip_and_keep_membership_out_of_knowledge(tmp_path):
     save_splits(s, tmp_path)
     loaded = load_membership(tmp_path)
     assert len(loaded.partitions) == 4 and same_partitions(s, loaded)
-    for name in ("nonmembers", "shadow", "known_members", "known_nonmembers", "target_members"):
+    for name in ("nonmembers", "shadow"):
         assert np.array_equal(getattr(s, name), getattr(loaded, name))
+    for name in ("known_members", "known_nonmembers", "target_members", "target_nonmembers"):
+        assert np.array_equal(getattr(s.victim(), name), getattr(loaded.victim(), name))
     knowledge = load_knowledge(tmp_path)
-    expected = np.sort(np.concatenate([s.target_members, s.target_nonmembers]))
+    v = s.victim()
+    expected = np.sort(np.concatenate([v.target_members, v.target_nonmembers]))
     assert np.array_equal(knowledge.targets, expected)
     assert np.array_equal(knowledge.shadow, s.shadow)
     with np.load(tmp_path / "splits" / "knowledge.npz") as f:
-        assert sorted(f.files) == ["known_members", "known_nonmembers", "shadow", "targets"]
+        assert sorted(f.files) == ["all__known_members", "all__known_nonmembers", "all__targets",
+                                   "shadow"]
     sizes = json.loads((tmp_path / "splits" / "splits.json").read_text())
-    assert sizes["partitions"] == [200] * 4 and sizes["target_members"] == 150
+    assert sizes["partitions"] == [200] * 4
+    assert sizes["victims"]["all"]["target_members"] == 150
     assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == [
         "knowledge.npz",
         "membership.npz",
@@ -403,3 +413,35 @@ def test_synthetic_texas_shape_and_minimum_size(tmp_path):
     assert ds.input_shape == (6169,) and ds.x.max() == 1 and len(np.unique(ds.y)) == 100
     with pytest.raises(ValueError, match="needs at least 100 records, got 50"):
         load_dataset("texas100-synth", root=tmp_path, num_records=50)
+
+
+def test_global_attacker_gets_one_victim_per_target_participant(tmp_path):
+    small = {"train_members": 50, "train_nonmembers": 50, "test_members": 60,
+             "test_nonmembers": 60}
+    exp = experiment(knowledge=small).model_copy(
+        update={"attacker": AttackerConfig(targets=[1, 3])})
+    s = make_splits(2000, exp)
+    assert [v.name for v in s.victims] == ["participant-1", "participant-3"]
+    for v, p in zip(s.victims, (1, 3), strict=True):
+        assert v.partitions == (p,)
+        assert np.isin(v.known_members, s.partitions[p]).all()
+        assert np.isin(v.target_members, s.partitions[p]).all()
+        assert disjoint(v.known_members, v.target_members)
+    save_splits(s, tmp_path)
+    assert victim_names(tmp_path) == ["participant-1", "participant-3"]
+    truth = load_membership(tmp_path).victim("participant-3")
+    assert np.array_equal(truth.target_members, s.victims[1].target_members)
+    known = load_knowledge(tmp_path, "participant-1")
+    assert np.isin(known.targets, s.victims[0].targets()).all()
+    with pytest.raises(KeyError, match="no victim 'all'"):
+        load_knowledge(tmp_path)
+
+
+def test_local_attacker_victim_is_the_other_participants():
+    exp = experiment().model_copy(update={"attacker": AttackerConfig(kind="local",
+                                                                     participant=2)})
+    (v,) = make_splits(2000, exp).victims
+    s = make_splits(2000, exp)
+    assert v.name == "others-of-2" and v.partitions == (0, 1, 3)
+    assert not np.isin(v.target_members, s.partitions[2]).any()
+    assert not np.isin(v.known_members, s.partitions[2]).any()

@@ -13,15 +13,25 @@ from fedattack.data.registry import (
     load_dataset,
 )
 from fedattack.data.splits import (
+    ALL,
     Knowledge,
     Splits,
+    Victim,
+    knowledge_of,
     load_knowledge,
     load_membership,
     make_splits,
     save_splits,
+    victim_groups,
+    victim_names,
 )
 
 __all__ = [
+    "ALL",
+    "Victim",
+    "knowledge_of",
+    "victim_groups",
+    "victim_names",
     "Dataset",
     "DatasetUnavailable",
     "Knowledge",

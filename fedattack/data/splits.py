@@ -2,12 +2,17 @@
 attacker knows and which records it is evaluated on.
 
 One seeded permutation of the dataset's indices is cut into non-members (the target model's test
-set), the attacker's shadow data, and the member pool the training sets are drawn from. The
-attacker's known members and the member targets are disjoint draws from the union of the
-training sets; its known non-members and the non-member targets, from the non-members.
+set), the attacker's shadow data, and the member pool the training sets are drawn from.
+
+An attack is about a *victim*: the union of some participants' training sets (all of them in the
+stand-alone scenarios; one participant for each target of a global federated attacker; the other
+participants for a local attacker, see :func:`victim_groups`). For each victim, the attacker's
+known members and the member targets are disjoint draws from the victim's records; its known
+non-members and the non-member targets, from the non-members.
 
 In the run directory, `splits/membership.npz` holds what only the evaluation may read and
-`splits/knowledge.npz` what an attacker may read.
+`splits/knowledge.npz` what an attacker may read; arrays of a victim are stored under
+``<victim>__<name>``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedattack.data.registry import save_npz
-from fedattack.io import write_json
+from fedattack.io import read_json, write_json
 
 if TYPE_CHECKING:
     from fedattack.config import Experiment
@@ -30,38 +35,84 @@ KNOWLEDGE_FILE = "knowledge.npz"
 SIZES_FILE = "splits.json"
 
 
+SEP = "__"  # between a victim's name and an array name in the .npz files
+ALL = "all"  # the victim of stand-alone attacks and of a federation without attacker
+
+
 @dataclass(frozen=True, eq=False)
-class Splits:
-    """Index arrays into the dataset, each sorted.
+class Victim:
+    """The records one attack is about: members of `partitions`' union versus non-members."""
 
-    `partitions` has one training set per participant (federated), [D] (stand-alone) or
-    [D, D_delta] (fine-tuning).
-    """
-
-    partitions: list[np.ndarray]
-    nonmembers: np.ndarray
-    shadow: np.ndarray
+    name: str
+    partitions: tuple[int, ...]
     known_members: np.ndarray
     known_nonmembers: np.ndarray
     target_members: np.ndarray
     target_nonmembers: np.ndarray
 
+    def targets(self) -> np.ndarray:
+        """Member and non-member targets, sorted by index (which hides their membership as well
+        as a shuffle would: indices were dealt to members and non-members by a random
+        permutation)."""
+        return np.sort(np.concatenate([self.target_members, self.target_nonmembers]))
+
+
+@dataclass(frozen=True, eq=False)
+class Splits:
+    """Index arrays into the dataset, each sorted.
+
+    `partitions` has one training set per participant (federated), [D] (stand-alone) or
+    [D, D_delta] (fine-tuning); `victims` the knowledge and targets of each attacked victim.
+    """
+
+    partitions: list[np.ndarray]
+    nonmembers: np.ndarray
+    shadow: np.ndarray
+    victims: list[Victim]
+
     def members(self) -> np.ndarray:
         """Sorted union of the partitions."""
         return np.unique(np.concatenate(self.partitions))
 
+    def victim(self, name: str = ALL) -> Victim:
+        return _by_name(self.victims, name)
+
 
 @dataclass(frozen=True, eq=False)
 class Knowledge:
-    """What an attacker may read: `targets` mixes member and non-member targets, unlabelled."""
+    """What an attacker may read about one victim: `targets` mixes member and non-member
+    targets, unlabelled."""
 
+    victim: str
     known_members: np.ndarray
     known_nonmembers: np.ndarray
     shadow: np.ndarray
     targets: np.ndarray
 
 
-def make_splits(num_records: int, exp: Experiment) -> Splits:
+def _by_name(victims, name: str):
+    for v in victims:
+        if v.name == name:
+            return v
+    raise KeyError(f"no victim {name!r}; known: {', '.join(v.name for v in victims)}")
+
+
+def victim_groups(exp: Experiment) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, partitions) of each victim the experiment's attacker attacks."""
+    count = exp.federation.num_participants if exp.scenario == "federated" else (
+        2 if exp.scenario == "finetune" else 1)
+    everyone = tuple(range(count))
+    attacker = exp.attacker if exp.scenario == "federated" else None
+    if attacker is None:
+        return [(ALL, everyone)]
+    if attacker.kind == "local":
+        others = tuple(p for p in everyone if p != attacker.participant)
+        return [(f"others-of-{attacker.participant}", others)]
+    targets = everyone if attacker.targets == "all" else tuple(attacker.targets)
+    return [(f"participant-{p}", (p,)) for p in targets]
+
+
+def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = None) -> Splits:
     """The experiment's splits of a dataset of num_records records; a pure function of exp.seed.
 
     With `data.overlap`, each participant's training set is drawn independently from the whole
@@ -74,22 +125,23 @@ def make_splits(num_records: int, exp: Experiment) -> Splits:
     order = rng.permutation(num_records)
     cuts = [data.nonmember_size, data.nonmember_size + data.shadow_size]
     nonmembers, shadow, pool = np.split(order, cuts)
-    partitions = _partitions(pool, exp, rng)
-    members = np.unique(np.concatenate(partitions))
-    known_members, target_members = _draw(
-        members, knowledge.train_members, knowledge.test_members, "members", rng
-    )
-    known_nonmembers, target_nonmembers = _draw(
-        nonmembers, knowledge.train_nonmembers, knowledge.test_nonmembers, "non-members", rng
-    )
+    partitions = _partitions(pool, exp, rng, labels)
+    victims = []
+    for name, owners in victim_groups(exp):
+        members = np.unique(np.concatenate([partitions[p] for p in owners]))
+        known_members, target_members = _draw(
+            members, knowledge.train_members, knowledge.test_members, f"members of {name}", rng
+        )
+        known_nonmembers, target_nonmembers = _draw(
+            nonmembers, knowledge.train_nonmembers, knowledge.test_nonmembers, "non-members", rng
+        )
+        victims.append(Victim(name, owners, known_members, known_nonmembers, target_members,
+                              target_nonmembers))
     return Splits(
         partitions=[np.sort(p) for p in partitions],
         nonmembers=np.sort(nonmembers),
         shadow=np.sort(shadow),
-        known_members=known_members,
-        known_nonmembers=known_nonmembers,
-        target_members=target_members,
-        target_nonmembers=target_nonmembers,
+        victims=victims,
     )
 
 
@@ -112,8 +164,11 @@ def _check_size(num_records: int, exp: Experiment) -> None:
         )
 
 
-def _partitions(pool: np.ndarray, exp: Experiment, rng: np.random.Generator) -> list[np.ndarray]:
+def _partitions(pool: np.ndarray, exp: Experiment, rng: np.random.Generator,
+                labels: np.ndarray | None) -> list[np.ndarray]:
     size = exp.data.train_size
+    if exp.data.partition == "by-class":
+        return _class_partitions(pool, exp, labels)
     if exp.scenario == "federated":
         count = exp.federation.num_participants
         if exp.data.overlap:
@@ -126,6 +181,37 @@ def _partitions(pool: np.ndarray, exp: Experiment, rng: np.random.Generator) -> 
             raise ValueError(f"train_size {size} is too small to hold back a fine-tuning share")
         return [train[:base], train[base:]]
     return [train]
+
+
+def participant_classes(exp: Experiment, num_classes: int) -> list[list[int]]:
+    """by-class: the classes each participant draws its records from."""
+    n = exp.federation.num_participants
+    if exp.data.classes is None:
+        return [list(range(p, num_classes, n)) for p in range(n)]
+    wanted = [exp.data.classes[p] for p in range(n)]
+    unknown = sorted({c for cs in wanted for c in cs if c >= num_classes})
+    if unknown:
+        raise ValueError(f"data.classes names classes {unknown}; accepted: 0..{num_classes - 1}")
+    return wanted
+
+
+def _class_partitions(pool: np.ndarray, exp: Experiment,
+                      labels: np.ndarray | None) -> list[np.ndarray]:
+    """Each participant in turn takes the next `train_size` records of its classes from the
+    (shuffled) pool; participants that share a class share out its records, never a record."""
+    if labels is None:
+        raise ValueError("data.partition by-class needs the dataset's labels")
+    free = np.ones(len(pool), dtype=bool)
+    partitions = []
+    num_classes = int(labels.max()) + 1
+    for p, classes in enumerate(participant_classes(exp, num_classes)):
+        mine = np.flatnonzero(free & np.isin(labels[pool], classes))[: exp.data.train_size]
+        if len(mine) < exp.data.train_size:
+            raise ValueError(f"participant {p} needs {exp.data.train_size} records of classes "
+                             f"{classes} but only {len(mine)} are left; lower data.train_size")
+        free[mine] = False
+        partitions.append(pool[mine])
+    return partitions
 
 
 def _draw(
@@ -141,52 +227,67 @@ def _draw(
     return np.sort(picked[:known]), np.sort(picked[known:])
 
 
+def knowledge_of(splits: Splits, victim: str = ALL) -> Knowledge:
+    """What an attacker may know of one victim, taken from the full splits (for the attackers
+    that derive the splits themselves: the aggregator and a malicious participant)."""
+    v = splits.victim(victim)
+    return Knowledge(v.name, v.known_members, v.known_nonmembers, splits.shadow, v.targets())
+
+
 def save_splits(splits: Splits, run_dir: str | Path) -> None:
     """Write the ground truth, the attacker's knowledge and the sizes under run_dir/splits."""
     folder = Path(run_dir) / SPLITS_DIR
-    partitions = {f"partition_{i}": p for i, p in enumerate(splits.partitions)}
-    save_npz(
-        folder / MEMBERSHIP_FILE,
-        **partitions,
-        nonmembers=splits.nonmembers,
-        target_members=splits.target_members,
-        target_nonmembers=splits.target_nonmembers,
-    )
-    # Sorting the targets by index hides their membership as well as a shuffle would: indices
-    # were dealt to members and non-members by a random permutation.
-    targets = np.sort(np.concatenate([splits.target_members, splits.target_nonmembers]))
-    save_npz(
-        folder / KNOWLEDGE_FILE,
-        known_members=splits.known_members,
-        known_nonmembers=splits.known_nonmembers,
-        shadow=splits.shadow,
-        targets=targets,
-    )
-    sizes = {f.name: len(getattr(splits, f.name)) for f in fields(Splits)}
-    sizes["partitions"] = [len(p) for p in splits.partitions]
+    truth = {f"partition_{i}": p for i, p in enumerate(splits.partitions)}
+    known = {"shadow": splits.shadow}
+    for v in splits.victims:
+        truth[f"{v.name}{SEP}target_members"] = v.target_members
+        truth[f"{v.name}{SEP}target_nonmembers"] = v.target_nonmembers
+        known[f"{v.name}{SEP}known_members"] = v.known_members
+        known[f"{v.name}{SEP}known_nonmembers"] = v.known_nonmembers
+        known[f"{v.name}{SEP}targets"] = v.targets()
+    save_npz(folder / MEMBERSHIP_FILE, **truth, nonmembers=splits.nonmembers)
+    save_npz(folder / KNOWLEDGE_FILE, **known)
+    sizes = {
+        "partitions": [len(p) for p in splits.partitions],
+        "nonmembers": len(splits.nonmembers),
+        "shadow": len(splits.shadow),
+        "victims": {v.name: {"partitions": list(v.partitions),
+                             **{f.name: len(getattr(v, f.name)) for f in fields(Victim)
+                                if f.name not in ("name", "partitions")}}
+                    for v in splits.victims},
+    }
     write_json(folder / SIZES_FILE, sizes)
+
+
+def victim_names(run_dir: str | Path) -> list[str]:
+    """The victims of a run, in the order the experiment lists them."""
+    return list(read_json(Path(run_dir) / SPLITS_DIR / SIZES_FILE)["victims"])
 
 
 def load_membership(run_dir: str | Path) -> Splits:
     """The full ground truth (for the evaluation only)."""
     folder = Path(run_dir) / SPLITS_DIR
+    sizes = read_json(folder / SIZES_FILE)
     with np.load(folder / MEMBERSHIP_FILE, allow_pickle=False) as truth:
-        count = sum(name.startswith("partition_") for name in truth.files)
-        partitions = [truth[f"partition_{i}"] for i in range(count)]
-        held_out = {
-            name: truth[name] for name in ("nonmembers", "target_members", "target_nonmembers")
-        }
-    known = load_knowledge(run_dir)
-    return Splits(
-        partitions=partitions,
-        shadow=known.shadow,
-        known_members=known.known_members,
-        known_nonmembers=known.known_nonmembers,
-        **held_out,
-    )
+        partitions = [truth[f"partition_{i}"] for i in range(len(sizes["partitions"]))]
+        nonmembers = truth["nonmembers"]
+        held_out = {name: {k: truth[f"{name}{SEP}{k}"]
+                           for k in ("target_members", "target_nonmembers")}
+                    for name in sizes["victims"]}
+    victims = []
+    for name, info in sizes["victims"].items():
+        known = load_knowledge(run_dir, name)
+        victims.append(Victim(name, tuple(info["partitions"]), known.known_members,
+                              known.known_nonmembers, **held_out[name]))
+    return Splits(partitions=partitions, nonmembers=nonmembers, shadow=known.shadow,
+                  victims=victims)
 
 
-def load_knowledge(run_dir: str | Path) -> Knowledge:
-    """What an attacker may read."""
+def load_knowledge(run_dir: str | Path, victim: str = ALL) -> Knowledge:
+    """What an attacker may read about one victim."""
     with np.load(Path(run_dir) / SPLITS_DIR / KNOWLEDGE_FILE, allow_pickle=False) as known:
-        return Knowledge(**{f.name: known[f.name] for f in fields(Knowledge)})
+        if f"{victim}{SEP}targets" not in known.files:
+            raise KeyError(f"no victim {victim!r} in the knowledge of {run_dir}")
+        arrays = {k: known[f"{victim}{SEP}{k}"]
+                  for k in ("known_members", "known_nonmembers", "targets")}
+        return Knowledge(victim, shadow=known["shadow"], **arrays)
