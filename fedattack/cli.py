@@ -88,11 +88,41 @@ def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose:
     from fedattack.runner import run_experiment
 
     record, results = run_experiment(exp, run_dir, show_progress=not quiet, verbose=verbose)
+    report_run(exp, run_dir, record, results)
+
+
+def report_run(exp: Experiment, run_dir: Path, record: dict, results: list[dict]) -> None:
+    """The target model's last accuracies and the attack results of one finished run."""
     last = record["history"][-1]
     typer.echo(f"{exp.name}: target model train accuracy {last['train_accuracy']:.3f}, "
                f"test accuracy {last['test_accuracy']:.3f}; run directory {run_dir}")
     if results:
         typer.echo(markdown_table(results))
+
+
+@app.command("deploy-local")
+def deploy_local(
+    config: Path = typer.Argument(..., help="federated experiment YAML"),
+    out: Path = typer.Option(None, "--out", help="run directory (default: runs/<name>)"),
+    auth: bool = typer.Option(False, "--auth", help="admit only SuperNodes with registered keys"),
+    timeout: float = typer.Option(3600.0, "--timeout", help="seconds the run may take"),
+) -> None:
+    """Run a federated experiment through a real Flower deployment on 127.0.0.1 with TLS
+    (SuperLink, SuperExecs, one SuperNode per participant), then attack it offline."""
+    from fedattack.deploy import DeployError, deploy_experiment
+
+    try:
+        exp = load_config(config)
+        if isinstance(exp, CampaignPlan):
+            fail(f"{config} is a campaign; deploy-local runs one experiment")
+        run_dir = out or Path("runs") / exp.name
+        record, results = deploy_experiment(exp, run_dir, auth=auth, timeout_s=timeout)
+    except user_errors() as err:
+        fail(str(err))
+    except DeployError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    report_run(exp, run_dir, record, results)
 
 
 def main() -> None:
