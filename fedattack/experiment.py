@@ -16,6 +16,7 @@ from fedattack.config import Experiment, experiment_yaml, load_experiment
 from fedattack.data import Dataset, Splits, load_dataset, make_splits, save_splits
 from fedattack.io import write_atomic
 from fedattack.models import build_model
+from fedattack.privacy import check_private_model
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
@@ -36,13 +37,13 @@ def initial_model(exp: Experiment, dataset: Dataset) -> torch.nn.Module:
     """The untrained target model, a pure function of the experiment's seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(exp.seed)
-        return build_model(exp.model.arch, dataset.input_shape, dataset.num_classes,
-                           exp.model.activation)
+        return build_model(exp.model.arch, dataset.input_shape,
+                           exp.output_classes(dataset.num_classes), exp.model.activation)
 
 
 def experiment_splits(exp: Experiment, dataset: Dataset) -> Splits:
     """The experiment's splits: a pure function of the config and the dataset size."""
-    return make_splits(len(dataset), exp)
+    return make_splits(len(dataset), exp, dataset.y)
 
 
 def claim_run_dir(exp: Experiment, run_dir: str | Path) -> Path:
@@ -63,10 +64,25 @@ def claim_run_dir(exp: Experiment, run_dir: str | Path) -> Path:
     return run_dir
 
 
+def check_against_dataset(exp: Experiment, dataset: Dataset) -> None:
+    """What the config alone cannot check: the GAN's classes exist, DP-SGD can train the model."""
+    if exp.gan is not None:
+        n = dataset.num_classes
+        named = {"victim_class": exp.gan.victim_class, "fake_class": exp.gan.fake_class}
+        for key, cls in named.items():
+            if cls is not None and cls >= n:
+                raise ValueError(f"gan.{key} {cls} is not a class of {dataset.name}; "
+                                 f"accepted: 0..{n - 1}")
+    if exp.privacy is not None and exp.privacy.noise_multiplier is not None:
+        check_private_model(initial_model(exp, dataset))
+
+
 def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:
-    """Claim the run directory and write the ground-truth splits; idempotent."""
-    run_dir = claim_run_dir(exp, run_dir)
+    """Check the experiment against its dataset, claim the run directory and write the
+    ground-truth splits; idempotent."""
     dataset = experiment_dataset(exp)
+    check_against_dataset(exp, dataset)
+    run_dir = claim_run_dir(exp, run_dir)
     splits = experiment_splits(exp, dataset)
     if not (run_dir / "splits" / "membership.npz").exists():
         save_splits(splits, run_dir)

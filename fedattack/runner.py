@@ -91,9 +91,20 @@ def attack_target(exp: Experiment, run_dir: Path) -> list[dict]:
     return report.results
 
 
+def measure_gan(exp: Experiment, run_dir: Path) -> list[dict]:
+    """Measure the GAN attack from what its attacker recorded; finished results are reused."""
+    from fedattack.reconstruction import measure_attack
+    from fedattack.reporting import RESULTS_JSON
+
+    if (run_dir / RESULTS_JSON).exists():
+        return read_json(run_dir / RESULTS_JSON)
+    return measure_attack(exp, run_dir, log=console.print)
+
+
 def run_experiment(exp: Experiment, run_dir: str | Path, show_progress: bool = True,
                    verbose: bool = False) -> tuple[dict, list[dict]]:
-    """Train the target model of `exp` into `run_dir`, then attack it if `exp.attack` is set.
+    """Train the target model of `exp` into `run_dir`, then attack it if `exp.attack` is set
+    (or measure the GAN attack if `exp.gan` is).
 
     Returns run.json's record and the attack results. What a finished stage wrote is returned
     as it is, never rewritten; an unfinished training is redone from the start.
@@ -101,4 +112,6 @@ def run_experiment(exp: Experiment, run_dir: str | Path, show_progress: bool = T
     run_dir = claim_run_dir(exp, run_dir)
     record = train_target(exp, run_dir, show_progress, verbose)
     results = attack_target(exp, run_dir) if exp.attack is not None else []
+    if exp.gan is not None:
+        results = measure_gan(exp, run_dir)
     return record, results

@@ -46,6 +46,7 @@ class RoundLog:
     server_round: int
     accepted: list[int] = field(default_factory=list)
     rejected: dict[int | str, str] = field(default_factory=dict)
+    metrics: dict[int, dict] = field(default_factory=dict)  # each accepted upload's fit metrics
 
 
 def weighted_average(uploads: list[tuple[NDArrays, int]]) -> NDArrays:
@@ -149,6 +150,7 @@ class RecordingFedAvg(FedAvg):
                 continue
             accepted.append((pid, weights, res.num_examples))
             log_.accepted.append(pid)
+            log_.metrics[pid] = dict(res.metrics)
         accepted.sort(key=lambda item: item[0])
         log_.accepted.sort()
         return accepted
