@@ -40,6 +40,7 @@ PAPER_KEY = "paper_attack_accuracy"
 CAMPAIGN_COLUMNS = (
     ("experiment", "experiment", "{}"),
     ("attack", "attack", "{}"),
+    ("victim", "victim", "{}"),
     ("features", "features", "{}"),
     ("attack_accuracy", "accuracy", "{:.3f}"),
     (PAPER_KEY, "paper", "{:.3f}"),

@@ -1,0 +1,66 @@
+"""The federated attackers through a real Flower simulation, run as a campaign.
+
+A passive and an active (isolating + gradient ascent) global attacker and an active local
+attacker each attack a small federation; results.json must hold every (experiment, attack)
+with finite metrics, and each attacker must have read the view its threat model grants.
+"""
+
+import math
+
+import numpy as np
+import yaml
+
+from fedattack.campaign import load_campaign, run_campaign
+from fedattack.io import read_json
+from fedattack.snapshots import SnapshotStore
+
+CAMPAIGN = {
+    "campaign": "attackers",
+    "base": {
+        "seed": 5,
+        "data": {"dataset": "purchase100-synth", "num_records": 3000, "train_size": 300,
+                 "nonmember_size": 800,
+                 "knowledge": {"train_members": 60, "train_nonmembers": 60,
+                               "test_members": 40, "test_nonmembers": 40}},
+        "federation": {"num_participants": 3, "rounds": 3, "record_rounds": [2, 3]},
+        "attack": {"attacks": ["whitebox", "threshold-loss"], "epochs": 3, "kernels": 8},
+    },
+    "experiments": [
+        {"name": "global-passive", "attacker": {"kind": "global", "mode": "passive"}},
+        {"name": "global-isolating-ga",
+         "attacker": {"kind": "global", "mode": "isolating-gradient-ascent", "targets": [1]}},
+        {"name": "local-ga",
+         "attacker": {"kind": "local", "mode": "gradient-ascent", "participant": 2}},
+    ],
+}
+
+
+def test_campaign_of_federated_attackers(tmp_path):
+    path = tmp_path / "attackers.yaml"
+    path.write_text(yaml.safe_dump(CAMPAIGN))
+    records = run_campaign(load_campaign(path), tmp_path / "out", show_progress=False)
+    assert records == read_json(tmp_path / "out" / "results.json")
+    rows = {(r["experiment"], r["victim"], r["attack"]): r for r in records}
+    victims = {"global-passive": ["participant-0", "participant-1", "participant-2",
+                                  "mean of 3"],
+               "global-isolating-ga": ["participant-1"], "local-ga": ["others-of-2"]}
+    for exp, names in victims.items():
+        for victim in names:
+            for attack in ("whitebox", "threshold-loss"):
+                r = rows[(exp, victim, attack)]
+                for key in ("attack_accuracy", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):
+                    assert math.isfinite(r[key]) and 0 <= r[key] <= 1, (exp, victim, key)
+    mean = rows[("global-passive", "mean of 3", "whitebox")]
+    parts = [rows[("global-passive", f"participant-{p}", "whitebox")] for p in range(3)]
+    assert mean["auc"] == np.mean([p["auc"] for p in parts])
+    assert rows[("global-isolating-ga", "participant-1", "whitebox")]["mode"] == \
+        "isolating-gradient-ascent"
+    assert rows[("local-ga", "others-of-2", "whitebox")]["attacker"] == "local"
+
+    isolated = SnapshotStore(tmp_path / "out" / "global-isolating-ga" / "snapshots")
+    assert [r.round for r in isolated.records(view="global", kind="sent", partition=1)] == [2, 3]
+    local = SnapshotStore(tmp_path / "out" / "local-ga" / "snapshots")
+    assert sorted(local.views()) == ["global", "local-2"]
+    assert [r.round for r in local.view("local-2").records(kind="sent")] == [2, 3]
+    figures = tmp_path / "out" / "local-ga" / "figures"
+    assert (figures / "gradient_norms_over_rounds.png").stat().st_size > 0
