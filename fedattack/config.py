@@ -250,6 +250,9 @@ class AttackerConfig(Strict):
     def _coherent(self) -> AttackerConfig:
         if self.kind == "local" and self.mode.startswith("isolating"):
             raise ValueError("a local attacker cannot isolate; isolating is a global attack")
+        if self.mode.startswith("isolating") and self.targets == "all":
+            raise ValueError("an isolating attacker needs targets, the participants it isolates "
+                             "(e.g. [0]); isolating all of them would stop the federation")
         if self.mode.startswith("isolating") and self.isolate_from < 2:
             raise ValueError("isolate_from must be >= 2: the aggregator learns who is who in "
                              "round 1")

@@ -35,6 +35,23 @@ BAD_FILES = {
     "not_a_mapping": ("- a\n- b\n", "top level must be a mapping"),
     "bad_yaml": ("name: [unclosed\n", "is not valid YAML"),
     "bad_name": ("name: 'has space'\n", "name: String should match pattern"),
+    "local_isolating": (
+        "attacker:\n  kind: local\n  mode: isolating\n",
+        "attacker: a local attacker cannot isolate",
+    ),
+    "isolating_everyone": (
+        "attacker:\n  mode: isolating\n",
+        "attacker: an isolating attacker needs targets",
+    ),
+    "attacker_outside_federation": (
+        "federation:\n  num_participants: 3\nattacker:\n  kind: local\n  participant: 3\n",
+        "attacker participants [3] do not exist; accepted: 0..2",
+    ),
+    "attacker_standalone": (
+        "scenario: standalone\nattacker:\n  kind: global\n",
+        "attacker is for the federated scenario",
+    ),
+    "bad_attacker_mode": ("attacker:\n  mode: sneaky\n", "attacker.mode: got 'sneaky'"),
 }
 
 
