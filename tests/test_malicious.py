@@ -214,9 +214,34 @@ def test_local_attacker_observes_only_the_models_it_receives(tmp_path):
     store = SnapshotStore(tmp_path / SNAPSHOT_DIR)
     assert store.views() == ["local-1"]
     view = store.view("local-1")
-    assert [(r.kind, r.round, r.partition) for r in view.records()] == [("sent", 2, 1), ("sent", 3, 1)]
+    seen = [(r.kind, r.round, r.partition) for r in view.records()]
+    assert seen == [("sent", 2, 1), ("sent", 3, 1)]
     for r in (2, 3):
         assert_same(view.read_arrays(view.records(round=r)[0]), models[r])
     seen = state[STATE_KEY]
     assert list(seen["rounds"]) == [2, 3]
     assert list(seen["sha256"]) == [weights_digest(models[2]), weights_digest(models[3])]
+
+
+def test_aggregator_ascent_raises_the_broadcast_target_loss_to_first_order(tmp_path):
+    model = small_fc_model()
+    x, y = torch.randn(30, 8), torch.randint(0, 4, (30,))
+    ascent = GradientAscent(small_fc_model(), x, y, gamma=1e-3)
+    names = list(model.state_dict())
+    strategy = MaliciousAggregator(
+        attacker=AttackerConfig(mode="gradient-ascent", gamma=1e-3), isolated=set(),
+        ascend=ascent, store=SnapshotStore(tmp_path / "s"), record_round=lambda r: False,
+        weight_names=names, fit_config=lambda r: {},
+        initial_parameters=ndarrays_to_parameters(get_weights(model)), min_fit_clients=2,
+        min_available_clients=2)
+    manager, proxies = client_manager(2)
+    rng = np.random.default_rng(1)
+    uploads = [([w + rng.normal(scale=0.1, size=w.shape).astype(np.float32)
+                 for w in get_weights(model)], 1) for _ in range(2)]
+    _, new = play_round(strategy, manager, proxies, 1, strategy.initialize_parameters(manager),
+                        uploads)
+    average = weighted_average(uploads)
+    loss_avg, grads = ascent.loss_and_grads(average)
+    loss_sent, _ = ascent.loss_and_grads(parameters_to_ndarrays(new))
+    expected = 1e-3 * sum(float((g ** 2).sum()) for g in grads.values())
+    assert loss_sent - loss_avg == pytest.approx(expected, rel=0.05)
