@@ -1,0 +1,164 @@
+"""A real Flower deployment on 127.0.0.1 with TLS: SuperLink, SuperExecs and one SuperNode per
+participant run as processes; the experiment goes in through `flwr run`.
+
+The recorded snapshots and results must be what the simulation test checks: each upload
+bit-identical to the participant's training replayed outside Flower, each global model the FedAvg
+of the round's uploads. Slow (minutes on two cores): `make test` leaves it out, CI runs this file
+on its own (.ci/run).
+"""
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.honest import HonestClient
+from fedattack import protocol
+from fedattack.config import Experiment
+from fedattack.deploy import (
+    CONNECTION,
+    DeployError,
+    DeployPaths,
+    LocalDeployment,
+    deploy_experiment,
+    flwr,
+)
+from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR
+from fedattack.io import read_json
+from fedattack.reporting import RESULTS_JSON
+from fedattack.snapshots import SnapshotStore
+from fedattack.training import lr_at
+from strategies.recording import weighted_average
+
+pytestmark = pytest.mark.slow
+
+DATA = {
+    "dataset": "purchase100-synth",
+    "num_records": 3000,
+    "train_size": 300,
+    "nonmember_size": 600,
+    "knowledge": {"train_members": 100, "train_nonmembers": 100,
+                  "test_members": 100, "test_nonmembers": 100},
+}
+EXP = Experiment(
+    name="deployed",
+    seed=5,
+    scenario="federated",
+    data=DATA,
+    model={"arch": "purchase-fc"},
+    federation={"num_participants": 2, "rounds": 2, "record_rounds": "all"},
+    attack={"attacks": ["whitebox", "threshold-loss"], "epochs": 2, "kernels": 8},
+)
+TIMEOUT_S = 900
+
+
+def processes_with_env(assignment: str) -> list[int]:
+    """Pids of live processes whose environment holds `assignment` (e.g. FLWR_HOME=...)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and entry.name != str(os.getpid()):
+            try:
+                env = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if assignment.encode() in env:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def deployed_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("deployed") / "run"
+    record, results = deploy_experiment(EXP, run_dir, timeout_s=TIMEOUT_S)
+    return run_dir, record, results
+
+
+def test_run_finishes_over_tls_and_every_process_is_stopped(deployed_run):
+    run_dir, record, _ = deployed_run
+    assert record["status"] == "finished"
+    assert read_json(run_dir / RUN_FILE) == record
+    assert [h["round"] for h in record["history"]] == [0, 1, 2]
+    assert [r["accepted"] for r in record["rounds"]] == [[0, 1], [0, 1]]
+    logs = DeployPaths(run_dir).logs
+    assert "Uvicorn running on https://127.0.0.1:" in (logs / "superlink.log").read_text()
+    for node in (1, 2):
+        assert (logs / f"supernode-{node}.log").exists()
+    flwr_home = DeployPaths(run_dir).flwr_home
+    assert processes_with_env(f"FLWR_HOME={flwr_home}") == []
+
+
+def test_uploads_bit_identical_to_replayed_clients_and_global_is_fedavg(deployed_run):
+    run_dir, _, _ = deployed_run
+    store = SnapshotStore(run_dir / SNAPSHOT_DIR)
+    assert len(store.records(view="global", kind="global")) == 3  # rounds 0, 1, 2
+    for server_round in (1, 2):
+        (sent,) = store.records(view="global", kind="global", round=server_round - 1)
+        config = {protocol.SERVER_ROUND: server_round,
+                  protocol.LR: lr_at(EXP.training, server_round - 1),
+                  protocol.EXPERIMENT: EXP.model_dump_json()}
+        uploads = []
+        for pid in range(2):
+            replay, n, _ = HonestClient(pid).fit(store.read_arrays(sent), config)
+            (rec,) = store.records(view="global", kind="upload", round=server_round,
+                                   partition=pid)
+            recorded = store.read_arrays(rec)
+            for got, want in zip(recorded, replay, strict=True):
+                assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+            uploads.append((recorded, n))
+        (glob,) = store.records(view="global", kind="global", round=server_round)
+        for got, want in zip(store.read_arrays(glob), weighted_average(uploads), strict=True):
+            assert got.tobytes() == want.tobytes()
+
+
+def test_offline_attack_results(deployed_run):
+    run_dir, _, results = deployed_run
+    assert read_json(run_dir / RESULTS_JSON) == results
+    assert sorted(r["attack"] for r in results) == ["threshold-loss", "whitebox"]
+    for row in results:
+        assert row["n_members"] == row["n_nonmembers"] == 100
+        assert 0.0 <= row["auc"] <= 1.0 and np.isfinite(row["attack_accuracy"])
+
+
+# --- SuperNode authentication ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def auth_deployment(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("auth") / "run"
+    with LocalDeployment(DeployPaths(run_dir), nodes=2, auth=True, timeout_s=TIMEOUT_S) as dep:
+        yield dep
+
+
+def test_unregistered_supernode_is_refused(auth_deployment, tmp_path):
+    dep = auth_deployment
+    key = tmp_path / "intruder"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ecdsa", "-b", "384", "-N", "", "-f", str(key)],
+                   check=True, timeout=60)
+    name = dep.start_supernode(0, key=key, name="intruder")
+    assert dep.procs.wait_exit(name, timeout_s=180) != 0
+    dep.procs.stop(f"superexec-{name}")
+    assert "Failed to activate SuperNode" in dep.procs.log_path(name).read_text()
+    link_log = dep.procs.log_path("superlink").read_text()
+    assert "No SuperNode found with the given public key" in link_log
+    nodes = flwr(["supernode", "list", CONNECTION], dep.env, dep.paths.run_dir)["nodes"]
+    assert nodes == []
+
+
+def test_failed_run_is_reported_although_flwr_run_exits_0(auth_deployment, tmp_path):
+    dep = auth_deployment
+    run_id = dep.submit({protocol.CONFIG_PATH: str(tmp_path / "missing.yaml"),
+                         protocol.RUN_DIR: str(tmp_path / "run")})
+    with pytest.raises(DeployError, match="finished:failed"):
+        dep.wait_finished(run_id)
+
+
+def test_registered_supernodes_run_the_experiment(auth_deployment):
+    dep = auth_deployment
+    exp = Experiment.model_validate({**EXP.model_dump(), "name": "deployed-auth", "attack": None,
+                                     "federation": {**EXP.federation.model_dump(), "rounds": 1}})
+    record = dep.run_experiment(exp)
+    assert [r["accepted"] for r in record["rounds"]] == [[0, 1]]
+    nodes = flwr(["supernode", "list", CONNECTION], dep.env, dep.paths.run_dir)["nodes"]
+    assert len(nodes) == 2 and {n["status"] for n in nodes} == {"online"}
