@@ -15,6 +15,7 @@ certificates, SuperNode keys and process logs go to its ``deploy/`` folder, Flow
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -119,7 +120,7 @@ def write_connection(paths: DeployPaths, port: int) -> None:
 
 
 class ProcessGroup:
-    """Processes started in sessions of their own, each logging to a file, all stopped on exit.
+    """Processes started in sessions of their own, each logging to a file.
 
     Stopping signals each process's session by the process's id, so the task processes a
     SuperExec spawned (``flwr-serverapp``, ``flwr-clientapp``) go with it.
@@ -129,17 +130,11 @@ class ProcessGroup:
         self.env, self.logs = env, logs
         self.procs: dict[str, subprocess.Popen] = {}
 
-    def __enter__(self) -> ProcessGroup:
-        self.logs.mkdir(parents=True, exist_ok=True)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop_all()
-
     def log_path(self, name: str) -> Path:
         return self.logs / f"{name}.log"
 
     def start(self, name: str, args: list[str]) -> subprocess.Popen:
+        self.logs.mkdir(parents=True, exist_ok=True)
         with self.log_path(name).open("ab") as log:
             proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
@@ -159,19 +154,26 @@ class ProcessGroup:
                 raise DeployError(f"{name} exited with code {proc.returncode}; "
                                   f"see {self.log_path(name)}")
 
+    def stop(self, *names: str) -> None:
+        """Stop the named processes (and their sessions)."""
+        _stop([self.procs.pop(name) for name in names])
+
     def stop_all(self) -> None:
-        """SIGTERM every session, wait for all, SIGKILL what is left (children first)."""
-        for proc in reversed(self.procs.values()):
-            _signal_session(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            _signal_session(proc.pid, signal.SIGKILL)  # stragglers of the session, if any
-            proc.wait(timeout=STOP_GRACE_S)
+        _stop(list(self.procs.values()))
         self.procs.clear()
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM every process's session, wait for all, SIGKILL what is left of each session."""
+    for proc in reversed(procs):
+        _signal_session(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        _signal_session(proc.pid, signal.SIGKILL)  # stragglers of the session, if any
+        with contextlib.suppress(subprocess.TimeoutExpired):  # SIGKILLed: reap it if we can
+            proc.wait(timeout=STOP_GRACE_S)
 
 
 def _signal_session(pid: int, sig: signal.Signals) -> None:
@@ -227,15 +229,15 @@ class LocalDeployment:
 
     def __init__(self, paths: DeployPaths, nodes: int, auth: bool = False,
                  timeout_s: float = 3600.0) -> None:
-        self.paths, self.nodes, self.auth, self.timeout_s = paths, nodes, auth, timeout_s
-        self.env = flower_env(paths)
-        self.procs = ProcessGroup(self.env, paths.logs)
+        self.paths = DeployPaths(paths.run_dir.resolve())  # processes and flwr see one cwd each
+        self.nodes, self.auth, self.timeout_s = nodes, auth, timeout_s
+        self.env = flower_env(self.paths)
+        self.procs = ProcessGroup(self.env, self.paths.logs)
 
     def __enter__(self) -> LocalDeployment:
         generate_certificates(self.paths.certs, self.nodes)
         (self.link_port,) = free_ports(1)
         write_connection(self.paths, self.link_port)
-        self.procs.__enter__()
         try:
             self._start_superlink()
             self.procs.start("superexec-serverapp", self._superexec(self.link_port))
@@ -321,11 +323,11 @@ class LocalDeployment:
 
     def run_experiment(self, exp: Experiment) -> dict:
         """Start every participant's SuperNode, run `exp` and return run.json's content."""
+        run_dir = claim_run_dir(exp, self.paths.run_dir)
         for partition_id in range(exp.federation.num_participants):
             if self.auth:
                 self.register(partition_id + 1)
             self.start_supernode(partition_id)
-        run_dir = self.paths.run_dir
         self.wait_finished(self.submit({protocol.CONFIG_PATH: str(run_dir / CONFIG_FILE),
                                         protocol.RUN_DIR: str(run_dir)}))
         record = read_json(run_dir / RUN_FILE) if (run_dir / RUN_FILE).exists() else {}
