@@ -211,6 +211,13 @@ def test_every_experiment_file_validates(path):
     assert loaded is not None
 
 
+def test_experiments_folder_has_the_paper_tables():
+    names = {p.name for p in EXPERIMENT_FILES}
+    assert "quickstart.yaml" in names
+    missing = [n for n in range(3, 10) if not any(f.startswith(f"table{n}-") for f in names)]
+    assert not missing, f"no campaign for Tables {missing}"
+
+
 # --- running ---------------------------------------------------------------------------------
 
 
