@@ -1,0 +1,242 @@
+"""The GAN attack of Hitaj et al.: config, by-class splits, generator, attacker role, measures."""
+
+import numpy as np
+import pytest
+import torch
+from flwr.common import RecordDict
+
+from clients.gan_attacker import OPTIMIZER_STATE, GanAttacker
+from clients.honest import HonestClient
+from fedattack import protocol
+from fedattack.config import ConfigError, Experiment, GanConfig, parse_experiment
+from fedattack.data import make_splits
+from fedattack.data.registry import Dataset
+from fedattack.experiment import (
+    SNAPSHOT_DIR,
+    check_against_dataset,
+    experiment_dataset,
+    experiment_splits,
+    initial_model,
+)
+from fedattack.gan import (
+    WithGenerated,
+    build_generator,
+    freeze,
+    generator_optimizer,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    train_generator,
+)
+from fedattack.snapshots import GENERATED_KIND, SnapshotStore, local_view
+from fedattack.training import get_weights
+
+VICTIM_CLASS = 3
+SPLIT = {"partition": "by-class", "classes": {0: [0, 1, 2, 3, 4], 1: [5, 6, 7, 8, 9]}}
+SMALL_KNOWLEDGE = {"train_members": 50, "train_nonmembers": 50, "test_members": 50,
+                   "test_nonmembers": 50}
+
+
+def gan_experiment(**gan) -> Experiment:
+    return Experiment(
+        name="gan-unit",
+        data={"dataset": "mnist", "train_size": 200, "nonmember_size": 500,
+              "knowledge": SMALL_KNOWLEDGE, **SPLIT},
+        model={"arch": "cnn-gan"},
+        federation={"num_participants": 2, "rounds": 3},
+        gan={"attacker": 1, "victim_class": VICTIM_CLASS, "generator_steps": 5,
+             "samples_per_round": 32, "eval_samples": 8, "base_channels": 16, **gan},
+    )
+
+
+def fit_config(exp: Experiment, server_round: int) -> dict:
+    return {protocol.SERVER_ROUND: server_round, protocol.LR: exp.training.lr,
+            protocol.EXPERIMENT: exp.model_dump_json()}
+
+
+def global_weights(exp: Experiment) -> list[np.ndarray]:
+    return get_weights(initial_model(exp, experiment_dataset(exp)))
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+def test_gan_roles_and_the_extra_output_class():
+    exp = gan_experiment()
+    assert [exp.role_of(p) for p in (0, 1)] == ["honest", "gan-attacker"]
+    assert exp.output_classes(10) == 11 and exp.gan.fake_label(10) == 10
+    declared = gan_experiment(fake_class=9)
+    assert declared.output_classes(10) == 10 and declared.gan.fake_label(10) == 9
+    assert Experiment().output_classes(10) == 10
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"gan": {"attacker": 2}}, "gan.attacker 2 must be one of 0..1"),
+    ({"gan": {"fake_class": 3, "victim_class": 3}}, "fake_class must differ"),
+    ({"gan": {"start_round": 9}}, "start_round 9 exceeds rounds=3"),
+    ({"gan": {"generator_steps": 0}}, "gan.generator_steps"),
+    ({"gan": {"victim": 3}}, "gan.victim: unknown key"),
+    ({"attack": {}}, "gan and attack are separate experiments"),
+    ({"scenario": "standalone"}, "federated scenario"),
+    ({"data": {"dataset": "mnist", "partition": "by-class", "classes": {0: [1]}}},
+     "classes of each participant 0..1"),
+    ({"data": {"dataset": "mnist", "partition": "by-class", "overlap": True}}, "without overlap"),
+    ({"data": {"dataset": "mnist", "classes": {0: [1], 1: [2]}}}, "is for data.partition"),
+    ({"data": {"dataset": "mnist", "partition": "random"}}, "data.partition"),
+])
+def test_bad_gan_and_partition_blocks_are_one_line_config_errors(changes, message):
+    base = {"data": {"dataset": "mnist"}, "federation": {"num_participants": 2, "rounds": 3},
+            "gan": {"attacker": 1}}
+    for key, value in changes.items():
+        base[key] = {**base[key], **value} if key == "gan" else value
+    with pytest.raises(ConfigError, match=message) as err:
+        parse_experiment(base)
+    assert "\n" not in str(err.value)
+
+
+def test_classes_outside_the_dataset_are_refused_before_anything_is_written():
+    exp = gan_experiment(victim_class=10)
+    with pytest.raises(ValueError, match="gan.victim_class 10 is not a class of mnist"):
+        check_against_dataset(exp, experiment_dataset(exp))
+
+
+# -- by-class splits -------------------------------------------------------------------------
+
+
+def by_class(classes=None, participants=3, train_size=100) -> Experiment:
+    return Experiment(data={"dataset": "mnist", "train_size": train_size, "nonmember_size": 300,
+                            "partition": "by-class", "classes": classes,
+                            "knowledge": SMALL_KNOWLEDGE},
+                      federation={"num_participants": participants})
+
+
+def test_by_class_partitions_hold_only_their_classes_and_are_disjoint():
+    labels = np.arange(3000) % 10
+    classes = {0: [3], 1: [0, 1, 2, 4], 2: [4, 5]}
+    splits = make_splits(len(labels), by_class(classes), labels)
+    for p, part in enumerate(splits.partitions):
+        assert len(part) == 100 and set(labels[part]) <= set(classes[p])
+    assert len(np.unique(np.concatenate(splits.partitions))) == 300
+    assert not np.intersect1d(splits.nonmembers, splits.members()).size
+    assert set(labels[splits.nonmembers]) == set(range(10))  # held out: every class
+
+
+def test_by_class_default_deals_classes_round_robin_and_iid_is_unchanged():
+    labels = np.arange(3000) % 10
+    splits = make_splits(len(labels), by_class(), labels)
+    assert [sorted(set(labels[p])) for p in splits.partitions] == [
+        [0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+    iid = Experiment(data={"train_size": 100, "nonmember_size": 300,
+                           "knowledge": SMALL_KNOWLEDGE}, federation={"num_participants": 3})
+    with_labels, without = make_splits(3000, iid, labels), make_splits(3000, iid)
+    for a, b in zip(with_labels.partitions, without.partitions, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_by_class_refuses_a_class_too_small_for_the_train_size():
+    labels = np.arange(3000) % 10
+    with pytest.raises(ValueError, match=r"participant 0 needs 400 records of classes \[3\]"):
+        make_splits(len(labels), by_class({0: [3], 1: [1], 2: [2]}, train_size=400), labels)
+    with pytest.raises(ValueError, match="data.classes names classes \\[12\\]"):
+        make_splits(len(labels), by_class({0: [12], 1: [1], 2: [2]}), labels)
+
+
+# -- generator -------------------------------------------------------------------------------
+
+
+def tiny_images(n=64, classes=10) -> Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(n, 1, 28, 28), dtype=np.uint8)
+    return Dataset("tiny", x, rng.integers(0, classes, n), classes, (1, 28, 28),
+                   mean=(0.5,), std=(0.25,))
+
+
+def fixed_discriminator() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return freeze(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 11)))
+
+
+def test_generator_loss_goes_down_against_a_fixed_discriminator():
+    discriminator = fixed_discriminator()
+    frozen = [p.clone() for p in discriminator.parameters()]
+    cfg = GanConfig(latent_dim=16, base_channels=8, generator_lr=5e-3)
+    generator = build_generator(cfg, tiny_images(), seed=0)
+    losses = train_generator(generator, discriminator, generator_optimizer(generator, cfg),
+                             VICTIM_CLASS, steps=15, batch_size=8,
+                             rng=torch.Generator().manual_seed(0))
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:3])
+    assert all(torch.equal(a, b) for a, b in zip(frozen, discriminator.parameters(), strict=True))
+    samples = generator(generator.noise(4))
+    assert samples.min() >= -2.0 - 1e-5 and samples.max() <= 2.0 + 1e-5  # (0-.5)/.25, (1-.5)/.25
+
+
+def test_generated_samples_join_the_real_data_with_the_fake_label():
+    dataset = tiny_images(n=10)
+    fakes = torch.randn(3, 1, 28, 28)
+    data = WithGenerated(dataset, fakes, label=10)
+    assert list(data.indices()) == [10, 11, 12]
+    x, y = data.batch(np.array([12, 2, 10]))
+    real_x, real_y = dataset.batch(np.array([2]))
+    assert torch.equal(x[0], fakes[2]) and torch.equal(x[2], fakes[0])
+    assert torch.equal(x[1], real_x[0]) and y.tolist() == [10, int(real_y[0]), 10]
+
+
+def test_adam_state_survives_the_round_trip_through_named_tensors():
+    dataset = tiny_images()
+    cfg = GanConfig(latent_dim=16, base_channels=8)
+    generator = build_generator(cfg, dataset, seed=0)
+    optimizer = generator_optimizer(generator, cfg)
+    train_generator(generator, fixed_discriminator(), optimizer, 0, 3, 4, torch.Generator())
+    restored = generator_optimizer(generator, cfg)
+    load_optimizer_tensors(restored, optimizer_tensors(optimizer))
+    for a, b in zip(optimizer.state.values(), restored.state.values(), strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- the attacker role -----------------------------------------------------------------------
+
+
+class RecordingAttacker(GanAttacker):
+    """Remembers what it trained the global model on."""
+
+    def train_on(self, exp, data, indices, parameters, config):
+        self.trained_on = (data, indices)
+        return super().train_on(exp, data, indices, parameters, config)
+
+
+def test_attacker_upload_is_training_on_its_own_data_and_fake_labelled_samples(tmp_path):
+    exp = gan_experiment()
+    dataset = experiment_dataset(exp)
+    own = experiment_splits(exp, dataset).partitions[1]
+    assert VICTIM_CLASS not in set(dataset.y[own])
+    sent, config = global_weights(exp), fit_config(exp, 1)
+    attacker = RecordingAttacker(1, state=RecordDict(), run_dir=str(tmp_path))
+    upload, n, metrics = attacker.fit(sent, config)
+    data, indices = attacker.trained_on
+    real, fake = indices[indices < len(dataset)], indices[indices >= len(dataset)]
+    assert np.array_equal(real, own) and n == len(own)
+    assert len(fake) == exp.gan.samples_per_round
+    assert set(data.batch(fake)[1].tolist()) == {10}  # the extra class
+    # Nothing but that training: an honest participant's training on the same records (same
+    # seed, same model) uploads exactly the same weights.
+    replay, _ = HonestClient(1).train_on(exp, data, indices, sent, config)
+    for got, want in zip(upload, get_weights(replay), strict=True):
+        assert got.tobytes() == want.tobytes()
+    assert metrics["generator_loss_last"] > 0
+
+
+def test_attacker_is_honest_before_start_round_then_keeps_its_generator(tmp_path):
+    exp = gan_experiment(start_round=2)
+    state, sent = RecordDict(), global_weights(exp)
+    early, _, _ = GanAttacker(1, state=state, run_dir=str(tmp_path)).fit(sent, fit_config(exp, 1))
+    honest, _, _ = HonestClient(1).fit(sent, fit_config(exp, 1))
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(early, honest, strict=True))
+    assert OPTIMIZER_STATE not in state
+    for server_round in (2, 3):
+        GanAttacker(1, state=state, run_dir=str(tmp_path)).fit(sent, fit_config(exp, server_round))
+    steps = state[OPTIMIZER_STATE].to_torch_state_dict()["0.step"]
+    assert float(steps) == 2 * exp.gan.generator_steps  # Adam went on from where it stopped
+    view = SnapshotStore(tmp_path / SNAPSHOT_DIR).view(local_view(1))
+    recorded = view.records(kind=GENERATED_KIND)
+    assert [r.round for r in recorded] == [2, 3]
+    first, second = (view.read(r)["x"] for r in recorded)
+    assert first.shape == (8, 1, 28, 28) and not torch.equal(first, second)
