@@ -306,7 +306,8 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
     obs = observe(exp, SnapshotStore(run_dir / SNAPSHOT_DIR), dataset, victim)
     knowledge = load_knowledge(run_dir, victim)
     runner = AttackRunner(exp, run_dir, obs, dataset, knowledge, log)
-    history = read_json(run_dir / RUN_FILE)["history"]
+    run_record = read_json(run_dir / RUN_FILE)
+    history = run_record["history"]
     results, curves, labels = [], {}, None
     for name in cfg.attacks:
         log(f"{exp.name}: {name} attack on {victim} from {len(obs.models)} snapshot(s) of "
@@ -324,6 +325,7 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
             **metrics,
             "target_train_accuracy": history[-1]["train_accuracy"],
             "target_test_accuracy": history[-1]["test_accuracy"],
+            "epsilon": run_record.get("epsilon"),  # DP-SGD of the honest participants, if any
             "attack_time_s": round(time.perf_counter() - started, 2),
         })
     summaries = runner.extractor(runner.spec).scalar_summaries(dataset, knowledge.targets)
