@@ -9,7 +9,9 @@ samples its generator made from one fixed latent batch. Each round is measured b
 - *nearest-neighbour distances* (root mean squared pixel difference, pixels in [0, 1]) from each
   generated sample to the victim's own training records of the class and to as many held-out
   records of the class: a generator that copies the victim's records is closer to the former,
-  one that produces the class in general is as close to both.
+  one that produces the class in general is as close to both. For scale, the same distance
+  from each held-out record of the class to the victim's records (`nn_distance_real`): how far
+  real, unseen examples of the class are.
 
 Only this evaluation reads the ground truth (which records the victims trained on).
 """
@@ -43,6 +45,7 @@ GAN_COLUMNS = (
     ("victim_confidence", "confidence", "{:.3f}"),
     ("nn_distance_train", "NN dist. train", "{:.3f}"),
     ("nn_distance_heldout", "NN dist. held-out", "{:.3f}"),
+    ("nn_distance_real", "NN dist. real", "{:.3f}"),
     ("target_test_accuracy", "model test acc", "{:.3f}"),
     ("epsilon", "epsilon", "{:.2f}"),
 )
@@ -164,6 +167,7 @@ def measure_attack(exp: Experiment, run_dir: str | Path, log=print) -> list[dict
                           figures / "victim_share.png",
                           f"{exp.name}: independent classifier on generated samples")
     record = summary(exp, per_round, classifier_accuracy)
+    record["nn_distance_real"] = nearest_distance(refs.held_out, refs.trained).mean().item()
     reporting.write_results(run_dir, [record], GAN_COLUMNS)
     return [record]
 

@@ -49,6 +49,9 @@ def check_attack_succeeds(exp: Experiment, run_dir) -> dict:
     assert summary["attack"] == "gan" and summary["classifier_accuracy"] > 0.8
     assert summary["victim_share"] >= summary["victim_share_first"] + 0.5
     assert summary["victim_confidence"] > summary["victim_confidence_first"]
+    first = summary["per_round"][0]
+    assert summary["nn_distance_train"] < first["nn_distance_train"]  # nearer real victim digits
+    assert 0 < summary["nn_distance_real"] < first["nn_distance_train"]
     return summary
 
 
