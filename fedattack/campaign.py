@@ -32,7 +32,7 @@ from fedattack.config import (
     parse_experiment,
 )
 from fedattack.io import write_atomic
-from fedattack.reporting import RESULTS_JSON, write_results
+from fedattack.reporting import write_results
 
 CAMPAIGN_FILE = "campaign.yaml"
 PAPER_KEY = "paper_attack_accuracy"
@@ -166,16 +166,8 @@ def claim_campaign_dir(plan: CampaignPlan, out_dir: Path) -> None:
 def annotate(item: CampaignItem, results: list[dict]) -> list[dict]:
     """An experiment's result records with its swept values and the paper's figure added."""
     return [{**r, **item.swept,
-             **({PAPER_KEY: item.paper[r["attack"]]} if r["attack"] in item.paper else {})}
+             **({PAPER_KEY: item.paper[r["attack"]]} if r.get("attack") in item.paper else {})}
             for r in results]
-
-
-def experiment_finished(exp: Experiment, run_dir: Path) -> bool:
-    """Whether a previous run of the campaign finished this experiment (training and attacks)."""
-    from fedattack.runner import finished_record
-
-    trained = finished_record(run_dir) is not None
-    return trained and (exp.attack is None or (run_dir / RESULTS_JSON).exists())
 
 
 def write_campaign_results(out_dir: Path, records: list[dict]) -> None:
@@ -190,7 +182,7 @@ def run_campaign(plan: CampaignPlan, out_dir: str | Path, show_progress: bool = 
     campaign's results.json and results.md are rewritten after each experiment, so an
     interrupted campaign still shows what it has.
     """
-    from fedattack.runner import console, run_experiment
+    from fedattack.runner import console, experiment_finished, run_experiment
 
     log = log or console.print
     out_dir = Path(out_dir)

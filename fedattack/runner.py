@@ -101,6 +101,15 @@ def measure_gan(exp: Experiment, run_dir: Path) -> list[dict]:
     return measure_attack(exp, run_dir, log=console.print)
 
 
+def experiment_finished(exp: Experiment, run_dir: str | Path) -> bool:
+    """Whether every stage of `exp` finished in run_dir, so that run_experiment only reads."""
+    from fedattack.reporting import RESULTS_JSON
+
+    measured = exp.attack is not None or exp.gan is not None
+    return finished_record(Path(run_dir)) is not None and (
+        not measured or (Path(run_dir) / RESULTS_JSON).exists())
+
+
 def run_experiment(exp: Experiment, run_dir: str | Path, show_progress: bool = True,
                    verbose: bool = False) -> tuple[dict, list[dict]]:
     """Train the target model of `exp` into `run_dir`, then attack it if `exp.attack` is set

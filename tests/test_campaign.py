@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -282,7 +283,7 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "fedattack.cli", *args]
 
 
-def run_until_first_finished(config: Path, out: Path, timeout: float = 300) -> None:
+def run_until_first_finished(config: Path, out: Path, timeout: float = 1200) -> None:
     """Start the campaign in a subprocess and SIGKILL it once its first experiment finished."""
     proc = subprocess.Popen(cli("run", str(config), "--out", str(out), "--quiet"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -299,6 +300,22 @@ def run_until_first_finished(config: Path, out: Path, timeout: float = 300) -> N
         proc.wait()
 
 
+def test_rerun_skips_finished_experiments_and_redoes_the_unfinished(reference, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(reference[0], out)  # copy2 keeps the modification times
+    (out / SECOND / "results.json").unlink()  # as if killed during the second attack stage
+    finished = mtimes(out / FIRST)
+    messages = []
+    records = run_campaign(load_campaign(out / CAMPAIGN_FILE), out, show_progress=False,
+                           log=messages.append)
+    assert messages == [f"tiny: experiment 1 of 2: {FIRST} (finished, skipped)",
+                        f"tiny: experiment 2 of 2: {SECOND} (running)"]
+    assert mtimes(out / FIRST) == finished
+    assert (out / SECOND / "results.json").exists()
+    assert without_timing(records) == without_timing(reference[1])
+
+
+@pytest.mark.slow  # two CLI processes: about half a minute on an idle machine
 def test_killed_campaign_resumes_with_the_same_results(reference, tmp_path):
     config = write(tmp_path, TINY)
     out = tmp_path / "out"
@@ -307,7 +324,7 @@ def test_killed_campaign_resumes_with_the_same_results(reference, tmp_path):
     finished = mtimes(out / FIRST)
 
     rerun = subprocess.run(cli("run", str(config), "--out", str(out), "--quiet"),
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=1200)
     assert rerun.returncode == 0, rerun.stderr
     assert f"experiment 1 of 2: {FIRST} (finished, skipped)" in rerun.stderr
     assert f"experiment 2 of 2: {SECOND} (running)" in rerun.stderr
