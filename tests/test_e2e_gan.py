@@ -62,14 +62,19 @@ def test_gan_attack_reconstructs_the_victims_class_fast(tmp_path):
     assert summary["epsilon"] is None
 
 
+SLOW = {"train_size": 1000, "rounds": 8, "local_epochs": 1, "lr": 1e-3, "start_round": 3,
+        "steps": 100, "generator_lr": 2e-4}
+DP = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}
+
+
 @pytest.mark.slow
-def test_gan_attack_succeeds_without_and_with_dp(tmp_path):
-    plain = mnist_gan("gan-e2e", train_size=1000, rounds=8, local_epochs=1, lr=1e-3,
-                      start_round=3, steps=100, generator_lr=2e-4)
-    check_attack_succeeds(plain, tmp_path / "no-dp")
-    private = plain.model_copy(update={"name": "gan-e2e-dp", "privacy": {
-        "noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}})
-    private = Experiment.model_validate(private.model_dump())
-    summary = check_attack_succeeds(private, tmp_path / "dp")
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("privacy", [None, DP], ids=["no-dp", "dp"])
+def test_gan_attack_succeeds_without_and_with_dp(tmp_path, privacy):
+    exp = mnist_gan("gan-e2e", **SLOW, privacy=privacy)
+    summary = check_attack_succeeds(exp, tmp_path)
     spent = [r["epsilon"] for r in summary["per_round"]]
-    assert all(a < b for a, b in zip(spent, spent[1:], strict=False))
+    if privacy is None:
+        assert set(spent) == {None}
+    else:  # DP-SGD protects the victim's records, not its class: the attack still succeeds
+        assert all(0 < a < b for a, b in zip(spent, spent[1:], strict=False))

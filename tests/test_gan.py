@@ -240,3 +240,16 @@ def test_attacker_is_honest_before_start_round_then_keeps_its_generator(tmp_path
     assert [r.round for r in recorded] == [2, 3]
     first, second = (view.read(r)["x"] for r in recorded)
     assert first.shape == (8, 1, 28, 28) and not torch.equal(first, second)
+
+
+def test_sample_grid_tiles_images_row_by_row_and_is_written(tmp_path):
+    from fedattack.reporting import _grid, plot_sample_grid
+
+    images = np.random.default_rng(0).random((3, 1, 4, 5))
+    grid = _grid(images, columns=2)
+    assert grid.shape == (8, 10, 1)
+    assert np.array_equal(grid[0:4, 5:10, 0], images[1, 0])
+    assert np.array_equal(grid[4:8, 0:5, 0], images[2, 0])
+    assert (grid[4:8, 5:10] == 1).all()  # an empty tile is blank paper
+    plot_sample_grid(images, images[:2], tmp_path / "gan" / "round-0001.png", "title")
+    assert (tmp_path / "gan" / "round-0001.png").stat().st_size > 0
