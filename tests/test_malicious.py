@@ -31,7 +31,8 @@ def aggregator(tmp_path, mode="passive", isolated=(), ascend=None, **attacker):
     rng = np.random.default_rng(0)
     initial = weights(rng)
     strategy = MaliciousAggregator(
-        attacker=AttackerConfig(mode=mode, **attacker), isolated=set(isolated), ascend=ascend,
+        attacker=AttackerConfig(mode=mode, targets=sorted(isolated) or "all", **attacker),
+        isolated=set(isolated), ascend=ascend,
         store=SnapshotStore(tmp_path / "snapshots"), record_round=lambda r: True,
         weight_names=NAMES, fit_config=lambda r: {"server-round": r},
         initial_parameters=ndarrays_to_parameters(initial), min_fit_clients=3,
