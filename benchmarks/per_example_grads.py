@@ -3,17 +3,24 @@
 Work: `build_model("purchase-fc", (600,), 100)` in eval mode, 2,048 random binary records with
 random labels, per-example gradients of the loss w.r.t. the last two layers (weights and biases).
 
-Timed (best of several repeats after a warm-up, same process, same threads; 1 by default):
-  (a)  FeatureExtractor.batches, gradients only (torch.func vmap(grad) in chunks), all 2,048
-       records in one batch, as Opacus holds them
+Timed in the same process with the same threads (1 by default): each path once as a warm-up,
+then the paths in turn, round after round (each round starting one path later), so that load
+from other processes and the state of memory falls on all of them alike; each path's best round
+counts; the default 7 rounds start once with each path. `--clock cpu` times process CPU time
+(user + system, page faults included) instead of the wall clock: on a machine with more runnable
+threads than cores the wall clock also counts the time spent waiting for a core; with one thread
+on a quiet machine the two agree.
+  (a)  FeatureExtractor.batches, gradients only (the outer-product path: these layers are
+       Linear), all 2,048 records in one batch, as Opacus holds them
   (a') the same streamed in batches of 256 (the default), each dropped before the next, the
        way attack training consumes them
+  (a") (a) on the general torch.func path (vmap(grad) in chunks), for comparison
   (b)  per-example autograd, one record at a time (features.per_example_grads_loop)
   (c)  Opacus 1.6 GradSampleModule: one forward/backward, p.grad_sample of the two layers
   (d)  one batched forward + backward (loss.backward(), all parameters): the floor
   (d') the same, backward only to the two layers' parameters: a stricter floor
-Targets: loop/func >= 20, func/opacus <= 1, func/batched <= 3. The three per-example paths are
-checked to agree before timing.
+Targets: loop/func >= 20, func/opacus <= 1, func/batched <= 3. The per-example paths (a), (a"),
+(b) and (c) are checked to agree before timing.
 
 Memory: peak RSS (VmHWM from /proc/self/status) of a fresh process that streams the features
 (gradients of the last two layers, output, loss, label) of 5,000 and of 20,000 records through
@@ -21,7 +28,7 @@ FeatureExtractor.batches, keeping only the loss; records are generated from thei
 fly, so the data set takes no memory either. The difference must stay near the size of the
 kept per-record scalars.
 
-    python benchmarks/per_example_grads.py [--repeats 5] [--threads 1]
+    python benchmarks/per_example_grads.py [--repeats 7] [--threads 1] [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -84,19 +91,37 @@ class InMemory:
         return self.x[idx], self.y[idx]
 
 
+class FuncExtractor(FeatureExtractor):
+    """The extractor forced onto its general torch.func path."""
+
+    OUTER_PRODUCT_LAYERS = ()
+
+
 def purchase_model() -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model("purchase-fc", (N_FEATURES,), NUM_CLASSES).eval()
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def best_times(
+    fns: dict[str, Callable[[], object]], repeats: int, clock: Callable[[], float]
+) -> dict[str, float]:
+    """Seconds of each function's best call: one warm-up call each, then ``repeats`` rounds
+    that call every function once, in turn, each round starting one function later (what a call
+    costs depends on the memory the call before it freed: the large buffers here are fresh
+    pages)."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    keys = list(fns)
+    for r in range(repeats):
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            start = clock()
+            fns[k]()
+            times[k].append(clock() - start)
+    return {k: min(v) for k, v in times.items()}
 
 
 def layer_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -118,13 +143,15 @@ def opacus_module(model: torch.nn.Module):
     return GradSampleModule(model.train(), loss_reduction="sum")
 
 
-def timings(repeats: int) -> None:
+def timings(repeats: int, clock: str) -> None:
     model = purchase_model()
     data = InMemory(N_RECORDS)
     idx = np.arange(N_RECORDS)
     x, y = data.x, data.y
     spec = FeatureSpec(gradients=LAYERS, activations=(), output=False, loss=False, label=False)
     extractor = FeatureExtractor([model], spec, NUM_CLASSES)
+    func_extractor = FuncExtractor([model], spec, NUM_CLASSES)
+    assert extractor.outer_product and not func_extractor.outer_product
     names = resolve_layers(model, LAYERS)
     gsm = opacus_module(model)
     params = layer_params(model)
@@ -135,6 +162,9 @@ def timings(repeats: int) -> None:
     def func_streamed():
         for batch in extractor.batches(data, idx, batch_size=STREAM_BATCH):
             del batch  # consumed one batch at a time, as attack training does
+
+    def func_general():
+        return list(func_extractor.batches(data, idx, batch_size=N_RECORDS))
 
     def loop():
         return per_example_grads_loop(model, x, y, LAYERS)
@@ -151,8 +181,8 @@ def timings(repeats: int) -> None:
     def batched_two_layers():
         return torch.autograd.grad(F.cross_entropy(model(x), y, reduction="sum"), params)
 
-    # The three per-example paths agree before anything is timed.
-    feats = func()[0]
+    # The per-example paths agree before anything is timed.
+    feats, general = func()[0], func_general()[0]
     ref = loop()
     samples = opacus()
     for i, n in enumerate(names):
@@ -160,7 +190,8 @@ def timings(repeats: int) -> None:
         op = torch.cat((samples[2 * i].flatten(2), samples[2 * i + 1].unsqueeze(2)), 2)
         assert torch.allclose(got, ref[n], atol=1e-6), n
         assert torch.allclose(got, op, atol=1e-6), n
-    del feats, ref, samples
+        assert torch.allclose(got, general[f"grad:{n}"][:, 0], atol=1e-6), n
+    del feats, general, ref, samples
 
     shapes = extractor.shapes()
     mib = N_RECORDS * extractor.record_bytes() / 2**20
@@ -168,21 +199,24 @@ def timings(repeats: int) -> None:
         f"purchase-fc, {N_RECORDS} records, per-example gradients of {', '.join(names)} "
         f"({' + '.join(str(shapes[f'grad:{n}'][1:]) for n in names)} per record, "
         f"{mib:.0f} MiB in all); torch {torch.__version__}, {torch.get_num_threads()} "
-        f"thread(s); chunks of {extractor.chunk_size()} records (memory_mb="
-        f"{extractor.memory_mb:g}); best of {repeats} after a warm-up"
+        f"thread(s); chunks of {extractor.chunk_size()} records (torch.func path: "
+        f"{func_extractor.chunk_size()}; memory_mb={extractor.memory_mb:g}); best of {repeats} "
+        f"interleaved rounds after a warm-up, {clock} clock"
     )
     runs = {
-        "(a)  torch.func FeatureExtractor, all at once": (func, repeats),
-        f"(a') the same, streamed in batches of {STREAM_BATCH}": (func_streamed, repeats),
-        "(b)  per-example autograd loop": (loop, max(2, repeats // 2)),
-        "(c)  Opacus GradSampleModule": (opacus, repeats),
-        "(d)  batched forward + backward": (batched, repeats),
-        "(d') batched, backward to the two layers only": (batched_two_layers, repeats),
+        "(a)  FeatureExtractor (outer products), all at once": func,
+        f"(a') the same, streamed in batches of {STREAM_BATCH}": func_streamed,
+        '(a") FeatureExtractor on the torch.func path': func_general,
+        "(b)  per-example autograd loop": loop,
+        "(c)  Opacus GradSampleModule": opacus,
+        "(d)  batched forward + backward": batched,
+        "(d') batched, backward to the two layers only": batched_two_layers,
     }
+    best = best_times(runs, repeats, CLOCKS[clock])
     t = {}
-    for label, (fn, n) in runs.items():
-        t[label[:4].strip()] = best_time(fn, n)
-        print(f"{label:<48} {t[label[:4].strip()] * 1e3:9.1f} ms")
+    for label, seconds in best.items():
+        t[label[:4].strip()] = seconds
+        print(f"{label:<52} {seconds * 1e3:9.1f} ms")
     checks = [
         ("loop/func", "(b)", "(a)", ">=", 20),
         ("func/opacus", "(a)", "(c)", "<=", 1),
@@ -192,6 +226,7 @@ def timings(repeats: int) -> None:
         ("func/batched, streamed", "(a')", "(d)", "<=", 3),
         ("func/batched (two layers)", "(a)", "(d')", "<=", 3),
         ("func/batched (two layers), streamed", "(a')", "(d')", "<=", 3),
+        ("loop/func, torch.func path", "(b)", '(a")', ">=", 20),
     ]
     for name, num, den, op, target in checks:
         ratio = t[num] / t[den]
@@ -256,13 +291,19 @@ def memory(threads: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
         "--threads",
         type=int,
         default=1,
         help="torch threads (default 1: timings on a shared machine with few "
         "cores are steadier on one)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="wall",
+        help="wall clock (default) or process CPU time (steadier on a busy machine)",
     )
     parser.add_argument("--stream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -271,7 +312,7 @@ def main() -> None:
     if args.stream:
         stream_losses(args.stream)
         return
-    timings(args.repeats)
+    timings(args.repeats, args.clock)
     memory(args.threads)
 
 

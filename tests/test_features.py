@@ -1,6 +1,6 @@
-"""White-box attack features: torch.func per-example gradients against a plain autograd loop,
-stacking over T snapshots, streaming in chunks, the on-disk cache, layer addressing, and the
-scalar summaries the unsupervised attack reconstructs."""
+"""White-box attack features: per-example gradients (the outer-product path and the torch.func
+path) against a plain autograd loop, stacking over T snapshots, streaming in chunks, the on-disk
+cache, layer addressing, and the scalar summaries the unsupervised attack reconstructs."""
 
 from __future__ import annotations
 
@@ -51,15 +51,28 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+class FuncExtractor(FeatureExtractor):
+    """Per-example gradients by torch.func for every layer type."""
+
+    OUTER_PRODUCT_LAYERS = ()
+
+
+EXTRACTORS = [FeatureExtractor, FuncExtractor]
+PATHS = ["outer-product", "torch.func"]
+
+
 def make_model(arch: str, shape: tuple[int, ...], seed: int = 0) -> nn.Module:
-    """A model in eval mode; BatchNorm running statistics set from a few random batches, so
-    that eval-mode activations (and gradients) have realistic magnitudes."""
     torch.manual_seed(seed)
-    model = build_model(arch, shape, NUM_CLASSES)
-    if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.momentum = None  # cumulative average
+    return with_batchnorm_statistics(build_model(arch, shape, NUM_CLASSES), shape)
+
+
+def with_batchnorm_statistics(model: nn.Module, shape: tuple[int, ...]) -> nn.Module:
+    """The model in eval mode; BatchNorm running statistics set from a few random batches, so
+    that eval-mode activations (and gradients) have realistic magnitudes."""
+    batchnorms = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d)]
+    if batchnorms:
+        for m in batchnorms:
+            m.momentum = None  # cumulative average
         model.train()
         with torch.no_grad():
             for _ in range(2):
@@ -88,9 +101,11 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, rel: float = 1e-5) -> No
     torch.testing.assert_close(got.double(), want.double(), rtol=10 * rel, atol=rel * scale)
 
 
-def record_mb(spec: FeatureSpec, snapshots: list[nn.Module]) -> float:
+def record_mb(
+    spec: FeatureSpec, snapshots: list[nn.Module], extractor_class: type = FeatureExtractor
+) -> float:
     """memory_mb one record takes in a chunk."""
-    probe = FeatureExtractor(snapshots, spec, NUM_CLASSES)
+    probe = extractor_class(snapshots, spec, NUM_CLASSES)
     return (probe.record_bytes() + probe.working_bytes()) / 2**20
 
 
@@ -105,14 +120,18 @@ def record_mb(spec: FeatureSpec, snapshots: list[nn.Module]) -> float:
     ids=["float64", "float32"],
 )
 @pytest.mark.parametrize(("arch", "shape"), FAMILIES, ids=[a for a, _ in FAMILIES])
-def test_func_gradients_equal_autograd_loop(arch, shape, dtype, rel):
+@pytest.mark.parametrize("extractor_class", EXTRACTORS, ids=PATHS)
+def test_gradients_equal_autograd_loop(arch, shape, dtype, rel, extractor_class):
     model = make_model(arch, shape).to(dtype)
     data = make_data(shape, 3)
     data.x = data.x.to(dtype)
     names = layer_names(model)
     layers = (names[len(names) // 2], names[-1])
     spec = FeatureSpec(gradients=layers, output=False, loss=False, label=False)
-    got = features(FeatureExtractor([model], spec, NUM_CLASSES), data, [0, 1, 2])
+    extractor = extractor_class([model], spec, NUM_CLASSES)
+    # every family's layers are Linear or ungrouped Conv2d
+    assert extractor.outer_product == (extractor_class is FeatureExtractor)
+    got = features(extractor, data, [0, 1, 2])
     want = per_example_grads_loop(model, data.x, data.y, layers)
     modules = dict(model.named_modules())
     assert set(got) == {f"grad:{n}" for n in layers}
@@ -135,14 +154,94 @@ def test_func_gradients_equal_autograd_loop(arch, shape, dtype, rel):
     assert not torch.allclose(g[0], g[1])
 
 
-def test_gradients_differ_between_records_and_per_record_sum_is_batch_gradient():
+@pytest.mark.parametrize("extractor_class", EXTRACTORS, ids=PATHS)
+def test_gradients_differ_between_records_and_per_record_sum_is_batch_gradient(extractor_class):
     model = make_model("cnn", MNIST)
     data = make_data(MNIST, 5)
     spec = FeatureSpec(gradients=(-1,), output=False, loss=False, label=False)
-    got = features(FeatureExtractor([model], spec, NUM_CLASSES), data, range(5))["grad:classifier"]
+    got = features(extractor_class([model], spec, NUM_CLASSES), data, range(5))["grad:classifier"]
     batch_loss = F.cross_entropy(model(data.x), data.y, reduction="sum")
     w, b = torch.autograd.grad(batch_loss, [model.classifier.weight, model.classifier.bias])
     assert_close(got[:, 0].sum(0), torch.cat((w, b[:, None]), 1))
+
+
+class MixedNet(nn.Module):
+    """What the outer-product path must get right beyond the model zoo: BatchNorm and Dropout
+    (eval mode), a strided, padded convolution, a dilated one with a non-square kernel and no
+    bias, a grouped one (torch.func only), a Linear over a sequence axis, one Linear applied
+    twice, and one without bias, each selectable in the middle of the network."""
+
+    input_shape = MNIST
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.strided = nn.Conv2d(1, 4, 3, stride=2, padding=1)  # -> 4 x 14 x 14
+        self.bn2d = nn.BatchNorm2d(4)
+        self.grouped = nn.Conv2d(4, 4, 3, padding=1, groups=2)
+        self.dilated = nn.Conv2d(4, 6, (3, 2), padding=(2, 1), dilation=(1, 2), bias=False)
+        self.dropout = nn.Dropout(0.5)
+        self.sequence = nn.Linear(6, 8)  # over 8 x 7 positions
+        self.shared = nn.Linear(8, 8)  # applied twice
+        self.bn1d = nn.BatchNorm1d(8)
+        self.unbiased = nn.Linear(8, 8, bias=False)
+        self.head = nn.Linear(8, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.grouped(torch.tanh(self.bn2d(self.strided(x)))))
+        h = F.avg_pool2d(torch.tanh(self.dropout(self.dilated(h))), 2)  # 6 x 8 x 7
+        h = torch.tanh(self.sequence(h.flatten(2).transpose(1, 2))).mean(1)
+        h = torch.tanh(self.shared(torch.tanh(self.shared(h))))
+        return self.head(self.dropout(torch.tanh(self.unbiased(self.bn1d(h)))))
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [
+        ("strided", "dilated", "sequence", "shared", "unbiased", "head"),
+        ("dilated",),
+        ("sequence", "shared"),
+        ("grouped", "head"),
+    ],
+    ids=["all-but-grouped", "middle-conv", "middle-linear", "with-grouped"],
+)
+@pytest.mark.parametrize("extractor_class", EXTRACTORS, ids=PATHS)
+def test_gradients_of_mixed_layers_equal_autograd_loop(layers, extractor_class):
+    torch.manual_seed(0)
+    model = with_batchnorm_statistics(MixedNet(), MNIST).double()
+    data = make_data(MNIST, 4)
+    data.x = data.x.double()
+    spec = FeatureSpec(gradients=layers, activations=("shared",))
+    extractor = extractor_class([model, model], spec, NUM_CLASSES)
+    assert extractor.outer_product == (
+        extractor_class is FeatureExtractor and "grouped" not in layers
+    )
+    got = features(extractor, data, range(4))
+    want = per_example_grads_loop(model, data.x, data.y, layers)
+    for n in layers:
+        for t in range(2):
+            assert_close(got[f"grad:{n}"][:, t], want[n], 1e-6)
+    with torch.no_grad():
+        logits = model(data.x)
+    assert_close(got["loss"][:, 1, 0], F.cross_entropy(logits, data.y, reduction="none"))
+    norm = sum(want[n].flatten(1).square().sum(1) for n in layers).sqrt()
+    summaries = extractor.scalar_summaries(data, np.arange(4))
+    assert_close(torch.from_numpy(summaries["grad_norm"][:, 1]), norm)
+
+
+class Unused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.unused, self.head = nn.Linear(4, 4), nn.Linear(4, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+def test_a_gradient_layer_the_forward_pass_never_calls_is_refused():
+    with pytest.raises(ValueError, match=r"\['unused'\] are not used"):
+        FeatureExtractor(
+            [Unused()], FeatureSpec(gradients=("unused",)), NUM_CLASSES, input_shape=(4,)
+        )
 
 
 @pytest.mark.parametrize(("arch", "shape"), [("fc", MNIST), ("resnet20", CIFAR)])
@@ -260,12 +359,18 @@ def test_chunk_size_accounts_for_working_memory():
     per_record = first.record_bytes() + first.working_bytes()
     assert first.chunk_size() == 64 * 2**20 // per_record
     # large per-example gradients: chunks capped at CHUNK_GRAD_MB of one snapshot's gradients
+    # on the torch.func path, which materialises them, at OUTER_CHUNK_GRAD_MB on the outer-product
+    # path, which writes them straight into the features
     fc = make_model("fc", MNIST)
     spec = FeatureSpec(gradients=(-2, -1))
-    capped = FeatureExtractor([fc, fc], spec, NUM_CLASSES, memory_mb=4096)
+    capped = FuncExtractor([fc, fc], spec, NUM_CLASSES, memory_mb=4096)
     grad_bytes = 4 * sum(s[1] * s[2] for k, s in capped.shapes().items() if k.startswith("grad"))
     assert capped.working_bytes() >= grad_bytes
     assert capped.chunk_size() == int(capped.CHUNK_GRAD_MB * 2**20) // grad_bytes
+    outer = FeatureExtractor([fc, fc], spec, NUM_CLASSES, memory_mb=4096)
+    assert outer.working_bytes() < grad_bytes / 10
+    assert outer.chunk_size() == int(outer.OUTER_CHUNK_GRAD_MB * 2**20) // grad_bytes
+    assert outer.chunk_size() > capped.chunk_size()
 
 
 def test_cache_round_trip(tmp_path):
@@ -399,13 +504,14 @@ def test_scalar_summaries_of_uniform_and_one_hot_predictions():
     assert np.allclose(s["confidence"][:, 1], hit, atol=1e-6)
 
 
-def test_scalar_summaries_agree_with_the_features():
+@pytest.mark.parametrize("extractor_class", EXTRACTORS, ids=PATHS)
+def test_scalar_summaries_agree_with_the_features(extractor_class):
     snapshots = [make_model("fc", MNIST, seed=s) for s in range(2)]
     data = make_data(MNIST, 7)
     spec = FeatureSpec(gradients=(-2, -1))
     idx = np.array([6, 0, 3, 1, 5, 2, 4])
-    extractor = FeatureExtractor(
-        snapshots, spec, NUM_CLASSES, memory_mb=2.5 * record_mb(spec, snapshots)
+    extractor = extractor_class(
+        snapshots, spec, NUM_CLASSES, memory_mb=2.5 * record_mb(spec, snapshots, extractor_class)
     )
     assert extractor.chunk_size() == 2
     s = extractor.scalar_summaries(data, idx)
