@@ -2,9 +2,10 @@
 
 It follows the protocol on its own data, and at the observed rounds writes the global model it
 received into its own view of the snapshot store (``local-<partition>``, kind ``sent``, the model
-sent to it in that round): that is all a local attacker ever sees. Active, it uploads its locally trained model moved up the loss
-on the target records (eq. 2), ``W_up = W_local + gamma * dL/dW``, so that the other participants'
-SGD pulls the loss of their member targets back down while non-member targets keep rising.
+sent to it in that round): that is all a local attacker ever sees. Active, it uploads its locally
+trained model moved up the loss on the target records (eq. 2), ``W_up = W_local + gamma *
+dL/dW``, so that the other participants' SGD pulls the loss of their member targets back down
+while non-member targets keep rising.
 
 What it observed is also kept in the node's ``Context.state`` (round and sha256 of each model),
 which Flower keeps between rounds, so the attacker knows across rounds what it has already seen.
