@@ -389,7 +389,7 @@ def write_victim_figures(run_dir: Path, exp: Experiment, report: VictimReport,
         mode = exp.attacker.mode if exp.attacker else "passive"
         reporting.plot_norms_over_rounds(report.snapshots, report.summaries["grad_norm"],
                                          report.labels, figures / "gradient_norms_over_rounds.png",
-                                         f"{title}, {mode}: gradient norm of the targets")
+                                         f"{exp.name}, {report.victim} ({mode})")
     if "grad_norm" in last:
         reporting.plot_member_histograms(last["grad_norm"], report.labels,
                                          figures / "gradient_norms.png",

@@ -124,8 +124,9 @@ def plot_norms_over_rounds(rounds: Sequence[str], norms: np.ndarray, labels: np.
         low, mid, high = np.percentile(group, [25, 50, 75], axis=0)
         ax.plot(x, mid, marker="o", label=name)
         ax.fill_between(x, low, high, alpha=0.2)
-    ax.set(xticks=x, xlabel="observed snapshot", ylabel="gradient norm (median, IQR)",
-           yscale="log", title=title)
+    ax.set(xticks=x, xlabel="observed snapshot", ylabel="target gradient norm (median, IQR)",
+           yscale="log")
+    ax.set_title(title, fontsize=9)
     ax.set_xticklabels(rounds, rotation=30, fontsize=8)
     ax.legend()
     fig.tight_layout()
