@@ -317,9 +317,8 @@ class PrivacyConfig(Strict):
     and Shmatikov that Hitaj et al. attacked: only the `share_fraction` of parameters whose
     update is largest is uploaded, the others are sent back unchanged."""
 
-    noise_multiplier: Annotated[float, Field(gt=0)] | None = Field(
-        default=1.0, description="null: no DP-SGD (selective sharing only); 0 is refused, as its "
-        "epsilon is infinite"
+    noise_multiplier: Annotated[float, Field(ge=0)] | None = Field(
+        default=1.0, description="null: no DP-SGD (selective sharing only)"
     )
     max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
     delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5

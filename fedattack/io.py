@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -25,8 +26,22 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
         raise
 
 
+def strict_json_values(obj: Any) -> Any:
+    """`obj` with every NaN or infinite float replaced by None, which JSON can express (e.g. the
+    epsilon of DP-SGD without noise is infinite)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json_values(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [strict_json_values(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2) + "\n")
+    """Standard JSON (no NaN or Infinity tokens), written atomically."""
+    text = json.dumps(strict_json_values(obj), indent=2, allow_nan=False)
+    write_atomic(path, text + "\n")
 
 
 def read_json(path: str | Path) -> Any:
