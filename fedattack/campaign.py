@@ -58,7 +58,7 @@ class CampaignItem:
 
     experiment: Experiment
     swept: dict[str, Any]
-    paper: dict[str, float]
+    paper: dict[str, float | dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -165,9 +165,13 @@ def claim_campaign_dir(plan: CampaignPlan, out_dir: Path) -> None:
 
 def annotate(item: CampaignItem, results: list[dict]) -> list[dict]:
     """An experiment's result records with its swept values and the paper's figure added."""
-    return [{**r, **item.swept,
-             **({PAPER_KEY: item.paper[r["attack"]]} if r.get("attack") in item.paper else {})}
-            for r in results]
+    annotated = []
+    for r in results:
+        figure = item.paper.get(r.get("attack"))
+        if isinstance(figure, dict):  # one figure per victim
+            figure = figure.get(r.get("victim"))
+        annotated.append({**r, **item.swept, **({PAPER_KEY: figure} if figure is not None else {})})
+    return annotated
 
 
 def write_campaign_results(out_dir: Path, records: list[dict]) -> None:

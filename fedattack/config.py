@@ -417,9 +417,15 @@ class ConfigError(ValueError):
     """A configuration file that cannot be used; the message is one line fit for a user."""
 
 
+def _is_union_tag(part: Any) -> bool:
+    """Pydantic names the union member it tried in an error's location ("constrained-float",
+    "dict[str,...]"); a user thinks in keys only."""
+    return isinstance(part, str) and (part.startswith("constrained-") or "[" in part)
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    where = ".".join(str(p) for p in first["loc"] if not _is_union_tag(p)) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
@@ -479,7 +485,9 @@ class CampaignEntry(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = Field(pattern=NAME_PATTERN)
-    paper: dict[AttackName, Accuracy] = Field(default_factory=dict)
+    paper: dict[AttackName, Accuracy | dict[str, Accuracy]] = Field(
+        default_factory=dict, description="attack -> accuracy, or attack -> {victim: accuracy} "
+        "where the paper reports one figure per victim (Table IX)")
 
     def overrides(self) -> dict[str, Any]:
         """The Experiment keys this entry sets."""

@@ -88,7 +88,7 @@ def observe(exp: Experiment, store: SnapshotStore, dataset: Dataset,
         attacker, mode, view, kind, partition = "local", "passive", store.view("global"), \
             "global", None
     elif a.kind == "global":  # the victim participant's own uploads
-        (partition,) = dict(victim_groups(exp))[victim]
+        (partition,) = {name: owners for name, owners, _ in victim_groups(exp)}[victim]
         attacker, mode, view, kind = "global", a.mode, store.view("global"), "upload"
     else:  # the global models the malicious participant received
         attacker, mode, kind, partition = "local", a.mode, "sent", a.participant

@@ -332,3 +332,15 @@ def test_killed_campaign_resumes_with_the_same_results(reference, tmp_path):
     resumed = json.loads((out / "results.json").read_text())
     _, uninterrupted = reference
     assert without_timing(resumed) == without_timing(uninterrupted)
+
+
+def test_paper_figure_per_victim_is_put_beside_that_victim_only():
+    from fedattack.campaign import CampaignItem, annotate
+    from fedattack.config import Experiment
+
+    item = CampaignItem(Experiment(name="ft", scenario="finetune"), {},
+                        {"whitebox": {"D-vs-D-delta": 0.644}, "blackbox": 0.7})
+    rows = annotate(item, [{"attack": "whitebox", "victim": "D-vs-D-delta"},
+                           {"attack": "whitebox", "victim": "D-vs-nonmembers"},
+                           {"attack": "blackbox", "victim": "D-vs-nonmembers"}])
+    assert [r.get(PAPER_KEY) for r in rows] == [0.644, None, 0.7]

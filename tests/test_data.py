@@ -445,3 +445,22 @@ def test_local_attacker_victim_is_the_other_participants():
     assert v.name == "others-of-2" and v.partitions == (0, 1, 3)
     assert not np.isin(v.target_members, s.partitions[2]).any()
     assert not np.isin(v.known_members, s.partitions[2]).any()
+
+
+def test_finetune_victims_are_the_three_columns_of_table_ix(tmp_path):
+    s = make_splits(2000, experiment("finetune", train_size=1000))
+    d, delta = s.partitions
+    by_name = {v.name: v for v in s.victims}
+    assert list(by_name) == ["D-vs-nonmembers", "D-delta-vs-nonmembers", "D-vs-D-delta"]
+    assert np.isin(by_name["D-vs-nonmembers"].target_members, d).all()
+    assert np.isin(by_name["D-vs-nonmembers"].target_nonmembers, s.nonmembers).all()
+    assert np.isin(by_name["D-delta-vs-nonmembers"].target_members, delta).all()
+    vs = by_name["D-vs-D-delta"]
+    assert (vs.partitions, vs.against) == ((0,), (1,))
+    assert np.isin(vs.target_members, d).all() and np.isin(vs.known_members, d).all()
+    assert np.isin(vs.target_nonmembers, delta).all() and np.isin(vs.known_nonmembers, delta).all()
+    assert disjoint(vs.known_nonmembers, vs.target_nonmembers)
+    save_splits(s, tmp_path)
+    loaded = load_membership(tmp_path).victim("D-vs-D-delta")
+    assert loaded.against == (1,)
+    assert np.array_equal(loaded.target_nonmembers, vs.target_nonmembers)

@@ -5,10 +5,11 @@ One seeded permutation of the dataset's indices is cut into non-members (the tar
 set), the attacker's shadow data, and the member pool the training sets are drawn from.
 
 An attack is about a *victim*: the union of some participants' training sets (all of them in the
-stand-alone scenarios; one participant for each target of a global federated attacker; the other
-participants for a local attacker, see :func:`victim_groups`). For each victim, the attacker's
-known members and the member targets are disjoint draws from the victim's records; its known
-non-members and the non-member targets, from the non-members.
+stand-alone scenario; one participant for each target of a global federated attacker; the other
+participants for a local attacker; D or D-delta when fine-tuning, see :func:`victim_groups`). For
+each victim, the attacker's known members and the member targets are disjoint draws from the
+victim's records; its known non-members and the non-member targets, from the non-members, or
+from the records of the `against` partitions (Table IX distinguishes D from D-delta).
 
 In the run directory, `splits/membership.npz` holds what only the evaluation may read and
 `splits/knowledge.npz` what an attacker may read; arrays of a victim are stored under
@@ -49,6 +50,7 @@ class Victim:
     known_nonmembers: np.ndarray
     target_members: np.ndarray
     target_nonmembers: np.ndarray
+    against: tuple[int, ...] = ()  # partitions of the negatives; () for held-out non-members
 
     def targets(self) -> np.ndarray:
         """Member and non-member targets, sorted by index (which hides their membership as well
@@ -97,19 +99,28 @@ def _by_name(victims, name: str):
     raise KeyError(f"no victim {name!r}; known: {', '.join(v.name for v in victims)}")
 
 
-def victim_groups(exp: Experiment) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, partitions) of each victim the experiment's attacker attacks."""
-    count = exp.federation.num_participants if exp.scenario == "federated" else (
-        2 if exp.scenario == "finetune" else 1)
+FINETUNE_VICTIMS = (  # Table IX's three columns: partition 0 is D, partition 1 is D-delta
+    ("D-vs-nonmembers", (0,), ()),
+    ("D-delta-vs-nonmembers", (1,), ()),
+    ("D-vs-D-delta", (0,), (1,)),
+)
+
+
+def victim_groups(exp: Experiment) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
+    """(name, member partitions, negative partitions) of each victim the experiment's attacker
+    attacks; no negative partitions means the held-out non-members."""
+    if exp.scenario == "finetune":
+        return list(FINETUNE_VICTIMS)
+    count = exp.federation.num_participants if exp.scenario == "federated" else 1
     everyone = tuple(range(count))
     attacker = exp.attacker if exp.scenario == "federated" else None
     if attacker is None:
-        return [(ALL, everyone)]
+        return [(ALL, everyone, ())]
     if attacker.kind == "local":
         others = tuple(p for p in everyone if p != attacker.participant)
-        return [(f"others-of-{attacker.participant}", others)]
+        return [(f"others-of-{attacker.participant}", others, ())]
     targets = everyone if attacker.targets == "all" else tuple(attacker.targets)
-    return [(f"participant-{p}", (p,)) for p in targets]
+    return [(f"participant-{p}", (p,), ()) for p in targets]
 
 
 def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = None) -> Splits:
@@ -127,22 +138,28 @@ def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = N
     nonmembers, shadow, pool = np.split(order, cuts)
     partitions = _partitions(pool, exp, rng, labels)
     victims = []
-    for name, owners in victim_groups(exp):
-        members = np.unique(np.concatenate([partitions[p] for p in owners]))
+    for name, owners, against in victim_groups(exp):
+        members = _union(partitions, owners)
+        negatives = _union(partitions, against) if against else nonmembers
         known_members, target_members = _draw(
             members, knowledge.train_members, knowledge.test_members, f"members of {name}", rng
         )
         known_nonmembers, target_nonmembers = _draw(
-            nonmembers, knowledge.train_nonmembers, knowledge.test_nonmembers, "non-members", rng
+            negatives, knowledge.train_nonmembers, knowledge.test_nonmembers,
+            f"non-members of {name}", rng
         )
         victims.append(Victim(name, owners, known_members, known_nonmembers, target_members,
-                              target_nonmembers))
+                              target_nonmembers, against))
     return Splits(
         partitions=[np.sort(p) for p in partitions],
         nonmembers=np.sort(nonmembers),
         shadow=np.sort(shadow),
         victims=victims,
     )
+
+
+def _union(partitions: list[np.ndarray], which: tuple[int, ...]) -> np.ndarray:
+    return np.unique(np.concatenate([partitions[p] for p in which]))
 
 
 def _training_records(exp: Experiment) -> int:
@@ -251,9 +268,9 @@ def save_splits(splits: Splits, run_dir: str | Path) -> None:
         "partitions": [len(p) for p in splits.partitions],
         "nonmembers": len(splits.nonmembers),
         "shadow": len(splits.shadow),
-        "victims": {v.name: {"partitions": list(v.partitions),
+        "victims": {v.name: {"partitions": list(v.partitions), "against": list(v.against),
                              **{f.name: len(getattr(v, f.name)) for f in fields(Victim)
-                                if f.name not in ("name", "partitions")}}
+                                if f.name not in ("name", "partitions", "against")}}
                     for v in splits.victims},
     }
     write_json(folder / SIZES_FILE, sizes)
@@ -278,7 +295,8 @@ def load_membership(run_dir: str | Path) -> Splits:
     for name, info in sizes["victims"].items():
         known = load_knowledge(run_dir, name)
         victims.append(Victim(name, tuple(info["partitions"]), known.known_members,
-                              known.known_nonmembers, **held_out[name]))
+                              known.known_nonmembers, **held_out[name],
+                              against=tuple(info["against"])))
     return Splits(partitions=partitions, nonmembers=nonmembers, shadow=known.shadow,
                   victims=victims)
 
