@@ -360,7 +360,8 @@ def run_attacks(exp: Experiment, run_dir: str | Path,
         rows, report = attack_victim(exp, run_dir, dataset, victim, log)
         results += rows
         reports.append(report)
-    if len(victims) > 1:
+    global_attacker = exp.attacker is not None and exp.attacker.kind == "global"
+    if global_attacker and len(victims) > 1:  # fine-tuning's victims ask different questions
         results += average_over_victims(results, victims)
     return AttackReport(results, reports)
 
