@@ -464,3 +464,12 @@ def test_finetune_victims_are_the_three_columns_of_table_ix(tmp_path):
     loaded = load_membership(tmp_path).victim("D-vs-D-delta")
     assert loaded.against == (1,)
     assert np.array_equal(loaded.target_nonmembers, vs.target_nonmembers)
+
+
+def test_targets_do_not_depend_on_how_much_the_attacker_knows():
+    less = {**KNOWLEDGE, "train_members": 20, "train_nonmembers": 30}
+    a, b = make_splits(2000, experiment()).victim(), make_splits(2000, experiment(
+        knowledge=less)).victim()
+    assert np.array_equal(a.target_members, b.target_members)
+    assert np.array_equal(a.target_nonmembers, b.target_nonmembers)
+    assert len(b.known_members) == 20 and not np.array_equal(a.known_members, b.known_members)

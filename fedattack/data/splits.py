@@ -234,14 +234,17 @@ def _class_partitions(pool: np.ndarray, exp: Experiment,
 def _draw(
     pool: np.ndarray, known: int, targets: int, what: str, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Two disjoint random subsets of pool, sorted: the attacker's known ones and the targets."""
+    """Two disjoint random subsets of pool, sorted: the attacker's known ones and the targets.
+
+    The targets are dealt first, so experiments that differ only in how much the attacker knows
+    (Table VI) are evaluated on the same targets."""
     if known + targets > len(pool):
         raise ValueError(
             f"knowledge needs {known} known + {targets} target {what} but only {len(pool)} "
             f"{what} exist"
         )
     picked = rng.permutation(pool)[: known + targets]
-    return np.sort(picked[:known]), np.sort(picked[known:])
+    return np.sort(picked[targets:]), np.sort(picked[:targets])
 
 
 def knowledge_of(splits: Splits, victim: str = ALL) -> Knowledge:
