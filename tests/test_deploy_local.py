@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients.honest import HonestClient
 from fedattack import protocol
 from fedattack.config import Experiment
 from fedattack.deploy import (
@@ -29,8 +28,7 @@ from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR
 from fedattack.io import read_json
 from fedattack.reporting import RESULTS_JSON
 from fedattack.snapshots import SnapshotStore
-from fedattack.training import lr_at
-from strategies.recording import weighted_average
+from tests.replay import assert_uploads_replay_and_globals_are_fedavg
 
 pytestmark = pytest.mark.slow
 
@@ -93,23 +91,7 @@ def test_uploads_bit_identical_to_replayed_clients_and_global_is_fedavg(deployed
     run_dir, _, _ = deployed_run
     store = SnapshotStore(run_dir / SNAPSHOT_DIR)
     assert len(store.records(view="global", kind="global")) == 3  # rounds 0, 1, 2
-    for server_round in (1, 2):
-        (sent,) = store.records(view="global", kind="global", round=server_round - 1)
-        config = {protocol.SERVER_ROUND: server_round,
-                  protocol.LR: lr_at(EXP.training, server_round - 1),
-                  protocol.EXPERIMENT: EXP.model_dump_json()}
-        uploads = []
-        for pid in range(2):
-            replay, n, _ = HonestClient(pid).fit(store.read_arrays(sent), config)
-            (rec,) = store.records(view="global", kind="upload", round=server_round,
-                                   partition=pid)
-            recorded = store.read_arrays(rec)
-            for got, want in zip(recorded, replay, strict=True):
-                assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
-            uploads.append((recorded, n))
-        (glob,) = store.records(view="global", kind="global", round=server_round)
-        for got, want in zip(store.read_arrays(glob), weighted_average(uploads), strict=True):
-            assert got.tobytes() == want.tobytes()
+    assert_uploads_replay_and_globals_are_fedavg(store, EXP, rounds=2, participants=2)
 
 
 def test_offline_attack_results(deployed_run):

@@ -8,15 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from clients.honest import HonestClient
-from fedattack import protocol
 from fedattack.config import Experiment
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR
 from fedattack.io import read_json
 from fedattack.simulation import Resources, run_federated
 from fedattack.snapshots import SnapshotStore
-from fedattack.training import lr_at
-from strategies.recording import weighted_average
+from tests.replay import assert_uploads_replay_and_globals_are_fedavg
 
 EXP = Experiment(
     name="e2e",
@@ -65,30 +62,8 @@ def test_uploads_bit_identical_to_replayed_clients_and_global_is_fedavg(finished
     threads = Resources.for_experiment(EXP).client_cpus  # same thread count as the Ray actors
     saved_threads = torch.get_num_threads()
     try:
-        for server_round in (1, 2):
-            (sent,) = store.records(view="global", kind="global", round=server_round - 1)
-            config = {
-                protocol.SERVER_ROUND: server_round,
-                protocol.LR: lr_at(EXP.training, server_round - 1),
-                protocol.EXPERIMENT: EXP.model_dump_json(),
-            }
-            uploads = []
-            for pid in range(3):
-                replay, n, metrics = HonestClient(pid, threads=threads).fit(
-                    store.read_arrays(sent), config
-                )
-                assert metrics[protocol.PARTITION_ID] == pid
-                (rec,) = store.records(
-                    view="global", kind="upload", round=server_round, partition=pid
-                )
-                recorded = store.read_arrays(rec)
-                assert len(recorded) == len(replay)
-                for got, want in zip(recorded, replay, strict=True):
-                    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
-                uploads.append((recorded, n))
-            (glob,) = store.records(view="global", kind="global", round=server_round)
-            for got, want in zip(store.read_arrays(glob), weighted_average(uploads), strict=True):
-                assert got.tobytes() == want.tobytes()
+        assert_uploads_replay_and_globals_are_fedavg(store, EXP, rounds=2, participants=3,
+                                                     threads=threads)
     finally:
         torch.set_num_threads(saved_threads)
 
