@@ -3,18 +3,22 @@
 Work: `build_model("purchase-fc", (600,), 100)` in eval mode, 2,048 random binary records with
 random labels, per-example gradients of the loss w.r.t. the last two layers (weights and biases).
 
-Timed in the same process with the same threads (1 by default): each path once as a warm-up,
-then the paths in turn, round after round (each round starting one path later), so that load
-from other processes and the state of memory falls on all of them alike; each path's best round
-counts; the default 7 rounds start once with each path. `--clock cpu` times process CPU time
-(user + system, page faults included) instead of the wall clock: on a machine with more runnable
-threads than cores the wall clock also counts the time spent waiting for a core; with one thread
-on a quiet machine the two agree.
+Timed in the same process, first on 1 thread and then on all the machine's cores (the loop
+gains little from a second thread: one record's matrix-vector products are too small to
+split), each path once as a warm-up, then the paths in turn, round after round (each round
+starting one path later), so that load from other processes and the state of memory falls on
+all of them alike; each path's best round counts; the default 7 rounds start once with each
+path. `--clock cpu` times process CPU time (user + system, page faults included) instead of the
+wall clock: on a machine with more runnable threads than cores the wall clock also counts the
+time spent waiting for a core; with one thread on a quiet machine the two agree.
   (a)  FeatureExtractor.batches, gradients only (the outer-product path: these layers are
        Linear), all 2,048 records in one batch, as Opacus holds them
   (a') the same streamed in batches of 256 (the default), each dropped before the next, the
        way attack training consumes them
   (a") (a) on the general torch.func path (vmap(grad) in chunks), for comparison
+       (a), (a') and (a") write into buffers from the extractor's pool (features._BatchBuffers):
+       once a call's output is dropped, the next call reuses its memory, as consecutive batches
+       of a stream do, instead of paying the kernel to zero fresh pages (the warm-up call pays)
   (b)  per-example autograd, one record at a time (features.per_example_grads_loop)
   (c)  Opacus 1.6 GradSampleModule: one forward/backward, p.grad_sample of the two layers
   (d)  one batched forward + backward (loss.backward(), all parameters): the floor
@@ -28,13 +32,14 @@ FeatureExtractor.batches, keeping only the loss; records are generated from thei
 fly, so the data set takes no memory either. The difference must stay near the size of the
 kept per-record scalars.
 
-    python benchmarks/per_example_grads.py [--repeats 7] [--threads 1] [--clock wall|cpu]
+    python benchmarks/per_example_grads.py [--repeats 7] [--threads 1,N] [--clock wall|cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import subprocess
 import sys
 import time
@@ -294,10 +299,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument(
         "--threads",
-        type=int,
-        default=1,
-        help="torch threads (default 1: timings on a shared machine with few "
-        "cores are steadier on one)",
+        default=f"1,{os.cpu_count() or 1}",
+        help="comma-separated torch thread counts to time in turn (default 1 and all cores; "
+        "memory is measured with the last)",
     )
     parser.add_argument(
         "--clock",
@@ -308,12 +312,16 @@ def main() -> None:
     parser.add_argument("--stream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)  # Opacus' backward-hook notice
-    torch.set_num_threads(args.threads)
     if args.stream:
+        torch.set_num_threads(int(args.threads))
         stream_losses(args.stream)
         return
-    timings(args.repeats, args.clock)
-    memory(args.threads)
+    threads = sorted({int(n) for n in args.threads.split(",")})
+    for n in threads:
+        torch.set_num_threads(n)
+        timings(args.repeats, args.clock)
+        print()
+    memory(threads[-1])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from fedattack.features import (
     FeatureCache,
     FeatureExtractor,
     FeatureSpec,
+    _BatchBuffers,
     normalised_entropy,
     per_example_grads_loop,
 )
@@ -347,6 +348,65 @@ def test_streaming_in_small_chunks_equals_one_big_chunk():
         torch.testing.assert_close(want[k], natural[k][order], rtol=1e-5, atol=1e-6)
     batches = list(small.batches(data, order, batch_size=4))
     assert [len(b["loss"]) for b in batches] == [4, 4, 3]
+
+
+BIG = (3, 2**19)  # 6 MiB of float32: drawn from mapped buffers, not torch.empty
+
+
+def test_batch_buffers_are_reused_only_once_nothing_uses_them():
+    pool = _BatchBuffers()
+    a = pool.empty(BIG)
+    ptr = a.data_ptr()
+    assert ptr % (2 * 2**20) == 0  # huge-page aligned
+    view, array = a[1:], a[2].numpy()
+    del a
+    b = pool.empty(BIG)  # a's buffer is still read through `view` and `array`
+    assert b.data_ptr() != ptr
+    del view
+    c = pool.empty(BIG)  # ... through `array`
+    assert c.data_ptr() not in (ptr, b.data_ptr())
+    del array
+    d = pool.empty((2, 2**19))  # a smaller batch fits in a freed buffer
+    assert d.data_ptr() == ptr and d.shape == (2, 2**19)
+    assert pool.held_bytes() >= 3 * 6 * 2**20
+    del b, c, d
+    pool.release()
+    assert pool.held_bytes() == 0
+    assert pool.empty((4,)).shape == (4,)  # small tensors: plain torch.empty
+    assert pool.held_bytes() == 0
+
+
+def test_batch_buffers_keep_at_most_their_cap_of_free_memory():
+    pool = _BatchBuffers(max_free_bytes=8 * 2**20)
+    first, second = pool.empty(BIG), pool.empty(BIG)
+    del first, second  # 12 MiB free, over the cap: kept until the next fresh mapping
+    third = pool.empty((5, 2**19))  # fits in neither: maps a new one, trims the free to 8 MiB
+    assert pool.held_bytes() == (3 + 5) * 2**21
+    del third
+
+
+def test_streamed_batches_in_reused_buffers_equal_fresh_ones():
+    """Batches written into an earlier batch's buffer hold exactly their own features, while
+    a batch the consumer keeps is never overwritten."""
+    model = make_model("fc", MNIST, seed=0)
+    data = make_data(MNIST, 24)
+    spec = FeatureSpec(gradients=(-2, -1), activations=(-1,))
+    extractor = FeatureExtractor([model], spec, NUM_CLASSES)
+    assert extractor.shapes()["grad:" + extractor.grad_layers[0]][1:] == (128, 257)
+    kept = [
+        {k: v.clone() for k, v in b.items()}
+        for b in extractor.batches(data, np.arange(24), batch_size=16)
+    ]
+    held = list(extractor.batches(data, np.arange(24), batch_size=16))  # all alive at once
+    pointers = {b[k].data_ptr() for b in held for k in b}
+    assert len(pointers) == sum(len(b) for b in held)
+    for want, got in zip(kept, held, strict=True):
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    del held
+    for want, got in zip(kept, extractor.batches(data, np.arange(24), 16), strict=True):
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
 
 
 def test_chunk_size_accounts_for_working_memory():
