@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 from flwr.common import ConfigRecord
 
-from clients.honest import HonestClient
+from clients.honest import HonestClient, experiment_setup
 from fedattack import protocol
 from fedattack.active import GradientAscent
 from fedattack.data import knowledge_of
-from fedattack.experiment import SNAPSHOT_DIR, experiment_splits, initial_model
+from fedattack.experiment import SNAPSHOT_DIR, initial_model
 from fedattack.snapshots import SnapshotStore, local_view
 from fedattack.training import weight_names
 
@@ -47,7 +47,8 @@ class LocalAttacker(HonestClient):
             self.observe(exp, dataset, server_round, parameters)
         weights, n, metrics = super().fit(parameters, config)
         if exp.attacker.ascends(server_round):
-            weights = self.ascent(exp, dataset)(weights)
+            splits = experiment_setup(str(config[protocol.EXPERIMENT]), self.data_root)[2]
+            weights = self.ascent(exp, dataset, splits)(weights)
         return weights, n, metrics
 
     def observe(self, exp, dataset, server_round: int, parameters) -> None:
@@ -75,9 +76,9 @@ class LocalAttacker(HonestClient):
         record = self.state[STATE_KEY]
         return {"rounds": list(record["rounds"]), "sha256": list(record["sha256"])}
 
-    def ascent(self, exp, dataset) -> GradientAscent:
-        """Eq. 2 on the targets this attacker may know of (unlabelled, from its knowledge)."""
-        splits = experiment_splits(exp, dataset)
+    def ascent(self, exp, dataset, splits) -> GradientAscent:
+        """Eq. 2 on the targets this attacker may know of (unlabelled, from its knowledge);
+        ``splits`` are the experiment's, computed once per process by ``experiment_setup``."""
         targets = knowledge_of(splits, splits.victims[0].name).targets
         x, y = dataset.batch(targets)
         return GradientAscent(initial_model(exp, dataset), x, y, exp.attacker.gamma)
