@@ -360,6 +360,21 @@ def test_cluster_members_subsamples_and_orients(monkeypatch):
     assert np.array_equal(cluster_members(embeddings, -grad_norm, seed=0, sample=60), 1 - truth)
 
 
+def test_cluster_members_are_not_a_handful_of_outliers():
+    """Overlapping member and non-member embeddings plus a few far outliers (as a briefly trained
+    encoder gives): the clusters split the bulk, they do not cut the outliers off."""
+    rng = np.random.default_rng(1)
+    truth = np.repeat([1, 0], 500)
+    embeddings = np.where(truth == 1, 1.0, -1.0) + rng.normal(scale=0.8, size=1000)
+    embeddings[rng.choice(np.flatnonzero(truth == 0), 15, replace=False)] -= 40 + rng.exponential(
+        10, size=15
+    )
+    grad_norm = np.where(truth == 1, 0.5, 1.0) + rng.uniform(size=1000)
+    labels = cluster_members(embeddings, grad_norm, seed=0)
+    assert 0.35 < labels.mean() < 0.65
+    assert np.mean(labels == truth) > 0.75
+
+
 def test_summaries_over_snapshots_are_averaged():
     summaries = {"loss": np.array([[1.0, 3.0], [2.0, 2.0]]), "correct": np.array([1.0, 0.0])}
     np.testing.assert_array_equal(summary_column(summaries, "loss", 2), [2.0, 2.0])
