@@ -183,7 +183,9 @@ class FeatureConfig(Strict):
     """Which white-box features the "whitebox" and "shadow" attacks use (Fig. 1).
 
     Layers are named as in the model (see `fedattack.models.layer_names`) or counted from the end
-    (-1 is the output layer).
+    (-1 is the output layer). A layer's activation feature is the output of the activation
+    function applied to it (for the output layer, its logits; the prediction vector is
+    `output`); see `fedattack.features`.
     """
 
     gradients: list[LayerRef] = Field(default_factory=lambda: [-1])

@@ -10,7 +10,14 @@ order) the attacker computes, in one forward and one backward pass per snapshot:
   everything that feeds output unit (or channel) ``j``, which is what the attack's convolution
   over "the input size of the fully connected layer" reads (Section II-A). Per record:
   ``(T, rows, cols [+1])``.
-- ``act:<layer>``: the layer module's output, flattened: ``(T, d)``.
+- ``act:<layer>``: the output of the layer's activation function, flattened: ``(T, d)``. Nasr et
+  al. attack "the outputs of individual activation layers" (Table III, Section II-A), so the
+  layer's output is followed through the calls that take it as their first argument, through
+  normalisation, dropout and a residual addition, to the first activation function (Tanh, ReLU,
+  ..., as a module or as ``F.relu``): for the fully connected models ``tanh(W h + b)``; for a
+  ResNet block's second convolution ``relu(bn(conv(x)) + shortcut)``. A layer no activation
+  follows (the output layer: its logits; the prediction vector is ``output``) gives its own
+  output. See :class:`_FollowToActivation`.
 - ``output``: softmax probabilities ``(T, C)``; ``loss``: per-example cross-entropy ``(T, 1)``;
   ``label``: the one-hot true label ``(C,)`` (the same for every snapshot).
 
@@ -76,6 +83,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -84,7 +92,7 @@ from fedattack.models import layer_names
 
 LayerRef = str | int
 CACHE_INDEX = "index.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: act:<layer> is the activation function's output, no longer the layer's
 _BYTES = 4  # every feature is float32
 _HUGE_PAGE = 2 * 2**20
 
@@ -610,7 +618,9 @@ class FeatureExtractor:
         the selected layers' outputs (see the module docstring)."""
         calls: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {n: [] for n in grad_layers}
         captured: dict[str, torch.Tensor] = {}
-        with self._capture(act_layers, captured), self._record_calls(calls), torch.enable_grad():
+        # Calls recorded first: the capture must follow the output that the recording hook
+        # hands on to the rest of the forward.
+        with self._record_calls(calls), self._capture(act_layers, captured), torch.enable_grad():
             logits = functional_call(self.module, self._snapshots[t], (x,))
             loss = F.cross_entropy(logits, y, reduction="none")
             if unused := [n for n in grad_layers if not calls[n]]:
@@ -674,15 +684,22 @@ class FeatureExtractor:
 
     @contextmanager
     def _capture(self, names: Sequence[str], into: dict[str, torch.Tensor]) -> Iterator[None]:
-        """Forward hooks that store the output of each module in ``names`` into ``into``."""
+        """Stores into ``into[n]`` the activation output of each module ``n`` in ``names``: a
+        forward hook takes the module's output, :class:`_FollowToActivation` follows it to the
+        activation function applied to it (module docstring)."""
+        if not names:
+            yield
+            return
+        follow = _FollowToActivation(into)
         handles = [
             self._modules[n].register_forward_hook(
-                lambda _m, _i, out, n=n: into.__setitem__(n, out)
+                lambda _m, _i, out, n=n: follow.layer_output(n, out)
             )
             for n in names
         ]
         try:
-            yield
+            with follow:
+                yield
         finally:
             for h in handles:
                 h.remove()
@@ -724,6 +741,67 @@ class FeatureExtractor:
                 for i, (k, s) in enumerate(self._shapes.items())
             },
         }
+
+
+ACTIVATION_FUNCTIONS = frozenset(
+    f"{name}{suffix}"
+    for name in (
+        "relu", "tanh", "sigmoid", "leaky_relu", "elu", "selu", "celu", "gelu", "silu", "mish",
+        "softplus", "softsign", "hardtanh", "relu6", "hardswish", "hardsigmoid", "prelu",
+        "rrelu", "logsigmoid", "tanhshrink",
+    )
+    for suffix in ("", "_")
+)
+"""Names of the torch functions (``torch.X``, ``F.X``, ``Tensor.X``, in place or not) that end
+the path from a layer's output to its activation output."""
+
+PASS_THROUGH_FUNCTIONS = frozenset({
+    "batch_norm", "layer_norm", "group_norm", "instance_norm", "dropout", "dropout_",
+    "alpha_dropout", "feature_alpha_dropout", "dropout1d", "dropout2d", "dropout3d",
+    "feature_dropout", "add", "add_", "__add__", "__iadd__",
+})
+"""Functions a layer's output may pass through on its way to its activation function:
+normalisation, dropout (the identity in eval mode) and a residual connection's addition."""
+
+
+class _FollowToActivation(TorchFunctionMode):
+    """Follows layer outputs to their activation outputs during a forward pass.
+
+    :meth:`layer_output` (called from a forward hook) stores a layer's output into ``into``
+    and starts following it: a torch function whose first argument is the followed tensor moves
+    the path on to its result when it is in :data:`PASS_THROUGH_FUNCTIONS`, and when it is in
+    :data:`ACTIVATION_FUNCTIONS` its result is stored instead and the path ends. Any other use
+    that returns a tensor leaves the layer's own output stored; calls that return none (the
+    checks of ``input.dim()`` in BatchNorm) are ignored. Tensors are matched by identity, so
+    this works inside
+    ``vmap`` and on the graph of the outer-product path alike."""
+
+    def __init__(self, into: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.into = into
+        self._followed: dict[str, torch.Tensor] = {}  # layer -> the tensor its path is at
+
+    def layer_output(self, name: str, out: torch.Tensor) -> None:
+        self.into[name] = out
+        self._followed[name] = out
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        # Calls that return no tensor (``dim()``, ``shape``, ...) only look at the tensor.
+        if not self._followed or not args or not isinstance(out, torch.Tensor):
+            return out
+        name = getattr(func, "__name__", "")
+        for layer, tensor in list(self._followed.items()):
+            if args[0] is not tensor:
+                continue
+            if name in ACTIVATION_FUNCTIONS:
+                self.into[layer] = out
+                del self._followed[layer]
+            elif name in PASS_THROUGH_FUNCTIONS:
+                self._followed[layer] = out
+            else:
+                del self._followed[layer]
+        return out
 
 
 class _PeakMemory(TorchDispatchMode):

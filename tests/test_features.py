@@ -245,27 +245,43 @@ def test_a_gradient_layer_the_forward_pass_never_calls_is_refused():
         )
 
 
+# Where each chosen layer's activation output can be read off a plain forward: the output of
+# the module named (the FC model's Tanh after each Linear; a ResNet block, whose last step is
+# relu(bn2(conv2) + shortcut)), with `then` applied (the ResNet stem's relu(bn1(conv1)) is
+# functional); the output layer has no activation: its logits.
+ACTIVATION_OUTPUTS = {
+    "fc": {"features.0": ("features.1", None), "features.4": ("features.5", None),
+           "classifier": ("classifier", None)},
+    "resnet20": {"conv1": ("bn1", F.relu), "layer2.1.conv1": ("layer2.1.bn1", F.relu),
+                 "layer2.1.conv2": ("layer2.1", None), "fc": ("fc", None)},
+}
+
+
 @pytest.mark.parametrize(("arch", "shape"), [("fc", MNIST), ("resnet20", CIFAR)])
 def test_activations_output_and_loss_match_a_plain_forward(arch, shape):
     model = make_model(arch, shape)
     data = make_data(shape, 4)
-    names = layer_names(model)
-    chosen = (names[0], names[len(names) // 2], names[-1])
+    chosen = tuple(ACTIVATION_OUTPUTS[arch])
+    assert set(chosen) <= set(layer_names(model))
     seen: dict[str, torch.Tensor] = {}
     modules = dict(model.named_modules())
     hooks = [
-        modules[n].register_forward_hook(lambda _m, _i, o, n=n: seen.__setitem__(n, o))
-        for n in chosen
+        modules[at].register_forward_hook(
+            lambda _m, _i, o, n=n, then=then: seen.__setitem__(n, then(o) if then else o)
+        )
+        for n, (at, then) in ACTIVATION_OUTPUTS[arch].items()
     ]
     with torch.no_grad():
         logits = model(data.x)
     for h in hooks:
         h.remove()
-    for spec in (
-        FeatureSpec(gradients=(-1,), activations=chosen),  # activations from the vmapped pass
-        FeatureSpec(gradients=(), activations=chosen),  # and from the plain batched pass
+    assert (seen[chosen[0]] >= 0).all() if arch == "resnet20" else (seen[chosen[0]].abs() < 1).all()
+    with_grads, without = (FeatureSpec(gradients=g, activations=chosen) for g in ((-1,), ()))
+    for extractor in (
+        FeatureExtractor([model], with_grads, NUM_CLASSES),  # the outer-product pass
+        FuncExtractor([model], with_grads, NUM_CLASSES),  # the vmapped pass
+        FeatureExtractor([model], without, NUM_CLASSES),  # the plain batched pass
     ):
-        extractor = FeatureExtractor([model], spec, NUM_CLASSES)
         got = features(extractor, data, range(4))
         for n in chosen:
             assert extractor.shapes()[f"act:{n}"] == (1, seen[n][0].numel())
@@ -273,6 +289,34 @@ def test_activations_output_and_loss_match_a_plain_forward(arch, shape):
         assert_close(got["output"][:, 0], logits.softmax(-1))
         assert_close(got["loss"][:, 0, 0], F.cross_entropy(logits, data.y, reduction="none"))
         assert torch.equal(got["label"], F.one_hot(data.y, NUM_CLASSES).float())
+
+
+class NoActivationAfter(nn.Module):
+    """``a``'s output is scaled before its ReLU: its activation output is its own output; ``b``'s
+    passes through dropout and a residual addition to a Tanh."""
+
+    input_shape = (4,)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.out = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, NUM_CLASSES)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(2 * self.a(x))
+        return self.out(torch.tanh(self.dropout(self.b(h)) + h))
+
+
+def test_a_layer_whose_output_is_used_otherwise_than_by_an_activation_gives_its_own_output():
+    model = NoActivationAfter().eval()
+    data = ArrayDataset(torch.randn(3, 4), torch.tensor([0, 1, 2]))
+    extractor = FeatureExtractor([model], FeatureSpec((), ("a", "b")), NUM_CLASSES)
+    got = features(extractor, data, range(3))
+    with torch.no_grad():
+        a = model.a(data.x)
+        b = torch.tanh(model.b(F.relu(2 * a)) + F.relu(2 * a))
+    assert_close(got["act:a"][:, 0], a)
+    assert_close(got["act:b"][:, 0], b)
 
 
 # ----- T snapshots
