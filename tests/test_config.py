@@ -8,7 +8,13 @@ import pytest
 from typer.testing import CliRunner
 
 from fedattack.cli import app
-from fedattack.config import ConfigError, Experiment, experiment_yaml, load_experiment
+from fedattack.config import (
+    AttackConfig,
+    ConfigError,
+    Experiment,
+    experiment_yaml,
+    load_experiment,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,6 +116,20 @@ def test_defaults_and_round_trip(tmp_path):
 def test_shipped_experiments_validate(path):
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 0, result.output
+
+
+def test_the_readme_experiment_file_is_valid_and_gives_the_defaults(tmp_path):
+    """The README's annotated experiment file documents every default; it must stay true."""
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("### The experiment file", 1)[1].split("```yaml", 1)[1]
+    path = tmp_path / "readme.yaml"
+    path.write_text(example.split("```", 1)[0])
+    exp = load_experiment(path)
+    assert exp.attack is not None
+    assert exp.model_dump(exclude={"attack"}) == Experiment(name="quickstart").model_dump(
+        exclude={"attack"}
+    )
+    assert exp.attack == AttackConfig()
 
 
 def test_record_rounds():
