@@ -773,8 +773,7 @@ class _FollowToActivation(TorchFunctionMode):
     :data:`ACTIVATION_FUNCTIONS` its result is stored instead and the path ends. Any other use
     that returns a tensor leaves the layer's own output stored; calls that return none (the
     checks of ``input.dim()`` in BatchNorm) are ignored. Tensors are matched by identity, so
-    this works inside
-    ``vmap`` and on the graph of the outer-product path alike."""
+    this works inside ``vmap`` and on the graph of the outer-product path alike."""
 
     def __init__(self, into: dict[str, torch.Tensor]) -> None:
         super().__init__()
