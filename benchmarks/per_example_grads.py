@@ -26,11 +26,17 @@ time spent waiting for a core; with one thread on a quiet machine the two agree.
 Targets: loop/func >= 20, func/opacus <= 1, func/batched <= 3. The per-example paths (a), (a"),
 (b) and (c) are checked to agree before timing.
 
-Memory: peak RSS (VmHWM from /proc/self/status) of a fresh process that streams the features
-(gradients of the last two layers, output, loss, label) of 5,000 and of 20,000 records through
-FeatureExtractor.batches, keeping only the loss; records are generated from their index on the
-fly, so the data set takes no memory either. The difference must stay near the size of the
-kept per-record scalars.
+Memory: peak RSS (VmHWM from /proc/self/status, file-backed pages included) of fresh processes
+at 5,000 and at 20,000 records; records are generated from their index on the fly, so the data
+set takes no memory either. The difference must stay near the size of the kept per-record
+outputs.
+  stream  FeatureExtractor.batches of the features (gradients of the last two layers, output,
+          loss, label), keeping only the loss
+  attack  a full stand-alone white-box attack as fedattack.membership runs it: features of
+          500 + 500 known records cached on disk, the attack network trained on them (one epoch,
+          the paper's 1,000 kernels; memory does not depend on the epochs), the targets'
+          features cached on disk (FeatureExtractor.cache) and scored (predict_proba), keeping
+          the scores
 
     python benchmarks/per_example_grads.py [--repeats 7] [--threads 1,N] [--clock wall|cpu]
 """
@@ -42,6 +48,7 @@ import copy
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -64,6 +71,7 @@ LAYERS = (-2, -1)
 MEMORY_COUNTS = (5_000, 20_000)
 STREAM_BATCH = 256  # FeatureExtractor.batches' default
 MEMORY_NOISE_MB = 8
+ATTACK_MEMORY_NOISE_MB = 32  # Adam's state and the attack network's batches come and go
 
 
 class RandomBinaryRecords:
@@ -265,33 +273,63 @@ def stream_losses(count: int) -> None:
     print(peak_rss_kb(), extractor.chunk_size(), extractor.record_bytes())
 
 
-def memory(threads: int) -> None:
+def attack_scores(count: int) -> None:
+    """Child process: a full stand-alone white-box attack on `count` targets, keep the scores."""
+    from fedattack.attacks import WhiteBoxAttack
+
+    model = purchase_model()
+    extractor = FeatureExtractor([model], FeatureSpec(), NUM_CLASSES)  # the attack's default
+    data = RandomBinaryRecords()
+    with tempfile.TemporaryDirectory() as tmp:
+        known = [extractor.cache(data, np.arange(s, s + 500), Path(tmp, f"k{s}")) for s in (0, 500)]
+        attack = WhiteBoxAttack(epochs=1, seed=0).fit(*known)
+        targets = extractor.cache(data, np.arange(1000, 1000 + count), Path(tmp, "targets"))
+        scores = attack.predict_proba(targets)
+    assert scores.shape == (count,) and np.isfinite(scores).all()
+    print(peak_rss_kb(), extractor.chunk_size(), extractor.record_bytes())
+
+
+def peak_memory(mode: str, threads: int) -> tuple[dict[int, int], int, int]:
+    """Peak RSS in KiB of a fresh `--<mode> COUNT` child per count; its chunk and record size."""
     results = {}
     for count in MEMORY_COUNTS:
         out = subprocess.run(
-            [sys.executable, __file__, "--stream", str(count), "--threads", str(threads)],
+            [sys.executable, __file__, f"--{mode}", str(count), "--threads", str(threads)],
             check=True,
             capture_output=True,
             text=True,
         ).stdout.split()
         results[count] = int(out[0])
         chunk, record_bytes = int(out[1]), int(out[2])
-    print(
-        f"peak RSS streaming features (gradients of the last two layers, output, loss, label; "
-        f"{record_bytes / 1024:.0f} KiB per record, chunk {chunk} records), keeping the loss:"
-    )
-    for count, kb in results.items():
-        print(f"  {count:>6} records: {kb / 1024:8.1f} MiB")
-    lo, hi = MEMORY_COUNTS
-    diff = (results[hi] - results[lo]) / 1024
-    kept = (hi - lo) * 4 / 2**20
-    ok = diff <= kept + MEMORY_NOISE_MB
-    print(
-        f"  difference: {diff:+.1f} MiB for {hi - lo} more records (their kept losses: "
-        f"{kept:.2f} MiB; all their features would be {(hi - lo) * record_bytes / 2**20:.0f} "
-        f"MiB) -> {'does not grow' if ok else 'GROWS'} with the count beyond the kept "
-        f"outputs (allowing {MEMORY_NOISE_MB} MiB of allocator noise)"
-    )
+    return results, chunk, record_bytes
+
+
+def memory(threads: int) -> None:
+    runs = {
+        "stream": ("streaming features (gradients of the last two layers, output, loss, label)",
+                   "losses", 4, MEMORY_NOISE_MB),
+        "attack": ("a full stand-alone white-box attack (last layer's gradients, output, loss, "
+                   "label)", "scores", 8, ATTACK_MEMORY_NOISE_MB),
+    }
+    for mode, (what, kept_name, kept_bytes, noise) in runs.items():
+        results, chunk, record_bytes = peak_memory(mode, threads)
+        print(
+            f"peak RSS of {what}; {record_bytes / 1024:.0f} KiB of features per record, chunk "
+            f"{chunk} records; keeping the {kept_name}:"
+        )
+        for count, kb in results.items():
+            print(f"  {count:>6} records: {kb / 1024:8.1f} MiB")
+        lo, hi = MEMORY_COUNTS
+        diff = (results[hi] - results[lo]) / 1024
+        kept = (hi - lo) * kept_bytes / 2**20
+        ok = diff <= kept + noise
+        print(
+            f"  difference: {diff:+.1f} MiB for {hi - lo} more records (their kept {kept_name}: "
+            f"{kept:.2f} MiB; all their features would be "
+            f"{(hi - lo) * record_bytes / 2**20:.0f} MiB) -> "
+            f"{'does not grow' if ok else 'GROWS'} with the count beyond the kept outputs "
+            f"(allowing {noise} MiB of allocator noise)"
+        )
 
 
 def main() -> None:
@@ -310,11 +348,12 @@ def main() -> None:
         help="wall clock (default) or process CPU time (steadier on a busy machine)",
     )
     parser.add_argument("--stream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--attack", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=UserWarning)  # Opacus' backward-hook notice
-    if args.stream:
+    if args.stream or args.attack:
         torch.set_num_threads(int(args.threads))
-        stream_losses(args.stream)
+        stream_losses(args.stream) if args.stream else attack_scores(args.attack)
         return
     threads = sorted({int(n) for n in args.threads.split(",")})
     for n in threads:

@@ -50,8 +50,9 @@ hooks during the same call and the output and loss come out of it, so each snaps
 pass per chunk.
 
 Nothing here holds the features of all records at once: :meth:`FeatureExtractor.batches` streams
-them, :meth:`FeatureExtractor.cache` streams them into memory-mapped ``.npy`` files, and
-:meth:`FeatureExtractor.scalar_summaries` reduces them to a few numbers per record and snapshot.
+them, :meth:`FeatureExtractor.cache` streams them into ``.npy`` files that :class:`FeatureCache`
+reads back by rows, and :meth:`FeatureExtractor.scalar_summaries` reduces them to a few numbers
+per record and snapshot.
 Records are processed in chunks sized by ``memory_mb`` from the feature sizes and from the
 working memory of one record's pass, which the extractor measures once on a zero record (so
 DenseNet's large saved activations shrink its chunks). Measured peaks of a chunk stay within
@@ -452,8 +453,12 @@ class FeatureExtractor:
             yield out
 
     def cache(self, dataset: Dataset, indices: np.ndarray, path: str | Path) -> FeatureCache:
-        """Computes the features of ``indices`` once into memory-mapped ``.npy`` files under
-        ``path`` and returns a :class:`FeatureCache` on them.
+        """Computes the features of ``indices`` once into ``.npy`` files under ``path`` and
+        returns a :class:`FeatureCache` on them.
+
+        Chunks are written with ``pwrite``, not through a memory map: the pages of a mapped file
+        count in the process's resident memory as long as they stay mapped, so a memory-mapped
+        cache of 20,000 records made the attack's peak memory grow with the count.
 
         The files are written into a temporary folder beside ``path`` that is renamed to
         ``path`` once complete, so ``path`` only ever holds a finished cache. If ``path`` already
@@ -470,20 +475,18 @@ class FeatureExtractor:
         try:
             np.save(tmp / "indices.npy", indices)
             files = {
-                k: np.lib.format.open_memmap(
-                    tmp / c["file"], mode="w+", dtype=np.float32, shape=(len(indices), *c["shape"])
-                )
+                k: _NpyRows.create(tmp / c["file"], (len(indices), *c["shape"]))
                 for k, c in index["components"].items()
             }
-            step = self.chunk_size()
+            step, cpu = self.chunk_size(), torch.device("cpu")
             for start in range(0, len(indices), step):
                 idx = indices[start : start + step]
-                rows = slice(start, start + len(idx))
-                self._fill(
-                    {k: torch.from_numpy(f[rows]) for k, f in files.items()}, *dataset.batch(idx)
-                )
+                out = {k: _empty((len(idx), *s), cpu) for k, s in self._shapes.items()}
+                self._fill(out, *dataset.batch(idx))
+                for k, f in files.items():
+                    f.write_rows(start, out[k])
             for f in files.values():
-                f.flush()
+                f.close(sync=True)
             del files
             write_json(tmp / CACHE_INDEX, index)
             _fsync_dir(tmp)
@@ -841,8 +844,9 @@ class _PeakMemory(TorchDispatchMode):
 
 
 class FeatureCache:
-    """Read side of a feature cache written by :meth:`FeatureExtractor.cache`: memory-mapped,
-    never unpickled. Row ``i`` holds the features of dataset record ``indices[i]``."""
+    """Read side of a feature cache written by :meth:`FeatureExtractor.cache`: rows read from the
+    ``.npy`` files on demand (``pread``, never memory-mapped, never unpickled), so holding a
+    cache costs no memory. Row ``i`` holds the features of dataset record ``indices[i]``."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -856,15 +860,10 @@ class FeatureCache:
             raise ValueError(f"{index_file}: unsupported cache version {self.index.get('version')}")
         self._count = int(self.index["count"])
         self.indices = np.load(self.path / "indices.npy", allow_pickle=False)
-        self._arrays: dict[str, np.ndarray] = {}
-        for k, c in self.index["components"].items():
-            arr = np.load(self.path / c["file"], mmap_mode="r", allow_pickle=False)
-            if arr.shape != (self._count, *c["shape"]) or arr.dtype != np.float32:
-                raise ValueError(
-                    f"{self.path / c['file']}: shape {arr.shape} {arr.dtype}, "
-                    f"expected {(self._count, *c['shape'])} float32"
-                )
-            self._arrays[k] = arr
+        self._files = {
+            k: _NpyRows.open(self.path / c["file"], (self._count, *c["shape"]))
+            for k, c in self.index["components"].items()
+        }
 
     def __len__(self) -> int:
         return self._count
@@ -875,7 +874,10 @@ class FeatureCache:
     def take(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
         """Features of cache rows ``rows`` (positions, not dataset indices), in that order."""
         rows = _as_indices(rows)
-        return {k: torch.from_numpy(np.ascontiguousarray(a[rows])) for k, a in self._arrays.items()}
+        if rows.size and not (0 <= rows.min() and rows.max() < self._count):
+            raise IndexError(f"cache rows must be in [0, {self._count}), got {rows.min()}..."
+                             f"{rows.max()}")
+        return {k: f.read_rows(rows) for k, f in self._files.items()}
 
     def batches(
         self, order: np.ndarray | None = None, batch_size: int = 256
@@ -884,6 +886,85 @@ class FeatureCache:
         order = np.arange(self._count) if order is None else _as_indices(order)
         for start in range(0, len(order), batch_size):
             yield self.take(order[start : start + batch_size])
+
+
+class _NpyRows:
+    """A C-ordered float32 ``.npy`` file written and read by rows with ``pwrite``/``preadv``.
+
+    A run of consecutive rows is one system call. The file is a standard ``.npy`` file
+    (``np.load`` reads it); it is never mapped into the process (see
+    :meth:`FeatureExtractor.cache`)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], fd: int, offset: int) -> None:
+        self.path, self.shape, self._fd, self._offset = path, shape, fd, offset
+        self._row_shape = shape[1:]
+        self._row_bytes = _BYTES * math.prod(self._row_shape)
+        self._closer = weakref.finalize(self, os.close, fd)
+
+    @classmethod
+    def create(cls, path: Path, shape: tuple[int, ...]) -> _NpyRows:
+        """A new file of ``shape`` (a header, then zeros until written)."""
+        header = {"descr": "<f4", "fortran_order": False, "shape": tuple(shape)}
+        with open(path, "wb") as f:
+            np.lib.format.write_array_header_2_0(f, header)
+            offset = f.tell()
+            f.truncate(offset + _BYTES * math.prod(shape))
+        return cls(path, tuple(shape), os.open(path, os.O_RDWR), offset)
+
+    @classmethod
+    def open(cls, path: Path, shape: tuple[int, ...]) -> _NpyRows:
+        """An existing file, checked to hold ``shape`` float32 in C order, all of it."""
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            got, fortran, dtype = read_header(f)
+            offset = f.tell()
+        size = path.stat().st_size
+        if (got, fortran, dtype) != (tuple(shape), False, np.dtype("<f4")) or size != (
+            offset + _BYTES * math.prod(shape)
+        ):
+            raise ValueError(
+                f"{path}: shape {got} {dtype}{' (Fortran order)' if fortran else ''}, "
+                f"{size} bytes; expected {tuple(shape)} float32 in C order"
+            )
+        return cls(path, tuple(shape), os.open(path, os.O_RDONLY), offset)
+
+    def write_rows(self, start: int, values: torch.Tensor) -> None:
+        """Rows ``start, start + 1, ...`` from ``values`` (a CPU float32 tensor)."""
+        data = memoryview(values.contiguous().numpy()).cast("B")
+        position = self._offset + start * self._row_bytes
+        while data:
+            written = os.pwrite(self._fd, data, position)
+            data, position = data[written:], position + written
+
+    def read_rows(self, rows: np.ndarray) -> torch.Tensor:
+        """Rows ``rows``, in that order, as a ``(len(rows), *row_shape)`` tensor."""
+        out = _empty((len(rows), *self._row_shape), torch.device("cpu"))
+        flat = memoryview(out.numpy()).cast("B")
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for first, end in zip(
+            np.concatenate(([0], breaks)), np.concatenate((breaks, [len(rows)])), strict=True
+        ):
+            if first == end:
+                continue
+            view = flat[first * self._row_bytes : end * self._row_bytes]
+            position = self._offset + int(rows[first]) * self._row_bytes
+            while view:
+                got = os.preadv(self._fd, [view], position)
+                if got == 0:
+                    raise OSError(f"{self.path}: unexpected end of file")
+                view, position = view[got:], position + got
+        return out
+
+    def close(self, sync: bool = False) -> None:
+        """Closes the file, after ``fsync`` if ``sync``."""
+        if sync and self._closer.alive:
+            os.fsync(self._fd)
+        self._closer()
 
 
 class _BatchBuffers:

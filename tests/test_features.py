@@ -499,12 +499,12 @@ def test_cache_round_trip(tmp_path):
     got = {k: torch.cat([b[k] for b in reopened.batches(batch_size=4)]) for k in want}
     for k in want:
         assert torch.equal(got[k], want[k]), k
-    order = np.array([3, 0, 8, 5])
+    order = np.array([3, 4, 5, 0, 8, 6, 7, 1])  # runs of consecutive rows and single rows
     taken = reopened.take(order)
     for k in want:
         assert torch.equal(taken[k], want[k][order]), k
     shuffled = list(reopened.batches(order, batch_size=3))
-    assert [len(b["loss"]) for b in shuffled] == [3, 1]
+    assert [len(b["loss"]) for b in shuffled] == [3, 3, 2]
     assert torch.equal(torch.cat([b["output"] for b in shuffled]), want["output"][order])
 
     # computed once: a second call reads the finished cache; another request is refused
@@ -513,6 +513,31 @@ def test_cache_round_trip(tmp_path):
     assert torch.equal(again.take(np.arange(9))["loss"], want["loss"])
     with pytest.raises(FileExistsError):
         extractor.cache(data, idx[:5], tmp_path / "feats")
+
+
+def test_cache_files_are_standard_npy_files_and_never_mapped(tmp_path):
+    """Mapped file pages count as resident memory: a cache read or written through a memory map
+    made the attack's peak memory grow with the number of records."""
+    data = make_data(MNIST, 6)
+    extractor = FeatureExtractor([make_model("cnn", MNIST)], FeatureSpec(), NUM_CLASSES)
+    cache = extractor.cache(data, np.arange(6), tmp_path / "feats")
+    batch = cache.take(np.arange(6))
+    maps = open("/proc/self/maps").read()
+    assert str(tmp_path) not in maps
+    for k, c in cache.index["components"].items():
+        on_disk = np.load(tmp_path / "feats" / c["file"], allow_pickle=False)
+        assert torch.equal(torch.from_numpy(on_disk), batch[k]), k
+    with pytest.raises(IndexError, match=r"cache rows must be in \[0, 6\)"):
+        cache.take(np.array([2, 6]))
+
+
+def test_cache_refuses_a_truncated_file(tmp_path):
+    extractor = FeatureExtractor([make_model("cnn", MNIST)], FeatureSpec(), NUM_CLASSES)
+    cache = extractor.cache(make_data(MNIST, 4), np.arange(4), tmp_path / "feats")
+    loss = tmp_path / "feats" / cache.index["components"]["loss"]["file"]
+    loss.write_bytes(loss.read_bytes()[:-4])
+    with pytest.raises(ValueError, match=r"expected \(4, 1, 1\) float32"):
+        FeatureCache(tmp_path / "feats")
 
 
 def test_cache_refuses_unfinished_folder(tmp_path):
