@@ -1,0 +1,41 @@
+"""The white-box attack end to end on a stand-alone model that overfits its training set.
+
+A Purchase FC model trained for 20 epochs on 400 stand-in records fits them exactly and
+generalises poorly, so members and non-members are clearly separable; the attack of Nasr et al.
+(last layer's gradients, output, loss, label), trained on 300 + 300 known records, must score
+the 100 + 100 targets well above chance (measured: AUC 0.94, accuracy 0.89).
+"""
+
+from fedattack.config import Experiment
+from fedattack.io import read_json
+from fedattack.reporting import FIGURES, RESULTS_JSON
+from fedattack.runner import run_experiment
+
+
+def overfit() -> Experiment:
+    return Experiment(
+        name="overfit", seed=0, scenario="standalone", device="cpu",
+        data={"dataset": "purchase100-synth", "train_size": 400, "nonmember_size": 800,
+              "knowledge": {"train_members": 300, "train_nonmembers": 300, "test_members": 100,
+                            "test_nonmembers": 100}},
+        model={"arch": "purchase-fc"},
+        training={"epochs": 20},
+        attack={"attacks": ["whitebox"], "epochs": 20, "kernels": 16},
+    )
+
+
+def whitebox_row(exp: Experiment, run_dir) -> dict:
+    _, results = run_experiment(exp, run_dir, show_progress=False)
+    (row,) = results
+    assert read_json(run_dir / RESULTS_JSON) == [row]
+    assert row["attack"] == "whitebox" and row["n_members"] == row["n_nonmembers"] == 100
+    return row
+
+
+def test_whitebox_attack_is_well_above_chance_on_an_overfit_model(tmp_path):
+    row = whitebox_row(overfit(), tmp_path / "trained")
+    assert row["target_train_accuracy"] > 0.95 and row["target_test_accuracy"] < 0.7
+    assert row["auc"] > 0.8 and row["attack_accuracy"] > 0.7
+    for figure in ("roc.png", "gradient_norms.png", "per_class_accuracy.png"):
+        assert (tmp_path / "trained" / FIGURES / figure).stat().st_size > 0
+
