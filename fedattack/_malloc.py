@@ -27,10 +27,10 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     if not sys.platform.startswith("linux") or "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
     try:
-        mallopt = ctypes.CDLL(None).mallopt
-        gnu_get_libc_version = ctypes.CDLL(None).gnu_get_libc_version  # glibc only
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+    except OSError:
         return False
-    del gnu_get_libc_version
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, threshold) == 1
+    if not hasattr(libc, "gnu_get_libc_version"):  # another C library: its own parameters
+        return False
+    libc.mallopt.argtypes, libc.mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return libc.mallopt(M_MMAP_THRESHOLD, threshold) == 1
