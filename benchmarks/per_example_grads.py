@@ -353,7 +353,10 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=UserWarning)  # Opacus' backward-hook notice
     if args.stream or args.attack:
         torch.set_num_threads(int(args.threads))
-        stream_losses(args.stream) if args.stream else attack_scores(args.attack)
+        if args.stream:
+            stream_losses(args.stream)
+        else:
+            attack_scores(args.attack)
         return
     threads = sorted({int(n) for n in args.threads.split(",")})
     for n in threads:
