@@ -896,7 +896,7 @@ class _NpyRows:
     :meth:`FeatureExtractor.cache`)."""
 
     def __init__(self, path: Path, shape: tuple[int, ...], fd: int, offset: int) -> None:
-        self.path, self.shape, self._fd, self._offset = path, shape, fd, offset
+        self.path, self._fd, self._offset = path, fd, offset
         self._row_shape = shape[1:]
         self._row_bytes = _BYTES * math.prod(self._row_shape)
         self._closer = weakref.finalize(self, os.close, fd)
@@ -944,13 +944,12 @@ class _NpyRows:
     def read_rows(self, rows: np.ndarray) -> torch.Tensor:
         """Rows ``rows``, in that order, as a ``(len(rows), *row_shape)`` tensor."""
         out = _empty((len(rows), *self._row_shape), torch.device("cpu"))
+        if not len(rows):
+            return out
         flat = memoryview(out.numpy()).cast("B")
-        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-        for first, end in zip(
-            np.concatenate(([0], breaks)), np.concatenate((breaks, [len(rows)])), strict=True
-        ):
-            if first == end:
-                continue
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1  # where a run of consecutive rows starts
+        starts, ends = np.concatenate(([0], breaks)), np.concatenate((breaks, [len(rows)]))
+        for first, end in zip(starts, ends, strict=True):
             view = flat[first * self._row_bytes : end * self._row_bytes]
             position = self._offset + int(rows[first]) * self._row_bytes
             while view:

@@ -5,6 +5,7 @@ cache, layer addressing, and the scalar summaries the unsupervised attack recons
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -522,8 +523,7 @@ def test_cache_files_are_standard_npy_files_and_never_mapped(tmp_path):
     extractor = FeatureExtractor([make_model("cnn", MNIST)], FeatureSpec(), NUM_CLASSES)
     cache = extractor.cache(data, np.arange(6), tmp_path / "feats")
     batch = cache.take(np.arange(6))
-    maps = open("/proc/self/maps").read()
-    assert str(tmp_path) not in maps
+    assert str(tmp_path) not in Path("/proc/self/maps").read_text()
     for k, c in cache.index["components"].items():
         on_disk = np.load(tmp_path / "feats" / c["file"], allow_pickle=False)
         assert torch.equal(torch.from_numpy(on_disk), batch[k]), k
