@@ -857,7 +857,10 @@ class FeatureCache:
             )
         self.index = read_json(index_file)
         if self.index.get("version") != CACHE_VERSION:
-            raise ValueError(f"{index_file}: unsupported cache version {self.index.get('version')}")
+            raise ValueError(
+                f"{self.path}: a feature cache of version {self.index.get('version')}, this "
+                f"fedattack reads version {CACHE_VERSION}; delete the folder to recompute it"
+            )
         self._count = int(self.index["count"])
         self.indices = np.load(self.path / "indices.npy", allow_pickle=False)
         self._files = {

@@ -540,6 +540,15 @@ def test_cache_refuses_a_truncated_file(tmp_path):
         FeatureCache(tmp_path / "feats")
 
 
+def test_a_cache_of_another_version_is_refused_with_what_to_do(tmp_path):
+    extractor = FeatureExtractor([make_model("cnn", MNIST)], FeatureSpec(), NUM_CLASSES)
+    extractor.cache(make_data(MNIST, 2), np.arange(2), tmp_path / "feats")
+    index = tmp_path / "feats" / "index.json"
+    index.write_text(index.read_text().replace('"version": 2', '"version": 1'))
+    with pytest.raises(ValueError, match="version 1, this fedattack reads version 2; delete"):
+        FeatureCache(tmp_path / "feats")
+
+
 def test_cache_refuses_unfinished_folder(tmp_path):
     (tmp_path / "feats").mkdir()
     with pytest.raises(FileNotFoundError):
