@@ -31,7 +31,7 @@ from fedattack.config import (
     parse_campaign,
     parse_experiment,
 )
-from fedattack.io import write_atomic
+from fedattack.io import child_dir, inside, write_atomic
 from fedattack.reporting import write_results
 
 CAMPAIGN_FILE = "campaign.yaml"
@@ -155,7 +155,7 @@ def claim_campaign_dir(plan: CampaignPlan, out_dir: Path) -> None:
     are never mixed with, or overwritten by, another's.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    stored = out_dir / CAMPAIGN_FILE
+    stored = inside(out_dir, CAMPAIGN_FILE)
     if not stored.exists():
         write_atomic(stored, plan.text)
     elif load_yaml(stored) != plan.data:
@@ -195,7 +195,7 @@ def run_campaign(plan: CampaignPlan, out_dir: str | Path, show_progress: bool = 
     total = len(plan.items)
     for k, item in enumerate(plan.items, 1):
         exp = item.experiment
-        run_dir = out_dir / exp.name
+        run_dir = child_dir(out_dir, exp.name)
         state = "finished, skipped" if experiment_finished(exp, run_dir) else "running"
         log(f"{plan.name}: experiment {k} of {total}: {exp.name} ({state})")
         _, results = run_experiment(exp, run_dir, show_progress=show_progress, verbose=verbose)

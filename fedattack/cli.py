@@ -8,6 +8,7 @@ import typer
 
 from fedattack.campaign import CAMPAIGN_COLUMNS, CampaignPlan, plan_campaign, run_campaign
 from fedattack.config import ConfigError, Experiment, is_campaign, load_yaml, parse_experiment
+from fedattack.io import UnsafePath, child_dir
 from fedattack.reporting import markdown_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -27,7 +28,7 @@ def user_errors():
     """The exceptions that mean bad input, not a bug."""
     from fedattack.data import DatasetUnavailable
 
-    return (ConfigError, DatasetUnavailable, FileExistsError)
+    return (ConfigError, DatasetUnavailable, FileExistsError, UnsafePath)
 
 
 def load_config(path: Path) -> Experiment | CampaignPlan:
@@ -64,9 +65,9 @@ def run(
     try:
         loaded = load_config(config)
         if isinstance(loaded, CampaignPlan):
-            run_campaign_command(loaded, out or Path("runs") / loaded.name, quiet, verbose)
+            run_campaign_command(loaded, out or child_dir("runs", loaded.name), quiet, verbose)
         else:
-            run_experiment_command(loaded, out or Path("runs") / loaded.name, quiet, verbose)
+            run_experiment_command(loaded, out or child_dir("runs", loaded.name), quiet, verbose)
     except user_errors() as err:
         fail(str(err))
     except ValueError as err:  # e.g. a dataset too small for the requested split sizes
@@ -115,7 +116,7 @@ def deploy_local(
         exp = load_config(config)
         if isinstance(exp, CampaignPlan):
             fail(f"{config} is a campaign; deploy-local runs one experiment")
-        run_dir = out or Path("runs") / exp.name
+        run_dir = out or child_dir("runs", exp.name)
         record, results = deploy_experiment(exp, run_dir, auth=auth, timeout_s=timeout)
     except user_errors() as err:
         fail(str(err))

@@ -7,11 +7,20 @@ paper gives one; unknown keys are refused so that a typo never silently falls ba
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class Strict(BaseModel):
@@ -22,8 +31,20 @@ class Strict(BaseModel):
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
-# Experiment and campaign names: they become folder names.
-NAME_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+# Experiment and campaign names: they become folder names, so each must be one plain path
+# component: no separator, not "." or "..", no leading dot (a hidden folder).
+NAME_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$"
+NAME_MAX = 200  # below NAME_MAX of every common file system, with room for a temporary suffix
+
+
+def _safe_name(name: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, name) or len(name) > NAME_MAX:
+        raise ValueError(f"{name!r} is not a plain folder name: use letters, digits, '_', '-' "
+                         f"and '.', not starting with '.', at most {NAME_MAX} characters")
+    return name
+
+
+SafeName = Annotated[str, AfterValidator(_safe_name)]
 
 
 class KnowledgeSizes(Strict):
@@ -330,7 +351,7 @@ class PrivacyConfig(Strict):
 class Experiment(Strict):
     """One run: a dataset split, a target model trained in one scenario, what is recorded."""
 
-    name: str = Field(default="experiment", pattern=NAME_PATTERN)
+    name: SafeName = "experiment"
     seed: NonNegInt = 0
     scenario: Literal["federated", "standalone", "finetune"] = "federated"
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -486,7 +507,7 @@ class CampaignEntry(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field(pattern=NAME_PATTERN)
+    name: SafeName
     paper: dict[AttackName, Accuracy | dict[str, Accuracy]] = Field(
         default_factory=dict, description="attack -> accuracy, or attack -> {victim: accuracy} "
         "where the paper reports one figure per victim (Table IX)")
@@ -523,7 +544,7 @@ class Campaign(Strict):
     expanded and run.
     """
 
-    campaign: str = Field(pattern=NAME_PATTERN)
+    campaign: SafeName
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)
     experiments: list[CampaignEntry] = Field(min_length=1)

@@ -14,7 +14,7 @@ import torch
 
 from fedattack.config import Experiment, experiment_yaml, load_experiment
 from fedattack.data import Dataset, Splits, load_dataset, make_splits, save_splits
-from fedattack.io import write_atomic
+from fedattack.io import inside, write_atomic
 from fedattack.models import build_model
 from fedattack.privacy import check_private_model
 
@@ -54,7 +54,7 @@ def claim_run_dir(exp: Experiment, run_dir: str | Path) -> Path:
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / CONFIG_FILE
+    config_path = inside(run_dir, CONFIG_FILE)
     if not config_path.exists():
         write_atomic(config_path, experiment_yaml(exp))
     elif load_experiment(config_path) != exp:
@@ -84,6 +84,6 @@ def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:
     check_against_dataset(exp, dataset)
     run_dir = claim_run_dir(exp, run_dir)
     splits = experiment_splits(exp, dataset)
-    if not (run_dir / "splits" / "membership.npz").exists():
+    if not inside(run_dir, "splits/membership.npz").exists():
         save_splits(splits, run_dir)
     return dataset, splits

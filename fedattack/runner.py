@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fedattack.config import Experiment
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, claim_run_dir
-from fedattack.io import read_json
+from fedattack.io import read_json, remove_file, remove_tree
 
 console = Console(stderr=True)
 
@@ -58,8 +57,8 @@ def finished_record(run_dir: Path) -> dict | None:
 def discard_unfinished(run_dir: Path) -> None:
     """Remove what an interrupted run left (its snapshots and run.json), keeping config and
     splits: training restarts from round 0 and, being seeded, records the same models."""
-    shutil.rmtree(run_dir / SNAPSHOT_DIR, ignore_errors=True)
-    (run_dir / RUN_FILE).unlink(missing_ok=True)
+    remove_tree(run_dir, SNAPSHOT_DIR)
+    remove_file(run_dir, RUN_FILE)
 
 
 def train_target(exp: Experiment, run_dir: Path, show_progress: bool, verbose: bool) -> dict:

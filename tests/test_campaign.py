@@ -143,7 +143,8 @@ BAD_CAMPAIGNS = {
     "empty_sweep": ({"sweep": {}}, "sweep: sweeps over no keys"),
     "no_experiments": ({"experiments": []}, "experiments: List should have at least 1 item"),
     "unnamed_entry": ({"experiments": [{"seed": 1}]}, "experiments.0.name: Field required"),
-    "bad_entry_name": ({"experiments": [{"name": "a b"}]}, "experiments.0.name: String should"),
+    "bad_entry_name": ({"experiments": [{"name": "a b"}]},
+                       "experiments.0.name: 'a b' is not a plain folder name"),
     "name_in_base": ({"base": {"name": "x"}}, "base: an experiment's name comes from its entry"),
     "percent_not_fraction": (
         {"experiments": [{"name": "a", "paper": {"whitebox": 74.6}}]},

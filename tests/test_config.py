@@ -40,7 +40,7 @@ BAD_FILES = {
     ),
     "not_a_mapping": ("- a\n- b\n", "top level must be a mapping"),
     "bad_yaml": ("name: [unclosed\n", "is not valid YAML"),
-    "bad_name": ("name: 'has space'\n", "name: String should match pattern"),
+    "bad_name": ("name: 'has space'\n", "name: 'has space' is not a plain folder name"),
     "local_isolating": (
         "attacker:\n  kind: local\n  mode: isolating\n",
         "attacker: a local attacker cannot isolate",

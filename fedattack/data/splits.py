@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedattack.data.registry import save_npz
-from fedattack.io import read_json, write_json
+from fedattack.io import inside, read_json, write_json
 
 if TYPE_CHECKING:
     from fedattack.config import Experiment
@@ -256,7 +256,7 @@ def knowledge_of(splits: Splits, victim: str = ALL) -> Knowledge:
 
 def save_splits(splits: Splits, run_dir: str | Path) -> None:
     """Write the ground truth, the attacker's knowledge and the sizes under run_dir/splits."""
-    folder = Path(run_dir) / SPLITS_DIR
+    folder = inside(run_dir, SPLITS_DIR)
     truth = {f"partition_{i}": p for i, p in enumerate(splits.partitions)}
     known = {"shadow": splits.shadow}
     for v in splits.victims:
