@@ -6,40 +6,37 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedattack.config import Experiment
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, claim_run_dir
 from fedattack.io import read_json, remove_file, remove_tree
+from fedattack.progress import run_progress
 
 console = Console(stderr=True)
 
 
 def _describe(entry: dict) -> str:
-    return (f"train acc {entry['train_accuracy']:.3f} loss {entry['train_loss']:.3f} | "
-            f"test acc {entry['test_accuracy']:.3f} loss {entry['test_loss']:.3f}")
+    if entry.get("test_accuracy") is None:
+        return f"train acc {entry['train_accuracy']:.3f}"
+    return f"test acc {entry['test_accuracy']:.3f}"
 
 
 @contextmanager
-def progress_bar(exp: Experiment, show: bool):
-    """Yield a callback advancing a bar by one round (federated) or one epoch (stand-alone)."""
-    if exp.scenario == "federated":
-        unit, total = "round", exp.federation.rounds
-    else:
-        unit = "epoch"
-        total = exp.training.epochs + (exp.training.finetune_epochs
-                                       if exp.scenario == "finetune" else 0)
-    if not show:
-        yield lambda *args: None
-        return
-    columns = (TextColumn(f"[bold]{exp.name}[/] {unit}"), MofNCompleteColumn(), BarColumn(),
-               TimeElapsedColumn(), TextColumn("{task.description}"))
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("", total=total)
+def progress_bar(exp: Experiment, show: bool, out: Console | None = None):
+    """Yield a callback advancing the display by one round (federated) or one epoch
+    (stand-alone); until the first federated round ends, it says that Ray is starting."""
+    with run_progress(exp.name, show, out or console) as progress:
+        if exp.scenario == "federated":
+            progress.phase("round", exp.federation.rounds,
+                           "starting Ray")
+        else:
+            total = exp.training.epochs + (exp.training.finetune_epochs
+                                           if exp.scenario == "finetune" else 0)
+            progress.phase("epoch", total)
 
         def advance(*args) -> None:
             entry = args[-1]
-            progress.update(task, advance=1, description=_describe(entry) if entry else "")
+            progress.advance(_describe(entry) if entry else "")
 
         yield advance
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,34 @@ def flower_environment(run_dir: Path) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
+class _DropDeprecations(logging.Filter):
+    """Flower's notice that ``run_simulation`` is deprecated: this library calls it on purpose
+    (it is the in-process API that lets a campaign drive many runs), so users need not see it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "DEPRECATED FEATURE" not in str(record.msg)
+
+
+@contextmanager
+def quiet_libraries(verbose: bool):
+    """Without ``--verbose``: Flower at WARNING without its deprecation notice, and none of Ray's
+    FutureWarnings (tips about future defaults). With it, everything as the libraries print it."""
+    if verbose:
+        yield
+        return
+    flwr_logger = logging.getLogger("flwr")
+    level, dropper = flwr_logger.level, _DropDeprecations()
+    flwr_logger.setLevel(logging.WARNING)
+    flwr_logger.addFilter(dropper)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray(\.|$)")
+            yield
+    finally:
+        flwr_logger.removeFilter(dropper)
+        flwr_logger.setLevel(level)
+
+
 def run_federated(
     exp: Experiment,
     run_dir: str | Path,
@@ -90,11 +120,10 @@ def run_federated(
         "init_args": {"num_cpus": res.total_cpus, "include_dashboard": False,
                       "logging_level": logging.WARNING, "log_to_driver": verbose},
     }
-    if not verbose:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
-    run_simulation(server_app=server_app, client_app=client_app,
-                   num_supernodes=exp.federation.num_participants,
-                   backend_config=backend_config, verbose_logging=verbose)
+    with quiet_libraries(verbose):
+        run_simulation(server_app=server_app, client_app=client_app,
+                       num_supernodes=exp.federation.num_participants,
+                       backend_config=backend_config, verbose_logging=verbose)
     record = read_json(run_dir / RUN_FILE) if (run_dir / RUN_FILE).exists() else {}
     if record.get("status") != "finished":
         raise RuntimeError(f"federated run {exp.name} did not finish; see {run_dir / RUN_FILE}")

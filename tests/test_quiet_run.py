@@ -1,0 +1,34 @@
+"""`fedattack run` without --verbose prints no library deprecation notices or FutureWarnings:
+a real (tiny) Flower simulation through the command line, in a subprocess as a user runs it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+TINY = {
+    "name": "tiny",
+    "seed": 1,
+    "scenario": "federated",
+    "data": {"dataset": "purchase100-synth", "num_records": 2000, "train_size": 200,
+             "nonmember_size": 400,
+             "knowledge": {"train_members": 50, "train_nonmembers": 50, "test_members": 50,
+                           "test_nonmembers": 50}},
+    "model": {"arch": "purchase-fc"},
+    "federation": {"num_participants": 2, "rounds": 1},
+}
+
+
+def test_run_without_verbose_shows_no_library_warnings(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "fedattack.cli", "run", str(config),
+                           "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "DEPRECATED" not in proc.stderr and "FutureWarning" not in proc.stderr, proc.stderr
+    assert "round" in proc.stderr and "1/1" in proc.stderr  # the progress display's last state
+    assert "target model train accuracy" in proc.stdout
