@@ -110,15 +110,19 @@ def deploy_local(
 ) -> None:
     """Run a federated experiment through a real Flower deployment on 127.0.0.1 with TLS
     (SuperLink, SuperExecs, one SuperNode per participant), then attack it offline."""
-    from fedattack.deploy import DeployError, deploy_experiment
+    from fedattack.deploy import AppMismatch, DeployError, deploy_experiment
+    from fedattack.runner import progress_bar
 
     try:
         exp = load_config(config)
         if isinstance(exp, CampaignPlan):
             fail(f"{config} is a campaign; deploy-local runs one experiment")
         run_dir = out or child_dir("runs", exp.name)
-        record, results = deploy_experiment(exp, run_dir, auth=auth, timeout_s=timeout)
-    except user_errors() as err:
+        federated = exp.scenario == "federated"  # else refused below, in one line
+        with progress_bar(exp, federated) as advance:  # follows the rounds the ServerApp logs
+            record, results = deploy_experiment(exp, run_dir, auth=auth, timeout_s=timeout,
+                                                on_round=advance)
+    except (*user_errors(), AppMismatch) as err:
         fail(str(err))
     except DeployError as err:
         typer.echo(f"error: {err}", err=True)

@@ -48,6 +48,36 @@ class DeployError(RuntimeError):
     """The deployment could not run the experiment; the message is one line for the user."""
 
 
+class AppMismatch(DeployError):
+    """The command runs inside a fedattack checkout other than the installed one."""
+
+
+def _is_fedattack_project(pyproject: Path) -> bool:
+    import tomllib  # here, not above: ruff files it as stdlib only once requires-python >= 3.11
+
+    try:
+        with pyproject.open("rb") as f:
+            return tomllib.load(f).get("project", {}).get("name") == "fedattack"
+    except (OSError, ValueError, AttributeError):  # unreadable, not UTF-8, not TOML
+        return False
+
+
+def app_root(cwd: Path | None = None) -> Path:
+    """The project `flwr run` submits: the installed fedattack's (whose code the SuperNodes and
+    SuperExecs import). Run inside another fedattack checkout, a user who edited that clone would
+    get the installed copy's code, so that is refused, naming both folders."""
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if _is_fedattack_project(folder / "pyproject.toml"):
+            if folder != PROJECT_ROOT:
+                raise AppMismatch(
+                    f"this checkout ({folder}) is not the installed fedattack ({PROJECT_ROOT}), "
+                    f"whose code the deployment would run: install this one "
+                    f"(pip install -e {folder}) or run from {PROJECT_ROOT}")
+            return folder
+    return PROJECT_ROOT
+
+
 @dataclass(frozen=True)
 class DeployPaths:
     """Where a deployment keeps its files, inside the run directory."""
@@ -228,9 +258,11 @@ class LocalDeployment:
     """
 
     def __init__(self, paths: DeployPaths, nodes: int, auth: bool = False,
-                 timeout_s: float = 3600.0) -> None:
+                 timeout_s: float = 3600.0, app: Path = PROJECT_ROOT,
+                 on_round: Callable[[int, dict], None] | None = None) -> None:
         self.paths = DeployPaths(paths.run_dir.resolve())  # processes and flwr see one cwd each
         self.nodes, self.auth, self.timeout_s = nodes, auth, timeout_s
+        self.app, self.on_round, self.rounds_seen = app, on_round, 0
         self.env = flower_env(self.paths)
         self.procs = ProcessGroup(self.env, self.paths.logs)
 
@@ -299,7 +331,7 @@ class LocalDeployment:
     def submit(self, run_config: dict[str, str]) -> int:
         """`flwr run` the project's app with `run_config` overrides; return the run id."""
         overrides = " ".join(f"{key}={json.dumps(value)}" for key, value in run_config.items())
-        answer = flwr(["run", str(PROJECT_ROOT), CONNECTION, "--run-config", overrides],
+        answer = flwr(["run", str(self.app), CONNECTION, "--run-config", overrides],
                       self.env, self.paths.run_dir)
         return int(answer["run-id"])
 
@@ -314,12 +346,26 @@ class LocalDeployment:
 
         def finished() -> bool:
             nonlocal status
+            self.follow_rounds()
             status = self.run_status(run_id)
             return status.startswith("finished")
 
         wait_for(finished, self.timeout_s, f"run {run_id} to finish", self.procs, STATUS_POLL_S)
         if status != "finished:completed":
             raise DeployError(f"run {run_id} ended as {status}; see the logs in {self.paths.logs}")
+
+    def follow_rounds(self) -> None:
+        """Report each round the ServerApp has logged in run.json since the last call."""
+        if self.on_round is None:
+            return
+        try:
+            history = read_json(self.paths.run_dir / RUN_FILE).get("history", [])
+        except (OSError, ValueError):  # not written yet, or being replaced
+            return
+        for entry in history:
+            if isinstance(entry, dict) and entry.get("round", 0) > self.rounds_seen:
+                self.rounds_seen = entry["round"]
+                self.on_round(self.rounds_seen, entry)
 
     def run_experiment(self, exp: Experiment) -> dict:
         """Start every participant's SuperNode, run `exp` and return run.json's content."""
@@ -338,7 +384,9 @@ class LocalDeployment:
 
 
 def deploy_experiment(exp: Experiment, run_dir: str | Path, auth: bool = False,
-                      timeout_s: float = 3600.0) -> tuple[dict, list[dict]]:
+                      timeout_s: float = 3600.0,
+                      on_round: Callable[[int, dict], None] | None = None,
+                      ) -> tuple[dict, list[dict]]:
     """Train `exp` through a local deployment into `run_dir`, then attack it offline.
 
     Like :func:`fedattack.runner.run_experiment`: a finished training is reused, an
@@ -346,12 +394,14 @@ def deploy_experiment(exp: Experiment, run_dir: str | Path, auth: bool = False,
     """
     if exp.scenario != "federated":
         raise ConfigError(f"deploy-local runs federated experiments; {exp.name} is {exp.scenario}")
+    app = app_root()
     run_dir = claim_run_dir(exp, run_dir).resolve()
     record = finished_record(run_dir)
     if record is None:
         discard_unfinished(run_dir)
         paths = DeployPaths(run_dir)
-        with LocalDeployment(paths, exp.federation.num_participants, auth, timeout_s) as dep:
+        with LocalDeployment(paths, exp.federation.num_participants, auth, timeout_s, app,
+                             on_round) as dep:
             record = dep.run_experiment(exp)
     results = attack_target(exp, run_dir) if exp.attack is not None else []
     return record, results

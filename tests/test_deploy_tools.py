@@ -93,3 +93,52 @@ def test_deploy_local_refuses_a_standalone_experiment_in_one_line(tmp_path):
     assert result.output.strip() == (
         "error: deploy-local runs federated experiments; alone is standalone")
     assert not (tmp_path / "r").exists()
+
+
+def write_project(folder: Path, name: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "pyproject.toml").write_text(f'[project]\nname = "{name}"\nversion = "0"\n')
+    return folder
+
+
+def test_the_app_submitted_is_the_installed_project_and_another_checkout_is_refused(tmp_path):
+    from fedattack.deploy import PROJECT_ROOT, AppMismatch, app_root
+
+    assert app_root(PROJECT_ROOT / "fedattack") == PROJECT_ROOT
+    assert app_root(tmp_path) == PROJECT_ROOT  # outside any checkout: the installed one
+    assert app_root(write_project(tmp_path / "other", "someone-else") / "sub") == PROJECT_ROOT
+    clone = write_project(tmp_path / "clone", "fedattack")
+    (clone / "deep").mkdir()
+    with pytest.raises(AppMismatch, match=r"this checkout \(.*clone\) is not the installed"):
+        app_root(clone / "deep")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "pyproject.toml").write_bytes(b"\xff[not toml")
+    assert app_root(tmp_path / "broken") == PROJECT_ROOT
+
+
+def test_deploy_local_in_another_checkout_is_refused_in_one_line(tmp_path, monkeypatch):
+    config = tmp_path / "fed.yaml"
+    config.write_text(yaml.safe_dump({"name": "fed", "scenario": "federated"}))
+    monkeypatch.chdir(write_project(tmp_path / "clone", "fedattack"))
+    result = CliRunner().invoke(app, ["deploy-local", str(config), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "is not the installed fedattack" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_deployment_follows_the_rounds_the_serverapp_logs(tmp_path):
+    from fedattack.deploy import DeployPaths, LocalDeployment
+    from fedattack.io import write_json
+
+    seen = []
+    dep = LocalDeployment(DeployPaths(tmp_path), nodes=2,
+                          on_round=lambda k, entry: seen.append((k, entry["test_accuracy"])))
+    dep.follow_rounds()  # no run.json yet
+    write_json(tmp_path / "run.json", {"history": [{"round": 0, "test_accuracy": 0.1},
+                                                   {"round": 1, "test_accuracy": 0.2}]})
+    dep.follow_rounds()
+    write_json(tmp_path / "run.json", {"history": [{"round": 0, "test_accuracy": 0.1},
+                                                   {"round": 1, "test_accuracy": 0.2},
+                                                   {"round": 2, "test_accuracy": 0.3}]})
+    dep.follow_rounds()
+    assert seen == [(1, 0.2), (2, 0.3)]
