@@ -130,6 +130,28 @@ def deploy_local(
     report_run(exp, run_dir, record, results)
 
 
+@app.command()
+def clean(
+    run_dir: Path = typer.Argument(..., help="a run directory, or a campaign's"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="say what would go, remove nothing"),
+) -> None:
+    """Remove the feature caches of finished runs (rebuilt from the snapshots if ever needed),
+    keeping results, figures, splits and snapshots."""
+    from fedattack.cleanup import clean_caches
+
+    try:
+        removed, skipped = clean_caches(run_dir, dry_run)
+    except FileNotFoundError as err:
+        fail(str(err))
+    verb = "would remove" if dry_run else "removed"
+    for item in removed:
+        typer.echo(f"{verb} {item.path} ({item.bytes / 1e6:.1f} MB)")
+    for run in skipped:
+        typer.echo(f"kept the cache of {run}: its attack has not finished")
+    total = sum(item.bytes for item in removed) / 1e6
+    typer.echo(f"{verb} {len(removed)} cache folder(s), {total:.1f} MB")
+
+
 def main() -> None:
     app()
 

@@ -408,6 +408,8 @@ def write_victim_figures(run_dir: Path, exp: Experiment, report: VictimReport,
         write_json(attacks / f"{name}-per-class.json",
                    {str(k): v for k, v in per_class.items()})
         if name == "whitebox":
+            classes, counts = np.unique(report.classes, return_counts=True)
             reporting.plot_per_class(per_class, figures / "per_class_accuracy.png",
-                                     f"{title}: white-box attack accuracy per class")
+                                     f"{title}: white-box attack accuracy per class",
+                                     dict(zip(classes.tolist(), counts.tolist(), strict=True)))
         np.save(attacks / f"{name}-scores.npy", curve["scores"])

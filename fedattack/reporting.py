@@ -99,14 +99,22 @@ def plot_member_histograms(values: np.ndarray, labels: np.ndarray, path: str | P
     plt.close(fig)
 
 
-def plot_per_class(per_class: dict[int, float], path: str | Path, title: str) -> None:
-    """Attack accuracy per class of the target records (Fig. 2)."""
+def plot_per_class(per_class: dict[int, float], path: str | Path, title: str,
+                   counts: dict[int, int] | None = None) -> None:
+    """Attack accuracy per class of the target records (Fig. 2), with the number of targets of
+    each class (on a second axis) when ``counts`` is given: a class of 3 targets says little."""
     plt = _pyplot()
     classes = sorted(per_class)
     fig, ax = plt.subplots(figsize=(max(6, len(classes) * 0.08), 3.8))
     ax.bar(range(len(classes)), [per_class[c] for c in classes], width=0.9)
     ax.axhline(0.5, color="k", lw=0.8, ls=":")
     ax.set(xlabel="class", ylabel="attack accuracy", ylim=(0, 1), title=title)
+    if counts:
+        n = [counts.get(c, 0) for c in classes]
+        twin = ax.twinx()
+        twin.plot(range(len(classes)), n, color="0.3", marker="_", ls="none", ms=8, mew=2)
+        twin.set(ylabel="targets in the class", ylim=(0, max(n) * 1.15 or 1))
+        ax.set_title(f"{title} ({min(n)}-{max(n)} targets per class)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
