@@ -4,7 +4,15 @@ A campaign file (recognised by its top-level `campaign` key, validated by
 :class:`fedattack.config.Campaign`) lists experiments, each a partial Experiment mapping
 deep-merged onto the shared `base`, and an optional `sweep`: a grid over dotted Experiment keys
 applied to every experiment. Experiment `e` at grid point `{federation.num_participants: 2,
-seed: 0}` is named `e.num_participants-2.seed-0` and runs into `DIR/<that name>/`.
+seed: 0}` is named `e.num_participants-2.seed-0` and runs into `DIR/<that name>/`. `repeats: N`
+runs every experiment with N seeds (its own seed, seed + 1, ...), named as a sweep over `seed`.
+
+Experiments that differ only in their seed (by `repeats` or a sweep over `seed`) form a group:
+results.md gives each group's attack rows as mean, standard deviation and range over the seeds,
+and `DIR/results-over-seeds.json` holds them. An active federated attacker's experiment whose
+campaign also has its passive twin (the same experiment, attack settings aside, with no attacker
+or a passive one) gets the drop of the global model's final test accuracy against the twin
+(`global_test_accuracy_drop`); above 5 points it is flagged (`utility_flag`) in results.md.
 
 Every expanded experiment is validated before anything runs. Each experiment is run by
 :func:`fedattack.runner.run_experiment`, which reuses what a finished stage wrote and redoes an
@@ -22,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fedattack.config import (
     Campaign,
     CampaignEntry,
@@ -31,11 +41,18 @@ from fedattack.config import (
     parse_campaign,
     parse_experiment,
 )
-from fedattack.io import child_dir, inside, write_atomic
-from fedattack.reporting import write_results
+from fedattack.io import child_dir, inside, write_atomic, write_json
+from fedattack.reporting import (
+    RESULTS_JSON,
+    RESULTS_MD,
+    UTILITY_DROP_FLAG,
+    format_cell,
+    markdown_table,
+)
 
 CAMPAIGN_FILE = "campaign.yaml"
 PAPER_KEY = "paper_attack_accuracy"
+OVER_SEEDS_JSON = "results-over-seeds.json"
 
 CAMPAIGN_COLUMNS = (
     ("experiment", "experiment", "{}"),
@@ -49,16 +66,35 @@ CAMPAIGN_COLUMNS = (
     ("tpr_at_1pct_fpr", "TPR@1%FPR", "{:.3f}"),
     ("target_train_accuracy", "target train acc", "{:.3f}"),
     ("target_test_accuracy", "target test acc", "{:.3f}"),
+    ("global_test_accuracy_drop", "drop vs passive", "{:.3f}"),
 )
+SPREAD_KEYS = ("attack_accuracy", "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr",
+               "target_test_accuracy", "global_test_accuracy", "global_test_accuracy_drop")
+SPREAD_COLUMNS = (
+    ("experiment", "experiment", "{}"),
+    ("attack", "attack", "{}"),
+    ("victim", "victim", "{}"),
+    ("seeds", "seeds", "{}"),
+    ("attack_accuracy", "accuracy", "{:.3f}"),
+    (PAPER_KEY, "paper", "{:.3f}"),
+    ("auc", "AUC", "{:.3f}"),
+    ("tpr_at_0.1pct_fpr", "TPR@0.1%FPR", "{:.3f}"),
+    ("tpr_at_1pct_fpr", "TPR@1%FPR", "{:.3f}"),
+    ("target_test_accuracy", "target test acc", "{:.3f}"),
+    ("global_test_accuracy_drop", "drop vs passive", "{:.3f}"),
+)
+ROW_KEYS = ("attacker", "mode", "victim", "attack", "features")  # one attack row of a run
 
 
 @dataclass(frozen=True)
 class CampaignItem:
-    """One expanded experiment, the sweep values that made it and the paper's figures."""
+    """One expanded experiment, the sweep values that made it and the paper's figures;
+    `group` names it without its seed (experiments of one group differ only in the seed)."""
 
     experiment: Experiment
     swept: dict[str, Any]
     paper: dict[str, float | dict[str, float]]
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +150,7 @@ def _expand_entry(campaign: Campaign, entry: CampaignEntry, point: dict[str, Any
                   source: str) -> CampaignItem:
     """`entry` merged onto the base, at sweep `point`, validated as an Experiment."""
     name = expanded_name(entry.name, point)
+    group = expanded_name(entry.name, {k: v for k, v in point.items() if k != "seed"})
     data = deep_merge(campaign.base, entry.overrides())
     for key, value in point.items():
         data = deep_merge(data, nest(key, value))
@@ -123,14 +160,26 @@ def _expand_entry(campaign: Campaign, entry: CampaignEntry, point: dict[str, Any
     if unrun:
         raise ConfigError(f"{source}: experiment {name!r}: paper names attacks {unrun} that it "
                           f"does not run (attack.attacks: {run})")
-    return CampaignItem(exp, point, dict(entry.paper))
+    return CampaignItem(exp, point, dict(entry.paper), group)
+
+
+def _repeated(campaign: Campaign, entry: CampaignEntry, point: dict[str, Any],
+              source: str) -> list[CampaignItem]:
+    """The experiment at `point`, once, or with `campaign.repeats` seeds from its own."""
+    item = _expand_entry(campaign, entry, point, source)
+    if campaign.repeats == 1:
+        return [item]
+    first = item.experiment.seed
+    return [_expand_entry(campaign, entry, {**point, "seed": first + k}, source)
+            for k in range(campaign.repeats)]
 
 
 def expand(campaign: Campaign, source: str) -> list[CampaignItem]:
-    """Every experiment at every sweep point, each validated; names must stay unique."""
+    """Every experiment at every sweep point (and seed of `repeats`), each validated; names
+    must stay unique."""
     points = sweep_points(campaign.sweep) if campaign.sweep else [{}]
-    items = [_expand_entry(campaign, entry, point, source)
-             for entry in campaign.experiments for point in points]
+    items = [item for entry in campaign.experiments for point in points
+             for item in _repeated(campaign, entry, point, source)]
     names = [item.experiment.name for item in items]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
@@ -174,8 +223,150 @@ def annotate(item: CampaignItem, results: list[dict]) -> list[dict]:
     return annotated
 
 
-def write_campaign_results(out_dir: Path, records: list[dict]) -> None:
-    write_results(out_dir, records, CAMPAIGN_COLUMNS)
+def _is_active(exp: Experiment) -> bool:
+    return exp.attacker is not None and exp.attacker.mode != "passive"
+
+
+def _training_key(exp: Experiment) -> dict[str, Any]:
+    """What decides the global model: the experiment without its name, attacks and attacker."""
+    data = exp.model_dump(mode="json")
+    for key in ("name", "attack", "attacker"):
+        data.pop(key, None)
+    return data
+
+
+def passive_twins(plan: CampaignPlan) -> dict[str, str]:
+    """Active federated experiment -> its passive twin in the campaign: the first experiment
+    equal to it but for name, attack settings and attacker, whose attacker is absent or
+    passive (a passive attacker changes nothing in training, so any passive one is a twin)."""
+    twins = {}
+    for item in plan.items:
+        exp = item.experiment
+        if exp.scenario != "federated" or not _is_active(exp):
+            continue
+        key = _training_key(exp)
+        for other in plan.items:
+            if not _is_active(other.experiment) and _training_key(other.experiment) == key:
+                twins[exp.name] = other.experiment.name
+                break
+    return twins
+
+
+def with_utility_drop(records: list[dict], twins: dict[str, str]) -> list[dict]:
+    """Records of active experiments with their twin, the drop of the global model's final test
+    accuracy against it (a fraction, 0.05 = 5 points) and `utility_flag` above 5 points;
+    experiments whose twin has not run yet are left as they are."""
+    accuracy = {r["experiment"]: r["global_test_accuracy"] for r in records
+                if r.get("global_test_accuracy") is not None}
+    out = []
+    for r in records:
+        twin = twins.get(r.get("experiment"))
+        if twin in accuracy and r.get("global_test_accuracy") is not None:
+            drop = accuracy[twin] - r["global_test_accuracy"]
+            r = {**r, "passive_twin": twin, "passive_twin_global_test_accuracy": accuracy[twin],
+                 "global_test_accuracy_drop": drop, "utility_flag": drop > UTILITY_DROP_FLAG}
+        out.append(r)
+    return out
+
+
+def _spread(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    array = np.asarray(values, dtype=np.float64)
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1
+            else 0.0, "min": float(array.min()), "max": float(array.max())}
+
+
+def over_seeds(plan: CampaignPlan, records: list[dict]) -> list[dict]:
+    """Each attack row of each group of experiments that differ only in their seed: mean,
+    sample standard deviation (ddof 1), minimum and maximum over the seeds that have run.
+
+    A figure unresolved in a run (None) is left out; where no run resolves it, it is None."""
+    groups: dict[str, list[CampaignItem]] = {}
+    for item in plan.items:
+        groups.setdefault(item.group or item.experiment.name, []).append(item)
+    out = []
+    for group, items in groups.items():
+        if len(items) < 2:
+            continue
+        seed_of = {item.experiment.name: item.experiment.seed for item in items}
+        rows: dict[tuple, list[dict]] = {}
+        for r in records:
+            if r.get("experiment") in seed_of:
+                rows.setdefault(tuple(r.get(k) for k in ROW_KEYS), []).append(r)
+        for runs in rows.values():
+            first = runs[0]
+            row = {"experiment": group, **{k: first.get(k) for k in ROW_KEYS},
+                   "seeds": [seed_of[r["experiment"]] for r in runs], "repeats": len(runs),
+                   "n_nonmembers": first.get("n_nonmembers"),
+                   "min_resolvable_fpr": first.get("min_resolvable_fpr")}
+            if first.get(PAPER_KEY) is not None:
+                row[PAPER_KEY] = first[PAPER_KEY]
+            for key in SPREAD_KEYS:
+                values = [r[key] for r in runs if r.get(key) is not None]
+                if key in first or values:
+                    row[key] = _spread(values)
+            if any(r.get("utility_flag") for r in runs):
+                row["utility_flagged_seeds"] = [seed_of[r["experiment"]] for r in runs
+                                                if r.get("utility_flag")]
+            out.append(row)
+    return out
+
+
+def _spread_cell(row: dict, key: str, fmt: str) -> str:
+    """`mean ± std [min, max]` over the seeds, or a single record's cell."""
+    value = row.get(key)
+    if isinstance(value, dict):
+        return (f"{fmt.format(value['mean'])} ± {fmt.format(value['std'])} "
+                f"[{fmt.format(value['min'])}, {fmt.format(value['max'])}]")
+    if key == "seeds" and isinstance(value, list):
+        return ",".join(map(str, value))
+    return format_cell(row, key, fmt)
+
+
+def spread_table(rows: list[dict]) -> str:
+    head = "| " + " | ".join(title for _, title, _ in SPREAD_COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in SPREAD_COLUMNS) + "|"
+    body = ["| " + " | ".join(_spread_cell(r, key, fmt) for key, _, fmt in SPREAD_COLUMNS)
+            + " |" for r in rows]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def flagged_lines(records: list[dict]) -> list[str]:
+    """One line per active experiment that cost the global model more than 5 points."""
+    seen, lines = set(), []
+    for r in records:
+        if r.get("utility_flag") and r["experiment"] not in seen:
+            seen.add(r["experiment"])
+            lines.append(f"- {r['experiment']} ({r.get('mode')}): global test accuracy "
+                         f"{r['global_test_accuracy']:.3f} against "
+                         f"{r['passive_twin_global_test_accuracy']:.3f} "
+                         f"passive ({r['passive_twin']}), a drop of "
+                         f"{r['global_test_accuracy_drop'] * 100:.1f} points")
+    return lines
+
+
+def campaign_markdown(records: list[dict], spread: list[dict]) -> str:
+    """results.md: every run's rows, then the flags and the mean and spread over seeds."""
+    text = markdown_table(records, CAMPAIGN_COLUMNS)
+    flags = flagged_lines(records)
+    if flags:
+        text += (f"\nFlagged: active attacks that cost the global model more than "
+                 f"{UTILITY_DROP_FLAG * 100:.0f} points of test accuracy against their passive "
+                 "twin (an attack the participants would notice):\n\n" + "\n".join(flags) + "\n")
+    if spread:
+        text += ("\nMean ± sample standard deviation [min, max] over seeds:\n\n"
+                 + spread_table(spread))
+    return text
+
+
+def write_campaign_results(out_dir: Path, records: list[dict],
+                           plan: CampaignPlan | None = None) -> None:
+    spread = over_seeds(plan, records) if plan is not None else []
+    write_json(inside(out_dir, RESULTS_JSON), list(records))
+    if spread:
+        write_json(inside(out_dir, OVER_SEEDS_JSON), spread)
+    write_atomic(inside(out_dir, RESULTS_MD), campaign_markdown(records, spread))
 
 
 def run_campaign(plan: CampaignPlan, out_dir: str | Path, show_progress: bool = True,
@@ -192,14 +383,19 @@ def run_campaign(plan: CampaignPlan, out_dir: str | Path, show_progress: bool = 
     out_dir = Path(out_dir)
     claim_campaign_dir(plan, out_dir)
     records: list[dict] = []
+    twins = passive_twins(plan)
     total = len(plan.items)
     for k, item in enumerate(plan.items, 1):
         exp = item.experiment
         run_dir = child_dir(out_dir, exp.name)
         state = "finished, skipped" if experiment_finished(exp, run_dir) else "running"
         log(f"{plan.name}: experiment {k} of {total}: {exp.name} ({state})")
-        _, results = run_experiment(exp, run_dir, show_progress=show_progress, verbose=verbose)
-        records += annotate(item, results)
-        write_campaign_results(out_dir, records)
+        record, results = run_experiment(exp, run_dir, show_progress=show_progress,
+                                         verbose=verbose)
+        if exp.scenario == "federated":  # results written before the field existed lack it
+            final = record.get("global_test_accuracy", record["history"][-1]["test_accuracy"])
+            results = [{"global_test_accuracy": final, **r} for r in results]
+        records = with_utility_drop(records + annotate(item, results), twins)
+        write_campaign_results(out_dir, records, plan)
     return records
 

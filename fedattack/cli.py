@@ -6,7 +6,13 @@ from pathlib import Path
 
 import typer
 
-from fedattack.campaign import CAMPAIGN_COLUMNS, CampaignPlan, plan_campaign, run_campaign
+from fedattack.campaign import (
+    CampaignPlan,
+    campaign_markdown,
+    over_seeds,
+    plan_campaign,
+    run_campaign,
+)
 from fedattack.config import ConfigError, Experiment, is_campaign, load_yaml, parse_experiment
 from fedattack.io import UnsafePath, child_dir
 from fedattack.reporting import markdown_table
@@ -82,7 +88,7 @@ def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose
     typer.echo(f"campaign {plan.name}: {len(plan.items)} experiments finished; "
                f"results in {out_dir}")
     if records:
-        typer.echo(markdown_table(records, CAMPAIGN_COLUMNS))
+        typer.echo(campaign_markdown(records, over_seeds(plan, records)))
 
 
 def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose: bool) -> None:

@@ -549,6 +549,15 @@ class Campaign(Strict):
     base: dict[str, Any] = Field(default_factory=dict)
     experiments: list[CampaignEntry] = Field(min_length=1)
     sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    repeats: PositiveInt = Field(
+        default=1, description="run each experiment with this many seeds (its seed, seed + 1, "
+        "...); results.md gives each attack's mean and spread over them")
+
+    @model_validator(mode="after")
+    def _one_way_to_set_seeds(self) -> Campaign:
+        if self.repeats > 1 and "seed" in self.sweep:
+            raise ValueError("repeats and a sweep over seed both set the seeds; use one of them")
+        return self
 
     @field_validator("base")
     @classmethod

@@ -9,6 +9,7 @@ alone, after every score is computed.
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,13 @@ from fedattack.data import (
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, experiment_dataset, initial_model
 from fedattack.features import FeatureCache, FeatureExtractor, FeatureSpec
 from fedattack.io import read_json, write_json
-from fedattack.metrics import attack_metrics, check_balanced, per_class_accuracy, roc_curve
+from fedattack.metrics import (
+    attack_metrics,
+    check_balanced,
+    per_class_accuracy,
+    percentile_interval,
+    roc_curve,
+)
 from fedattack.snapshots import SnapshotStore, View, local_view
 from fedattack.training import resolve_device, set_weights, train_model
 
@@ -264,15 +271,21 @@ class ConcatSource:
             yield self.take(order[start:start + batch_size])
 
 
-def evaluate(run_dir: Path, knowledge: Knowledge, outcome: AttackOutcome) -> tuple[dict, dict]:
-    """Metrics of one attack against the ground truth: the only reader of membership.npz."""
+def evaluate(run_dir: Path, knowledge: Knowledge, outcome: AttackOutcome,
+             seed: int = 0) -> tuple[dict, dict]:
+    """Metrics of one attack against the ground truth: the only reader of membership.npz.
+    Their bootstrap intervals are drawn from `seed` (the experiment's) and the victim's name, so
+    every attack on a victim sees the same resamples and each victim its own."""
     truth = load_membership(run_dir).victim(knowledge.victim)
     labels = np.isin(knowledge.targets, truth.target_members).astype(int)
     check_balanced(labels)
     metrics = attack_metrics(labels, outcome.scores, threshold=outcome.threshold,
-                             predictions=outcome.predictions)
+                             predictions=outcome.predictions,
+                             seed=(seed, zlib.crc32(knowledge.victim.encode())))
     fpr, tpr, _ = roc_curve(labels, outcome.scores)
-    return metrics.as_dict(), {"fpr": fpr, "tpr": tpr, "labels": labels}
+    return metrics.as_dict(), {"fpr": fpr, "tpr": tpr, "labels": labels, "auc": metrics.auc,
+                               "auc_ci": metrics.auc_ci, "bootstrap": metrics.bootstrap,
+                               "min_resolvable_fpr": metrics.min_resolvable_fpr}
 
 
 @dataclass
@@ -297,6 +310,7 @@ class AttackReport:
 
 METRICS_AVERAGED = ("attack_accuracy", "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr", "tpr",
                     "fpr", "attack_time_s")
+METRICS_WITH_INTERVALS = ("attack_accuracy", "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr")
 
 
 def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
@@ -314,7 +328,7 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
             f"view {obs.view!r}")
         started = time.perf_counter()
         outcome = runner.run(name)
-        metrics, curve = evaluate(run_dir, knowledge, outcome)
+        metrics, curve = evaluate(run_dir, knowledge, outcome, seed=exp.seed)
         labels = curve.pop("labels")
         curves[name] = {**curve, "scores": outcome.scores, "predictions": outcome.predictions,
                         "threshold": outcome.threshold, "extra": outcome.extra or {}}
@@ -325,6 +339,7 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
             **metrics,
             "target_train_accuracy": history[-1]["train_accuracy"],
             "target_test_accuracy": history[-1]["test_accuracy"],
+            **global_accuracy(exp, run_record),
             "epsilon": run_record.get("epsilon"),  # DP-SGD of the honest participants, if any
             "attack_time_s": round(time.perf_counter() - started, 2),
         })
@@ -333,9 +348,22 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
                                  summaries)
 
 
-def average_over_victims(results: list[dict], victims: list[str]) -> list[dict]:
+def global_accuracy(exp: Experiment, run_record: dict) -> dict:
+    """`global_test_accuracy`: the final global model's test accuracy, for a federated run."""
+    if exp.scenario != "federated":
+        return {}
+    value = run_record.get("global_test_accuracy", run_record["history"][-1]["test_accuracy"])
+    return {"global_test_accuracy": value}
+
+
+def average_over_victims(results: list[dict], victims: list[str],
+                         reports: list[VictimReport] | None = None) -> list[dict]:
     """One record per attack with the metrics averaged over the victims (Table X reports the
-    average over target participants); the counts are summed."""
+    average over target participants); the counts are summed.
+
+    A TPR at FPR is averaged only where every victim resolves it (None otherwise). The mean's
+    interval is the percentile interval of the mean of the victims' bootstrap resamples (each
+    victim's targets resampled on their own), from `reports`."""
     averaged = []
     for name in dict.fromkeys(r["attack"] for r in results):
         rows = [r for r in results if r["attack"] == name]
@@ -344,7 +372,18 @@ def average_over_victims(results: list[dict], victims: list[str]) -> list[dict]:
                 "n_nonmembers": sum(r["n_nonmembers"] for r in rows)}
         for key in METRICS_AVERAGED:
             if key in rows[0]:
-                mean[key] = float(np.mean([r[key] for r in rows]))
+                values = [r[key] for r in rows]
+                mean[key] = None if None in values else float(np.mean(values))
+        if "min_resolvable_fpr" in rows[0]:
+            mean["min_resolvable_fpr"] = max(r["min_resolvable_fpr"] for r in rows)
+        for key in METRICS_WITH_INTERVALS:
+            if f"{key}_ci" not in rows[0]:
+                continue
+            drawn = [v.curves[name]["bootstrap"].get(key) for v in reports or []
+                     if name in v.curves]
+            usable = mean[key] is not None and drawn and all(d is not None for d in drawn)
+            mean[f"{key}_ci"] = (list(percentile_interval(np.mean(drawn, axis=0)))
+                                 if usable else None)
         averaged.append(mean)
     return averaged
 
@@ -362,7 +401,7 @@ def run_attacks(exp: Experiment, run_dir: str | Path,
         reports.append(report)
     global_attacker = exp.attacker is not None and exp.attacker.kind == "global"
     if global_attacker and len(victims) > 1:  # fine-tuning's victims ask different questions
-        results += average_over_victims(results, victims)
+        results += average_over_victims(results, victims, reports)
     return AttackReport(results, reports)
 
 

@@ -29,17 +29,34 @@ TABLE_COLUMNS = (
 )
 
 
-def _cell(record: dict, key: str, fmt: str) -> str:
-    """A formatted value, or a dash where the record has none (e.g. no paper figure)."""
+UNRESOLVED_FPR = {"tpr_at_0.1pct_fpr": 0.001, "tpr_at_1pct_fpr": 0.01}
+UTILITY_DROP_FLAG = 0.05  # an active attack costing the global model more is flagged
+
+
+def format_cell(record: dict, key: str, fmt: str) -> str:
+    """A formatted value with its 95% interval where the record has one (`0.682 [0.650,
+    0.714]`); `n/a (<5/n)` for a TPR at an FPR the record's n non-members cannot resolve; a dash
+    where the record has no value (e.g. no paper figure)."""
     value = record.get(key)
-    return "–" if value is None else fmt.format(value)
+    if value is None:
+        smallest = record.get("min_resolvable_fpr")
+        if key in UNRESOLVED_FPR and smallest:  # 5 / n, n the non-members of one evaluation
+            return f"n/a (<5/{round(5 / smallest)})"
+        return "–"
+    text = fmt.format(value)
+    interval = record.get(f"{key}_ci")
+    if isinstance(interval, list | tuple) and len(interval) == 2:
+        text += f" [{fmt.format(interval[0])}, {fmt.format(interval[1])}]"
+    if key == "global_test_accuracy_drop" and record.get("utility_flag"):
+        text += f" (>{UTILITY_DROP_FLAG * 100:.0f} pts)"
+    return text
 
 
 def markdown_table(records: Sequence[dict], columns: Sequence[tuple] = TABLE_COLUMNS) -> str:
     """One row per (experiment, attack); `columns` are (key, title, format) triples."""
     head = "| " + " | ".join(title for _, title, _ in columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
-    rows = ["| " + " | ".join(_cell(r, key, fmt) for key, _, fmt in columns) + " |"
+    rows = ["| " + " | ".join(format_cell(r, key, fmt) for key, _, fmt in columns) + " |"
             for r in records]
     return "\n".join([head, rule, *rows]) + "\n"
 
@@ -61,18 +78,30 @@ def _pyplot():
 
 
 def plot_roc(curves: dict[str, dict], path: str | Path, title: str) -> None:
-    """ROC of every attack, on linear axes and on log-log axes (where low FPRs are visible)."""
+    """ROC of every attack, on linear axes and on log-log axes (where low FPRs are visible).
+
+    The legend gives each attack's AUC with its interval where the curve carries them (`auc`,
+    `auc_ci`); the log axes start at the smallest FPR the evaluation resolves
+    (`min_resolvable_fpr`, 5 / n_nonmembers), below which the curve says nothing."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     for name, c in curves.items():
+        label = name
+        if c.get("auc") is not None:
+            label += f" (AUC {c['auc']:.3f}"
+            if c.get("auc_ci") is not None:
+                label += f" [{c['auc_ci'][0]:.3f}, {c['auc_ci'][1]:.3f}]"
+            label += ")"
         for ax in axes:
-            ax.plot(c["fpr"], c["tpr"], label=name)
+            ax.plot(c["fpr"], c["tpr"], label=label)
     axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
     axes[0].set(xlabel="false positive rate", ylabel="true positive rate", title="linear")
-    floor = 1e-4
+    resolved = [c["min_resolvable_fpr"] for c in curves.values() if "min_resolvable_fpr" in c]
+    floor = max(resolved) if resolved else 1e-4
     axes[1].plot([floor, 1], [floor, 1], "k:", lw=0.8)
     axes[1].set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1),
-                xlabel="false positive rate", ylabel="true positive rate", title="log-log")
+                xlabel="false positive rate", ylabel="true positive rate",
+                title=f"log-log, from the smallest resolvable FPR ({floor:.2g})")
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()

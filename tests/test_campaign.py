@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -87,6 +88,48 @@ def test_sweep_is_a_cartesian_product_named_by_leaf(tmp_path):
     assert last.experiment.seed == 1
     assert last.experiment.training.epochs == 3
     assert last.swept == {"federation.num_participants": 3, "seed": 1}
+
+
+def test_repeats_run_each_experiment_with_consecutive_seeds(tmp_path):
+    plan = load_campaign(write(tmp_path, campaign_text(
+        base={"scenario": "standalone", "seed": 5}, repeats=3,
+        sweep={"training.epochs": [1, 2]})))
+    names = [item.experiment.name for item in plan.items]
+    assert names[:3] == ["a.epochs-1.seed-5", "a.epochs-1.seed-6", "a.epochs-1.seed-7"]
+    assert len(names) == 2 * 2 * 3
+    assert [item.experiment.seed for item in plan.items[:3]] == [5, 6, 7]
+    assert [item.group for item in plan.items[:4]] == ["a.epochs-1"] * 3 + ["a.epochs-2"]
+    assert plan.items[0].swept == {"training.epochs": 1, "seed": 5}
+
+
+def fake_run(name: str, attack: str, auc: float, **extra) -> dict:
+    return {"experiment": name, "attacker": "standalone", "mode": "passive", "victim": "all",
+            "attack": attack, "features": "loss", "auc": auc, "attack_accuracy": auc - 0.1,
+            "tpr_at_1pct_fpr": None, "n_nonmembers": 100, "min_resolvable_fpr": 0.05, **extra}
+
+
+def test_over_seeds_gives_mean_std_and_range_per_attack_row(tmp_path):
+    from fedattack.campaign import campaign_markdown, over_seeds
+
+    plan = load_campaign(write(tmp_path, campaign_text(repeats=3)))
+    aucs = [0.6, 0.7, 0.8]
+    records = [fake_run(f"{e}.seed-{k}", "whitebox", auc + (e == "b") * 0.01)
+               for e in ("a", "b") for k, auc in enumerate(aucs)]
+    rows = over_seeds(plan, records)
+    assert [(r["experiment"], r["seeds"], r["repeats"]) for r in rows] == [
+        ("a", [0, 1, 2], 3), ("b", [0, 1, 2], 3)]
+    auc = rows[0]["auc"]
+    assert auc["mean"] == pytest.approx(0.7)
+    assert auc["std"] == pytest.approx(0.1)  # sample standard deviation of .6, .7, .8
+    assert (auc["min"], auc["max"]) == (0.6, 0.8)
+    assert rows[1]["auc"]["mean"] == pytest.approx(0.71)
+    assert rows[0]["tpr_at_1pct_fpr"] is None  # unresolved in every run
+    # a campaign still running: only the seeds that have run
+    partial = over_seeds(plan, records[:2])
+    assert [(r["experiment"], r["seeds"]) for r in partial] == [("a", [0, 1])]
+    text = campaign_markdown(records, rows)
+    assert "| a | whitebox | all | 0,1,2 | 0.600 ± 0.100 [0.500, 0.700] |" in text
+    assert "n/a (<5/100)" in text.split("over seeds")[1]
 
 
 def test_without_sweep_each_experiment_runs_once(tmp_path):
@@ -171,6 +214,11 @@ BAD_CAMPAIGNS = {
         "expanded experiment names collide: ['a.gradients--1', 'b.gradients--1']",
     ),
     "unknown_top_key": ({"experiment": []}, "experiment: unknown key"),
+    "repeats_and_seed_sweep": (
+        {"repeats": 2, "sweep": {"seed": [0, 1]}},
+        "repeats and a sweep over seed both set the seeds",
+    ),
+    "no_repeats": ({"repeats": 0}, "repeats: Input should be greater than 0"),
 }
 
 
@@ -255,15 +303,43 @@ def test_results_json_has_every_experiment_and_attack(reference):
 
 def test_results_md_puts_the_paper_beside_the_measurement(reference):
     out, records = reference
-    lines = (out / "results.md").read_text().splitlines()
+    text = (out / "results.md").read_text()
+    lines = text.split("\n\n")[0].splitlines()  # the first table: one row per run and attack
     head = [cell.strip() for cell in lines[0].strip("|").split("|")]
     assert head.index("paper") == head.index("accuracy") + 1
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
     assert len(rows) == len(records)
     paper = head.index("paper")
     assert [row[paper] for row in rows] == ["0.734", "–", "0.734", "–"]
-    accuracy = head.index("accuracy")
-    assert rows[1][accuracy] == f"{records[1]['attack_accuracy']:.3f}"
+    accuracy, auc = head.index("accuracy"), head.index("AUC")
+    low, high = records[1]["attack_accuracy_ci"]
+    assert rows[1][accuracy] == f"{records[1]['attack_accuracy']:.3f} [{low:.3f}, {high:.3f}]"
+    low, high = records[1]["auc_ci"]
+    assert rows[1][auc] == f"{records[1]['auc']:.3f} [{low:.3f}, {high:.3f}]"
+    # 50 non-members resolve neither 1% nor 0.1% FPR: said so, not printed as a number
+    assert records[1]["tpr_at_1pct_fpr"] is None and records[1]["min_resolvable_fpr"] == 0.1
+    assert rows[1][head.index("TPR@1%FPR")] == "n/a (<5/50)"
+    assert rows[1][head.index("TPR@0.1%FPR")] == "n/a (<5/50)"
+
+
+def test_seed_sweep_is_summarised_by_mean_and_spread(reference):
+    out, records = reference
+    spread = json.loads((out / "results-over-seeds.json").read_text())
+    assert [(r["experiment"], r["attack"], r["seeds"]) for r in spread] == [
+        ("fc", "whitebox", [0, 1]), ("fc", "threshold-loss", [0, 1])]
+    for row, attack in zip(spread, ("whitebox", "threshold-loss"), strict=True):
+        aucs = [r["auc"] for r in records if r["attack"] == attack]
+        assert row["auc"]["mean"] == pytest.approx(np.mean(aucs))
+        assert row["auc"]["std"] == pytest.approx(np.std(aucs, ddof=1))
+        assert (row["auc"]["min"], row["auc"]["max"]) == (min(aucs), max(aucs))
+        assert row["tpr_at_1pct_fpr"] is None
+    text = (out / "results.md").read_text()
+    assert "Mean ± sample standard deviation [min, max] over seeds" in text
+    table = text.split("over seeds:\n\n")[1].splitlines()
+    assert len(table) == 2 + 2
+    whitebox = spread[0]["auc"]
+    assert (f"{whitebox['mean']:.3f} ± {whitebox['std']:.3f} "
+            f"[{whitebox['min']:.3f}, {whitebox['max']:.3f}]") in table[2]
 
 
 def test_campaign_dir_keeps_the_file_and_refuses_another_campaign(reference, tmp_path):
@@ -345,3 +421,65 @@ def test_paper_figure_per_victim_is_put_beside_that_victim_only():
                            {"attack": "whitebox", "victim": "D-vs-nonmembers"},
                            {"attack": "blackbox", "victim": "D-vs-nonmembers"}])
     assert [r.get(PAPER_KEY) for r in rows] == [0.644, None, 0.7]
+
+
+# --- passive twins -------------------------------------------------------------------------------
+
+
+TWINS = {
+    "base": {"scenario": "federated", "attack": {"attacks": ["whitebox"]}},
+    "experiments": [
+        {"name": "passive", "attacker": {"kind": "global", "mode": "passive"}},
+        {"name": "ascent", "attacker": {"kind": "local", "mode": "gradient-ascent"},
+         "attack": {"attacks": ["whitebox", "threshold-loss"]}},
+        {"name": "isolating",
+         "attacker": {"kind": "global", "mode": "isolating", "targets": [0]}},
+        {"name": "ascent-longer", "attacker": {"kind": "local", "mode": "gradient-ascent"},
+         "federation": {"rounds": 7}},
+    ],
+}
+
+
+def test_an_active_attack_is_compared_with_its_passive_twin(tmp_path):
+    from fedattack.campaign import campaign_markdown, passive_twins, with_utility_drop
+
+    plan = load_campaign(write(tmp_path, campaign_text(**TWINS)))
+    twins = passive_twins(plan)
+    # attack settings and the attacker aside, "passive" trains the same federation; the one
+    # trained for 7 rounds has no twin
+    assert twins == {"ascent": "passive", "isolating": "passive"}
+    records = [
+        {"experiment": "passive", "mode": "passive", "attack": "whitebox",
+         "global_test_accuracy": 0.80},
+        {"experiment": "ascent", "mode": "gradient-ascent", "attack": "whitebox",
+         "global_test_accuracy": 0.70},
+        {"experiment": "ascent", "mode": "gradient-ascent", "attack": "threshold-loss",
+         "global_test_accuracy": 0.70},
+        {"experiment": "isolating", "mode": "isolating", "attack": "whitebox",
+         "global_test_accuracy": 0.77},
+        {"experiment": "ascent-longer", "mode": "gradient-ascent", "attack": "whitebox",
+         "global_test_accuracy": 0.10},
+    ]
+    marked = with_utility_drop(records, twins)
+    by = {(r["experiment"], r["attack"]): r for r in marked}
+    ascent = by[("ascent", "whitebox")]
+    assert ascent["passive_twin"] == "passive"
+    assert ascent["global_test_accuracy_drop"] == pytest.approx(0.10)
+    assert ascent["utility_flag"] is True
+    assert by[("ascent", "threshold-loss")]["utility_flag"] is True
+    assert by[("isolating", "whitebox")]["global_test_accuracy_drop"] == pytest.approx(0.03)
+    assert by[("isolating", "whitebox")]["utility_flag"] is False
+    assert "utility_flag" not in by[("passive", "whitebox")]
+    assert "utility_flag" not in by[("ascent-longer", "whitebox")]  # no twin: nothing claimed
+    # the twin has not run yet: nothing claimed either
+    assert "utility_flag" not in with_utility_drop(records[1:2], twins)[0]
+
+    text = campaign_markdown(marked, [])
+    head, *rest = text.split("\n\n")
+    lines = head.splitlines()
+    column = [c.strip() for c in lines[0].strip("|").split("|")].index("drop vs passive")
+    cells = [[c.strip() for c in line.strip("|").split("|")][column] for line in lines[2:]]
+    assert cells == ["–", "0.100 (>5 pts)", "0.100 (>5 pts)", "0.030", "–"]
+    flagged = [line for line in text.splitlines() if line.startswith("- ")]
+    assert flagged == ["- ascent (gradient-ascent): global test accuracy 0.700 against 0.800 "
+                       "passive (passive), a drop of 10.0 points"]

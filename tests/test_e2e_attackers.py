@@ -48,11 +48,29 @@ def test_campaign_of_federated_attackers(tmp_path):
         for victim in names:
             for attack in ("whitebox", "threshold-loss"):
                 r = rows[(exp, victim, attack)]
-                for key in ("attack_accuracy", "auc", "tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):
+                for key in ("attack_accuracy", "auc"):
                     assert math.isfinite(r[key]) and 0 <= r[key] <= 1, (exp, victim, key)
+                    low, high = r[f"{key}_ci"]
+                    assert low <= r[key] <= high, (exp, victim, key)
+                # 40 non-members per victim resolve FPRs of 12.5% and up only
+                for key in ("tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):
+                    assert r[key] is None and r[f"{key}_ci"] is None, (exp, victim, key)
+                assert r["global_test_accuracy"] == r["target_test_accuracy"]
     mean = rows[("global-passive", "mean of 3", "whitebox")]
     parts = [rows[("global-passive", f"participant-{p}", "whitebox")] for p in range(3)]
     assert mean["auc"] == np.mean([p["auc"] for p in parts])
+    # the mean's interval, from the mean of the victims' resamples, is narrower than theirs
+    width = mean["auc_ci"][1] - mean["auc_ci"][0]
+    assert mean["auc_ci"][0] <= mean["auc"] <= mean["auc_ci"][1]
+    assert width < min(p["auc_ci"][1] - p["auc_ci"][0] for p in parts)
+    # both active attackers train the passive experiment's federation but for their malice
+    passive = rows[("global-passive", "participant-0", "whitebox")]["global_test_accuracy"]
+    for exp, victim in (("global-isolating-ga", "participant-1"), ("local-ga", "others-of-2")):
+        r = rows[(exp, victim, "whitebox")]
+        assert r["passive_twin"] == "global-passive"
+        assert r["global_test_accuracy_drop"] == passive - r["global_test_accuracy"]
+        assert r["utility_flag"] == (r["global_test_accuracy_drop"] > 0.05)
+    assert "passive_twin" not in rows[("global-passive", "participant-0", "whitebox")]
     assert rows[("global-isolating-ga", "participant-1", "whitebox")]["mode"] == \
         "isolating-gradient-ascent"
     assert rows[("local-ga", "others-of-2", "whitebox")]["attacker"] == "local"
