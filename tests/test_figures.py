@@ -21,3 +21,31 @@ def test_per_class_figure_gives_the_number_of_targets_per_class(tmp_path, monkey
     reporting.plot_per_class({0: 0.6, 1: 0.4, 2: 0.55}, path, "white-box", {0: 12, 1: 3, 2: 9})
     assert path.stat().st_size > 1000
     assert titles == ["white-box (3-12 targets per class)"]
+
+
+def test_roc_legend_gives_auc_and_log_axes_start_at_the_smallest_resolvable_fpr(
+        tmp_path, monkeypatch):
+    import numpy as np
+
+    seen = {}
+    real = reporting._pyplot
+
+    def spy():
+        plt = real()
+
+        def close(fig):
+            linear, log = fig.axes
+            seen["legend"] = [t.get_text() for t in linear.get_legend().get_texts()]
+            seen["xlim"], seen["ylim"] = log.get_xlim(), log.get_ylim()
+
+        monkeypatch.setattr(plt, "close", close)
+        return plt
+
+    monkeypatch.setattr(reporting, "_pyplot", spy)
+    curve = {"fpr": np.linspace(0, 1, 11), "tpr": np.linspace(0, 1, 11) ** 0.5,
+             "auc": 0.682, "auc_ci": (0.650, 0.714), "min_resolvable_fpr": 5 / 500}
+    path = tmp_path / "roc.png"
+    reporting.plot_roc({"whitebox": curve}, path, "roc")
+    assert path.stat().st_size > 1000
+    assert seen["legend"] == ["whitebox (AUC 0.682 [0.650, 0.714])"]
+    assert seen["xlim"][0] == seen["ylim"][0] == 0.01
