@@ -3,7 +3,8 @@
 It follows the protocol on its own data, and at the observed rounds writes the global model it
 received into its own view of the snapshot store (``local-<partition>``, kind ``sent``, the model
 sent to it in that round): that is all a local attacker ever sees. Active, it uploads its locally
-trained model moved up the loss on the target records (eq. 2), ``W_up = W_local + gamma *
+trained model moved up the loss on the target records (eq. 2), by a step relative to its own
+round's update (``W_local`` minus the model it received) or by the paper's absolute ``gamma *
 dL/dW``, so that the other participants' SGD pulls the loss of their member targets back down
 while non-member targets keep rising.
 
@@ -21,7 +22,7 @@ from flwr.common import ConfigRecord
 
 from clients.honest import HonestClient, experiment_setup
 from fedattack import protocol
-from fedattack.active import GradientAscent
+from fedattack.active import GradientAscent, ascent_for
 from fedattack.data import knowledge_of
 from fedattack.experiment import SNAPSHOT_DIR, initial_model
 from fedattack.snapshots import SnapshotStore, local_view
@@ -48,7 +49,7 @@ class LocalAttacker(HonestClient):
         weights, n, metrics = super().fit(parameters, config)
         if exp.attacker.ascends(server_round):
             splits = experiment_setup(str(config[protocol.EXPERIMENT]), self.data_root)[2]
-            weights = self.ascent(exp, dataset, splits)(weights)
+            weights = self.ascent(exp, dataset, splits)(weights, parameters)
         return weights, n, metrics
 
     def observe(self, exp, dataset, server_round: int, parameters) -> None:
@@ -81,5 +82,5 @@ class LocalAttacker(HonestClient):
         ``splits`` are the experiment's, computed once per process by ``experiment_setup``."""
         targets = knowledge_of(splits, splits.victims[0].name).targets
         x, y = dataset.batch(targets)
-        return GradientAscent(initial_model(exp, dataset), x, y, exp.attacker.gamma)
+        return ascent_for(initial_model(exp, dataset), x, y, exp.attacker)
 

@@ -309,8 +309,18 @@ class AttackReport:
 
 
 METRICS_AVERAGED = ("attack_accuracy", "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr", "tpr",
-                    "fpr", "attack_time_s")
+                    "fpr", "attack_time_s", "isolated_test_accuracy")
 METRICS_WITH_INTERVALS = ("attack_accuracy", "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr")
+
+
+def isolated_accuracy(run_record: dict, victim: str) -> dict:
+    """`isolated_test_accuracy`: for a victim an isolating attacker isolated, the test accuracy of
+    its own last model (run.json's ``isolated`` keeps it per round)."""
+    isolated = run_record.get("isolated", {})
+    partition = victim.removeprefix("participant-")
+    if partition not in isolated:
+        return {}
+    return {"isolated_test_accuracy": isolated[partition][-1]["test_accuracy"]}
 
 
 def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
@@ -340,6 +350,7 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
             "target_train_accuracy": history[-1]["train_accuracy"],
             "target_test_accuracy": history[-1]["test_accuracy"],
             **global_accuracy(exp, run_record),
+            **isolated_accuracy(run_record, victim),
             "epsilon": run_record.get("epsilon"),  # DP-SGD of the honest participants, if any
             "attack_time_s": round(time.perf_counter() - started, 2),
         })

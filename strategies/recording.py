@@ -47,6 +47,7 @@ class RoundLog:
     accepted: list[int] = field(default_factory=list)
     rejected: dict[int | str, str] = field(default_factory=dict)
     metrics: dict[int, dict] = field(default_factory=dict)  # each accepted upload's fit metrics
+    ascent: dict[str, dict] = field(default_factory=dict)  # an active aggregator's steps
 
 
 def weighted_average(uploads: list[tuple[NDArrays, int]]) -> NDArrays:

@@ -17,7 +17,7 @@ from flwr.common import Context, ndarrays_to_parameters
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 
 from fedattack import protocol
-from fedattack.active import GradientAscent
+from fedattack.active import GradientAscent, ascent_for
 from fedattack.config import Experiment, load_experiment
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, initial_model, prepare_run
 from fedattack.io import write_json
@@ -56,6 +56,7 @@ class GlobalModelLog:
                  "train_accuracy": train["accuracy"], "test_loss": test["loss"],
                  "test_accuracy": test["accuracy"]}
         self.record["history"].append(entry)
+        self.record["global_test_accuracy"] = test["accuracy"]  # the latest global model's
         if server_round == self.exp.federation.rounds:
             self.record["status"] = "finished"
         self.record["wall_time_s"] = round(time.perf_counter() - self.started, 3)
@@ -64,9 +65,21 @@ class GlobalModelLog:
             self.on_round_done(server_round, entry)
         return test["loss"], {"test_accuracy": test["accuracy"]}
 
+    def evaluate_isolated(self, server_round: int, partition: int, weights) -> None:
+        """Test accuracy of an isolated participant's model (its upload), kept in run.json's
+        ``isolated``; the victim's model is what an isolating attacker must keep useful."""
+        set_weights(self.model, weights)
+        self.model.to(self.device)
+        test = evaluate(self.model, self.dataset, self.splits.nonmembers, self.device)
+        rounds = self.record.setdefault("isolated", {}).setdefault(str(partition), [])
+        rounds.append({"round": server_round, "test_loss": test["loss"],
+                       "test_accuracy": test["accuracy"]})
+
     def on_round(self, server_round: int, round_log: RoundLog) -> None:
         entry = {"round": server_round, "accepted": round_log.accepted,
                  "rejected": {str(k): v for k, v in round_log.rejected.items()}}
+        if round_log.ascent:  # the active aggregator's steps: target loss, step and update norms
+            entry["ascent"] = round_log.ascent
         spent = [m["epsilon"] for m in round_log.metrics.values() if "epsilon" in m]
         if spent:  # DP-SGD: the largest epsilon any participant has spent so far
             entry["epsilon"] = self.record["epsilon"] = max(spent)
@@ -90,7 +103,7 @@ def build_strategy(
                 protocol.EXPERIMENT: exp_json}
 
     strategy = aggregator_class(exp)(
-        **attacker_options(exp, dataset, splits),
+        **attacker_options(exp, dataset, splits, log),
         store=SnapshotStore(run_dir / SNAPSHOT_DIR),
         record_round=exp.federation.records,
         weight_names=weight_names(model),
@@ -112,8 +125,9 @@ def aggregator_class(exp: Experiment) -> type[RecordingFedAvg]:
     return RecordingFedAvg
 
 
-def attacker_options(exp: Experiment, dataset, splits) -> dict:
-    """MaliciousAggregator's arguments: whom it isolates and how it ascends."""
+def attacker_options(exp: Experiment, dataset, splits, log: GlobalModelLog | None = None) -> dict:
+    """MaliciousAggregator's arguments: whom it isolates, how it ascends, who evaluates the
+    isolated participants' models."""
     a = exp.attacker
     if a is None or a.kind != "global":
         return {}
@@ -123,13 +137,15 @@ def attacker_options(exp: Experiment, dataset, splits) -> dict:
     if a.active:
         targets = np.unique(np.concatenate([v.targets() for v in victims]))
         ascend = target_ascent(exp, dataset, targets)
-    return {"attacker": a, "isolated": isolated, "ascend": ascend}
+    on_isolated = log.evaluate_isolated if (log is not None and isolated) else None
+    return {"attacker": a, "isolated": isolated, "ascend": ascend, "on_isolated": on_isolated}
 
 
 def target_ascent(exp: Experiment, dataset, targets: np.ndarray) -> GradientAscent:
-    """Eq. 2 on the target records, with a model of the experiment's architecture."""
+    """Eq. 2 on the target records, with a model of the experiment's architecture and the
+    attacker's step (relative or absolute)."""
     x, y = dataset.batch(targets)
-    return GradientAscent(initial_model(exp, dataset), x, y, exp.attacker.gamma)
+    return ascent_for(initial_model(exp, dataset), x, y, exp.attacker)
 
 
 def make_server_app(

@@ -88,7 +88,7 @@ def test_passive_aggregator_is_fedavg_and_records_uploads_bit_exact(tmp_path):
 
 def test_gradient_ascent_moves_the_broadcast_only_at_ascent_rounds(tmp_path):
     shift = [np.full((3, 4), 0.5, np.float32), np.full((4,), -1.0, np.float32)]
-    ascend = lambda ws: [w + s for w, s in zip(ws, shift, strict=True)]  # noqa: E731
+    ascend = lambda ws, start: [w + s for w, s in zip(ws, shift, strict=True)]  # noqa: E731
     strategy, rng = aggregator(tmp_path, "gradient-ascent", ascend=ascend, ascent_rounds=[2])
     manager, proxies = client_manager(3)
     params = strategy.initialize_parameters(manager)
@@ -96,13 +96,13 @@ def test_gradient_ascent_moves_the_broadcast_only_at_ascent_rounds(tmp_path):
     _, params = play_round(strategy, manager, proxies, 1, params, uploads)
     assert_same(parameters_to_ndarrays(params), weighted_average(uploads))
     _, params = play_round(strategy, manager, proxies, 2, params, uploads)
-    assert_same(parameters_to_ndarrays(params), ascend(weighted_average(uploads)))
+    assert_same(parameters_to_ndarrays(params), ascend(weighted_average(uploads), None))
     (rec,) = strategy.store.records(view="global", kind="global", round=2)
-    assert_same(strategy.store.read_arrays(rec), ascend(weighted_average(uploads)))
+    assert_same(strategy.store.read_arrays(rec), ascend(weighted_average(uploads), None))
 
 
 def test_isolating_ascent_applies_to_the_isolated_model(tmp_path):
-    ascend = lambda ws: [w * 2 for w in ws]  # noqa: E731
+    ascend = lambda ws, start: [w * 2 for w in ws]  # noqa: E731
     strategy, rng = aggregator(tmp_path, "isolating-gradient-ascent", isolated={1},
                                ascend=ascend, isolate_from=2)
     manager, proxies = client_manager(3)
@@ -111,7 +111,7 @@ def test_isolating_ascent_applies_to_the_isolated_model(tmp_path):
                            uploads)
     assert_same(parameters_to_ndarrays(params), weighted_average([uploads[0], uploads[2]]))
     sent, _ = play_round(strategy, manager, proxies, 2, params, uploads)
-    assert_same(sent[proxies[1].cid], ascend(uploads[1][0]))
+    assert_same(sent[proxies[1].cid], ascend(uploads[1][0], None))
 
 
 def test_bad_upload_of_isolated_participant_is_refused_and_the_round_goes_on(tmp_path):
@@ -177,7 +177,8 @@ EXP = Experiment(
           "knowledge": {"train_members": 50, "train_nonmembers": 50, "test_members": 40,
                         "test_nonmembers": 40}},
     federation={"num_participants": 3, "rounds": 3, "record_rounds": [2, 3]},
-    attacker={"kind": "local", "mode": "gradient-ascent", "participant": 1, "gamma": 0.7},
+    attacker={"kind": "local", "mode": "gradient-ascent", "participant": 1, "step": "absolute",
+              "gamma": 0.7},
 )
 
 
@@ -230,7 +231,8 @@ def test_aggregator_ascent_raises_the_broadcast_target_loss_to_first_order(tmp_p
     ascent = GradientAscent(small_fc_model(), x, y, gamma=1e-3)
     names = list(model.state_dict())
     strategy = MaliciousAggregator(
-        attacker=AttackerConfig(mode="gradient-ascent", gamma=1e-3), isolated=set(),
+        attacker=AttackerConfig(mode="gradient-ascent", step="absolute", gamma=1e-3),
+        isolated=set(),
         ascend=ascent, store=SnapshotStore(tmp_path / "s"), record_round=lambda r: False,
         weight_names=names, fit_config=lambda r: {},
         initial_parameters=ndarrays_to_parameters(get_weights(model)), min_fit_clients=2,
