@@ -14,7 +14,7 @@ from fedattack.campaign import (
     run_campaign,
 )
 from fedattack.config import ConfigError, Experiment, is_campaign, load_yaml, parse_experiment
-from fedattack.io import UnsafePath, child_dir
+from fedattack.io import CorruptedFile, UnsafePath, child_dir
 from fedattack.reporting import markdown_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -34,7 +34,7 @@ def user_errors():
     """The exceptions that mean bad input, not a bug."""
     from fedattack.data import DatasetUnavailable
 
-    return (ConfigError, DatasetUnavailable, FileExistsError, UnsafePath)
+    return (ConfigError, DatasetUnavailable, FileExistsError, UnsafePath, CorruptedFile)
 
 
 def load_config(path: Path) -> Experiment | CampaignPlan:

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 from fedattack.config import Experiment, experiment_yaml, load_experiment
-from fedattack.data import Dataset, Splits, load_dataset, make_splits, save_splits
+from fedattack.data import Dataset, Splits, load_dataset, make_splits
+from fedattack.data.splits import ensure_splits
 from fedattack.io import inside, write_atomic
 from fedattack.models import build_model
 from fedattack.privacy import check_private_model
@@ -84,6 +85,5 @@ def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:
     check_against_dataset(exp, dataset)
     run_dir = claim_run_dir(exp, run_dir)
     splits = experiment_splits(exp, dataset)
-    if not inside(run_dir, "splits/membership.npz").exists():
-        save_splits(splits, run_dir)
+    ensure_splits(splits, run_dir)
     return dataset, splits

@@ -88,7 +88,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from fedattack.io import read_json, write_json
+from fedattack.io import CorruptedFile, read_json, verify_checksums, write_checksums, write_json
 from fedattack.models import layer_names
 
 LayerRef = str | int
@@ -489,6 +489,7 @@ class FeatureExtractor:
                 f.close(sync=True)
             del files
             write_json(tmp / CACHE_INDEX, index)
+            write_checksums(tmp, _cache_files(index))
             _fsync_dir(tmp)
             os.rename(tmp, path)
             _fsync_dir(path.parent)
@@ -500,7 +501,7 @@ class FeatureExtractor:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return FeatureCache(path)
+        return FeatureCache(path, verify=False)  # its checksums were just computed
 
     def scalar_summaries(self, dataset: Dataset, indices: np.ndarray) -> dict[str, np.ndarray]:
         """Per record and snapshot, ``(N, T)`` float32 arrays: ``loss``, ``correct`` (1 if the
@@ -848,25 +849,34 @@ class FeatureCache:
     ``.npy`` files on demand (``pread``, never memory-mapped, never unpickled), so holding a
     cache costs no memory. Row ``i`` holds the features of dataset record ``indices[i]``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, verify: bool = True) -> None:
         self.path = Path(path)
         index_file = self.path / CACHE_INDEX
         if not index_file.is_file():
             raise FileNotFoundError(
                 f"no finished feature cache at {self.path} ({CACHE_INDEX} missing)"
             )
-        self.index = read_json(index_file)
+        remedy = f"delete {self.path} to recompute the cache"
+        try:
+            self.index = read_json(index_file)
+        except (OSError, ValueError) as err:
+            raise CorruptedFile(index_file, f"unreadable ({err})", remedy) from None
         if self.index.get("version") != CACHE_VERSION:
             raise ValueError(
                 f"{self.path}: a feature cache of version {self.index.get('version')}, this "
                 f"fedattack reads version {CACHE_VERSION}; delete the folder to recompute it"
             )
         self._count = int(self.index["count"])
-        self.indices = np.load(self.path / "indices.npy", allow_pickle=False)
+        try:
+            self.indices = np.load(self.path / "indices.npy", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise CorruptedFile(self.path / "indices.npy", f"unreadable ({err})", remedy) from None
         self._files = {
             k: _NpyRows.open(self.path / c["file"], (self._count, *c["shape"]))
             for k, c in self.index["components"].items()
         }
+        if verify:  # a zeroed or swapped feature file would silently change the attack
+            verify_checksums(self.path, _cache_files(self.index), remedy)
 
     def __len__(self) -> int:
         return self._count
@@ -1070,6 +1080,11 @@ def _fingerprint(snapshots: Sequence[dict[str, torch.Tensor]]) -> str:
             h.update(k.encode())
             h.update(snap[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()
+
+
+def _cache_files(index: dict[str, Any]) -> list[str]:
+    """The files of a finished feature cache that its checksums cover."""
+    return ["indices.npy", *(c["file"] for c in index["components"].values()), CACHE_INDEX]
 
 
 def _existing_cache(path: Path, index: dict[str, Any]) -> FeatureCache:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -95,3 +96,56 @@ def remove_tree(root: str | Path, path: str | Path) -> None:
 def remove_file(root: str | Path, path: str | Path) -> None:
     """Delete the file ``path`` inside ``root`` (proven inside first); absent is fine."""
     inside(root, path).unlink(missing_ok=True)
+
+
+class CorruptedFile(Exception):
+    """A file of a run directory that is missing, unreadable or not what was written there."""
+
+    def __init__(self, path: str | Path, reason: str, remedy: str = "") -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{self.path}: {reason}" + (f"; {remedy}" if remedy else ""))
+
+
+CHECKSUMS = "checksums.json"
+
+
+def file_sha256(path: str | Path, block: int = 1 << 24) -> str:
+    """SHA-256 of a file's bytes, read in blocks (never mapped, never all at once)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_checksums(folder: str | Path, names: list[str]) -> None:
+    """`folder/checksums.json`: the SHA-256 of each named file of the folder, written last."""
+    folder = Path(folder)
+    write_json(folder / CHECKSUMS, {name: file_sha256(folder / name) for name in names})
+
+
+def verify_checksums(folder: str | Path, names: list[str], remedy: str) -> None:
+    """Check the named files of `folder` against its checksums.json; CorruptedFile (one line
+    naming the file) for a missing, unreadable or changed file."""
+    folder = Path(folder)
+    index = folder / CHECKSUMS
+    try:
+        expected = json.loads(index.read_bytes())
+        if not isinstance(expected, dict):
+            raise ValueError("not a mapping")
+    except FileNotFoundError:
+        raise CorruptedFile(index, "missing (the checksums of the files beside it)",
+                            remedy) from None
+    except (OSError, ValueError) as err:
+        raise CorruptedFile(index, f"unreadable ({err})", remedy) from None
+    for name in names:
+        path = folder / name
+        if name not in expected:
+            raise CorruptedFile(index, f"lists no checksum of {name}", remedy)
+        try:
+            actual = file_sha256(path)
+        except OSError as err:
+            raise CorruptedFile(path, f"unreadable ({err.strerror or err})", remedy) from None
+        if actual != expected[name]:
+            raise CorruptedFile(path, "changed since it was written (its SHA-256 differs from "
+                                f"{index.name}'s)", remedy)

@@ -77,11 +77,15 @@ def train_target(exp: Experiment, run_dir: Path, show_progress: bool, verbose: b
 
 def attack_target(exp: Experiment, run_dir: Path) -> list[dict]:
     """Run the configured membership inference attacks; finished results are reused."""
+    from fedattack.data.splits import ensure_splits
+    from fedattack.experiment import experiment_dataset, experiment_splits
     from fedattack.membership import run_attacks, write_report
     from fedattack.reporting import RESULTS_JSON
 
     if (run_dir / RESULTS_JSON).exists():
         return read_json(run_dir / RESULTS_JSON)
+    dataset = experiment_dataset(exp)
+    ensure_splits(experiment_splits(exp, dataset), run_dir)
     report = run_attacks(exp, run_dir, log=console.print)
     write_report(run_dir, exp, report)
     return report.results

@@ -42,6 +42,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
+from fedattack.io import CorruptedFile
+
 KINDS = ("upload", "global", "sent")
 """Federated kinds. ``upload``: a participant's model returned to the aggregator; ``global``: the
 aggregate after a round (round 0 is the initial model); ``sent``: the model the aggregator sent to
@@ -79,13 +81,16 @@ def local_view(partition: int) -> str:
     return f"local-{int(partition)}"
 
 
-class SnapshotCorrupted(Exception):
+class SnapshotCorrupted(CorruptedFile):
     """A snapshot or manifest file is missing, unreadable, or does not match its checksum."""
 
     def __init__(self, path: str | Path, reason: str = "") -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"corrupted snapshot {self.path}" + (f": {reason}" if reason else ""))
+        super().__init__(path, "corrupted snapshot" + (f": {reason}" if reason else ""),
+                         REDO_TRAINING)
+
+
+REDO_TRAINING = ("the recorded training cannot be trusted: run again into a new --out (or "
+                 "delete this run directory's snapshots/ and run.json to train again)")
 
 
 @dataclass(frozen=True)
@@ -328,6 +333,9 @@ class SnapshotStore:
     def view(self, name: str) -> View:
         """A read-only handle on one view: what one attacker may read."""
         available = self.views()
+        if name not in available and (self.root / name).is_dir():
+            raise SnapshotCorrupted(self.root / name / MANIFEST, "missing (it lists the "
+                                    "snapshots of the files beside it)")
         if name not in available:
             raise KeyError(f"no view {name!r} in {self.root}; available views: {available}")
         return View(self, name)

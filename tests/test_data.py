@@ -139,6 +139,7 @@ def test_saved_splits_round_trip_and_keep_membership_out_of_knowledge(tmp_path):
     assert sizes["partitions"] == [200] * 4
     assert sizes["victims"]["all"]["target_members"] == 150
     assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == [
+        "checksums.json",
         "knowledge.npz",
         "membership.npz",
         "splits.json",

@@ -18,6 +18,8 @@ In the run directory, `splits/membership.npz` holds what only the evaluation may
 
 from __future__ import annotations
 
+import json
+import zipfile
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +27,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fedattack.data.registry import save_npz
-from fedattack.io import inside, read_json, write_json
+from fedattack.io import (
+    CHECKSUMS,
+    CorruptedFile,
+    inside,
+    read_json,
+    verify_checksums,
+    write_checksums,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from fedattack.config import Experiment
@@ -254,9 +264,8 @@ def knowledge_of(splits: Splits, victim: str = ALL) -> Knowledge:
     return Knowledge(v.name, v.known_members, v.known_nonmembers, splits.shadow, v.targets())
 
 
-def save_splits(splits: Splits, run_dir: str | Path) -> None:
-    """Write the ground truth, the attacker's knowledge and the sizes under run_dir/splits."""
-    folder = inside(run_dir, SPLITS_DIR)
+def _split_files(splits: Splits) -> tuple[dict, dict, dict]:
+    """The arrays of membership.npz and knowledge.npz, and the content of splits.json."""
     truth = {f"partition_{i}": p for i, p in enumerate(splits.partitions)}
     known = {"shadow": splits.shadow}
     for v in splits.victims:
@@ -265,8 +274,7 @@ def save_splits(splits: Splits, run_dir: str | Path) -> None:
         known[f"{v.name}{SEP}known_members"] = v.known_members
         known[f"{v.name}{SEP}known_nonmembers"] = v.known_nonmembers
         known[f"{v.name}{SEP}targets"] = v.targets()
-    save_npz(folder / MEMBERSHIP_FILE, **truth, nonmembers=splits.nonmembers)
-    save_npz(folder / KNOWLEDGE_FILE, **known)
+    truth["nonmembers"] = splits.nonmembers
     sizes = {
         "partitions": [len(p) for p in splits.partitions],
         "nonmembers": len(splits.nonmembers),
@@ -276,17 +284,70 @@ def save_splits(splits: Splits, run_dir: str | Path) -> None:
                                 if f.name not in ("name", "partitions", "against")}}
                     for v in splits.victims},
     }
+    return truth, known, sizes
+
+
+def save_splits(splits: Splits, run_dir: str | Path) -> None:
+    """Write the ground truth, the attacker's knowledge and the sizes under run_dir/splits,
+    then their checksums."""
+    folder = inside(run_dir, SPLITS_DIR)
+    truth, known, sizes = _split_files(splits)
+    save_npz(folder / MEMBERSHIP_FILE, **truth)
+    save_npz(folder / KNOWLEDGE_FILE, **known)
     write_json(folder / SIZES_FILE, sizes)
+    write_checksums(folder, list(SPLIT_FILES))
+
+
+def _holds(folder: Path, splits: Splits) -> bool:
+    """Whether the split files in folder hold exactly `splits` (for a folder without checksums,
+    written by an older fedattack)."""
+    truth, known, sizes = _split_files(splits)
+    try:
+        for name, arrays in ((MEMBERSHIP_FILE, truth), (KNOWLEDGE_FILE, known)):
+            with np.load(folder / name, allow_pickle=False) as stored:
+                if sorted(stored.files) != sorted(arrays) or not all(
+                        np.array_equal(stored[k], a) for k, a in arrays.items()):
+                    return False
+        return read_json(folder / SIZES_FILE) == json.loads(json.dumps(sizes))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return False
+
+
+def ensure_splits(splits: Splits, run_dir: str | Path) -> None:
+    """Write the splits into run_dir if absent; otherwise check they are these splits (by their
+    checksums, or, in a folder written before checksums, by their content, then add them)."""
+    folder = inside(run_dir, SPLITS_DIR)
+    if not (folder / MEMBERSHIP_FILE).exists():
+        save_splits(splits, run_dir)
+    elif not (folder / CHECKSUMS).exists():
+        if not _holds(folder, splits):
+            raise CorruptedFile(folder, "does not hold this experiment's splits", REWRITE)
+        write_checksums(folder, list(SPLIT_FILES))
+    else:
+        check_splits(run_dir)
+
+
+SPLIT_FILES = (MEMBERSHIP_FILE, KNOWLEDGE_FILE, SIZES_FILE)
+REWRITE = "delete the splits folder and run again to rewrite it from the config"
+
+
+def check_splits(run_dir: str | Path, names: tuple[str, ...] = SPLIT_FILES) -> Path:
+    """The splits folder of run_dir after checking the named files against their checksums
+    (CorruptedFile, one line naming the file, if one was changed: swapped member and non-member
+    arrays would otherwise flip every metric)."""
+    folder = Path(run_dir) / SPLITS_DIR
+    verify_checksums(folder, list(names), f"{REWRITE} ({folder})")
+    return folder
 
 
 def victim_names(run_dir: str | Path) -> list[str]:
     """The victims of a run, in the order the experiment lists them."""
-    return list(read_json(Path(run_dir) / SPLITS_DIR / SIZES_FILE)["victims"])
+    return list(read_json(check_splits(run_dir, (SIZES_FILE,)) / SIZES_FILE)["victims"])
 
 
 def load_membership(run_dir: str | Path) -> Splits:
     """The full ground truth (for the evaluation only)."""
-    folder = Path(run_dir) / SPLITS_DIR
+    folder = check_splits(run_dir)
     sizes = read_json(folder / SIZES_FILE)
     with np.load(folder / MEMBERSHIP_FILE, allow_pickle=False) as truth:
         partitions = [truth[f"partition_{i}"] for i in range(len(sizes["partitions"]))]
@@ -306,7 +367,8 @@ def load_membership(run_dir: str | Path) -> Splits:
 
 def load_knowledge(run_dir: str | Path, victim: str = ALL) -> Knowledge:
     """What an attacker may read about one victim."""
-    with np.load(Path(run_dir) / SPLITS_DIR / KNOWLEDGE_FILE, allow_pickle=False) as known:
+    folder = check_splits(run_dir, (KNOWLEDGE_FILE,))
+    with np.load(folder / KNOWLEDGE_FILE, allow_pickle=False) as known:
         if f"{victim}{SEP}targets" not in known.files:
             raise KeyError(f"no victim {victim!r} in the knowledge of {run_dir}")
         arrays = {k: known[f"{victim}{SEP}{k}"]
