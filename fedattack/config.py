@@ -197,6 +197,8 @@ ATTACK_NAMES = (
     "threshold-loss",
     "threshold-confidence",
     "threshold-entropy",
+    "lira-offline", "lira-online",  # Carlini et al. 2022, against reference models
+    "rmia-offline", "rmia-online",  # Zarifzadeh et al. 2024, against reference models
 )
 
 
@@ -214,6 +216,20 @@ class FeatureConfig(Strict):
     output: bool = True
     loss: bool = True
     label: bool = True
+
+
+class ReferenceConfig(Strict):
+    """The reference models of LiRA and RMIA and their parameters (fedattack.attacks.references)."""
+
+    models: Annotated[int, Field(ge=2, multiple_of=2)] = 8
+    epochs: PositiveInt | None = Field(default=None, description="default: the target's")
+    variance: Literal["per-example", "global"] = "global"  # LiRA's Gaussians
+    gamma: Annotated[float, Field(gt=0)] = 2.0  # RMIA's threshold on the ratio of ratios
+    a: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        default=None, description="offline RMIA's calibration; none: tuned on a reference")
+    population: PositiveInt | None = Field(default=None, description="RMIA's z records; "
+                                           "default: the whole population")
+    vectorised: bool = True
 
 
 class AttackConfig(Strict):
@@ -235,6 +251,7 @@ class AttackConfig(Strict):
     validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
     memory_mb: Annotated[float, Field(gt=0)] = 256.0
     shadow_models: PositiveInt = 1
+    references: ReferenceConfig = ReferenceConfig()
 
 
 FEDERATED_MODES = ("passive", "gradient-ascent", "isolating", "isolating-gradient-ascent")

@@ -19,6 +19,7 @@ import torch
 
 from fedattack import reporting
 from fedattack.attacks import ThresholdAttack, UnsupervisedAttack, WhiteBoxAttack
+from fedattack.attacks.references import REFERENCE_ATTACKS, reference_attack
 from fedattack.config import AttackConfig, Experiment
 from fedattack.data import (
     Dataset,
@@ -45,6 +46,7 @@ KNOWLEDGE_OF = {
     "whitebox": "supervised", "whitebox-outputs": "supervised", "blackbox": "supervised",
     "shadow": "shadow", "unsupervised": "unsupervised", "threshold-loss": "supervised",
     "threshold-confidence": "supervised", "threshold-entropy": "supervised",
+    **dict.fromkeys(REFERENCE_ATTACKS, "reference"),  # population records, unlabelled
 }
 
 
@@ -237,6 +239,11 @@ class AttackRunner:
             return self.unsupervised()
         if name == "shadow":
             return self.shadow()
+        if name in REFERENCE_ATTACKS:  # the last snapshot, against reference models
+            scores, extra = reference_attack(name, self.exp, self.run_dir, self.knowledge,
+                                             self.dataset, self.obs.models[-1], self.device,
+                                             self.log)
+            return AttackOutcome(name, "reference-calibrated", scores, extra=extra)
         raise ValueError(f"unknown attack {name!r}")
 
 

@@ -9,7 +9,9 @@ summaries, ``ThresholdAttack.fit(member_summaries, nonmember_summaries)`` summar
 
 from functools import partial
 
+from .lira import lira_offline, lira_online
 from .network import AttackNetwork
+from .rmia import rmia_scores
 from .threshold import ThresholdAttack
 from .unsupervised import UnsupervisedAttack
 from .whitebox import FeatureSource, TensorSource, WhiteBoxAttack
@@ -25,6 +27,9 @@ ATTACKS = {
 __all__ = [
     "ATTACKS",
     "AttackNetwork",
+    "lira_offline",
+    "lira_online",
+    "rmia_scores",
     "FeatureSource",
     "TensorSource",
     "ThresholdAttack",

@@ -1,0 +1,355 @@
+"""Reference models for LiRA and RMIA: who they train on, how they are trained, where they are kept.
+
+**What the attacker may train them on.** The attacker's population is the records its threat
+model grants it, used without their membership labels: the shadow records (`data.shadow_size`)
+and its known members and non-members (`data.knowledge.train_*`). The evaluation targets are
+never in it (asserted). Offline attacks train every reference on population records only, so
+the references never see a target; online attacks add the (unlabelled) targets to the pool, and
+each target is then IN exactly half of the references.
+
+**Paired halves.** The pool (one record dropped if its size is odd) is split into random halves
+K / 2 times; references 2j and 2j + 1 train on the two halves of split j. Every pool record is
+thus IN exactly K / 2 references and OUT of the others, and all references train on the same
+number of records (which vectorised training needs).
+
+**The recipe.** A reference has the target's architecture, initialisation scheme and training
+configuration (`training`: optimizer, lr, schedule, batch size, weight decay) and is trained
+centrally by :func:`fedattack.training.train_model` for `epochs` epochs: the target's epochs
+stand-alone, ``rounds * local_epochs`` for a federated target. A central reference is what we
+use for a federation: with IID partitions and one local epoch a round, FedAvg over the union of
+the participants' records makes about one pass over every record per round, as central training
+over that union does per epoch; simulating the federation in-process would multiply the cost by
+the number of participants without changing what a reference is for (the distribution of a
+record's signal when the record is out of, or in, the training set). It differs where the
+federation differs from central training (non-IID partitions, many local epochs, DP-SGD, an
+attacker that reads one participant's upload): there the reference is an approximation.
+
+**Vectorised training.** Models without buffers or dropout (the FC nets) are trained K at a
+time: their parameters are stacked (``torch.func.stack_module_state``) and one ``vmap``-ed
+forward/backward pass steps all of them; each keeps its own data order (the shuffle of
+``epoch_generator(seed_k, epoch)``, as sequential training draws it), and Adam and SGD act
+element-wise, so the result equals K sequential ``train_model`` runs up to float rounding.
+Other models are trained one after the other.
+
+**The cache.** A reference set is stored under ``<root>/references/<key>/`` where the key is the
+SHA-256 of everything that determines it: the dataset's contents, the architecture, the
+training recipe and epochs, and each reference's seed and training indices. The root is the
+campaign folder when the run lies in one (so the experiments of a campaign that share a
+reference set train it once), else the run directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedattack.config import TrainConfig
+from fedattack.io import inside, read_json, write_json
+from fedattack.training import epoch_generator, lr_at, set_lr, train_model
+
+CACHE_DIR = "references"
+CACHE_VERSION = 1
+CAMPAIGN_FILE = "campaign.yaml"  # the file that marks a campaign folder (fedattack.campaign)
+
+
+def paired_halves(pool: np.ndarray, k: int, seed: int,
+                  keep: np.ndarray | None = None) -> list[np.ndarray]:
+    """K sorted training sets of len(pool) // 2 records: K / 2 random splits into halves.
+
+    An odd pool first loses one random record not in `keep` (it is then OUT of every
+    reference), so that every other record is IN exactly K / 2 references."""
+    if k < 2 or k % 2:
+        raise ValueError(f"reference models come in pairs: K must be even and >= 2, got {k}")
+    pool = np.unique(np.asarray(pool, np.int64))
+    if len(pool) < 2:
+        raise ValueError(f"the attacker's population has {len(pool)} record(s); reference "
+                         "models need at least 2 (raise data.shadow_size or the known records)")
+    rng = np.random.default_rng(seed)
+    if len(pool) % 2:
+        droppable = pool if keep is None else np.setdiff1d(pool, keep)
+        pool = np.setdiff1d(pool, rng.choice(droppable, 1))
+    half = len(pool) // 2
+    sets = []
+    for _ in range(k // 2):
+        order = rng.permutation(pool)
+        sets += [np.sort(order[:half]), np.sort(order[half:])]
+    return sets
+
+
+def membership_matrix(records: np.ndarray, train_sets: list[np.ndarray]) -> np.ndarray:
+    """(N, K) bool: whether reference k trained on record n."""
+    return np.stack([np.isin(records, s) for s in train_sets], axis=1)
+
+
+def vectorisable(model: nn.Module) -> bool:
+    """Whether K copies can be trained as one vmap-ed model: no buffers (BatchNorm) and no
+    randomness (dropout) that sequential training would draw differently."""
+    return (not any(True for _ in model.buffers())
+            and not any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules()))
+
+
+def _optimizer(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer of fedattack.training.make_optimizer, on raw tensors."""
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                           weight_decay=cfg.weight_decay)
+
+
+def train_sequential(models: list[nn.Module], dataset, train_sets: list[np.ndarray],
+                     seeds: list[int], cfg: TrainConfig, epochs: int,
+                     device: torch.device) -> list[nn.Module]:
+    """Train each model in turn with train_model (seed_k shuffles reference k)."""
+    for model, idx, seed in zip(models, train_sets, seeds, strict=True):
+        train_model(model, dataset, idx, None, cfg, epochs, device, seed)
+    return [m.cpu() for m in models]
+
+
+def train_vectorised(models: list[nn.Module], dataset, train_sets: list[np.ndarray],
+                     seeds: list[int], cfg: TrainConfig, epochs: int,
+                     device: torch.device) -> list[nn.Module]:
+    """Train the K models together, as train_sequential would one by one (see module doc)."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    sizes = {len(s) for s in train_sets}
+    if len(sizes) != 1:
+        raise ValueError(f"vectorised training needs equal training sets, got sizes {sizes}")
+    if not all(vectorisable(m) for m in models):
+        raise ValueError("vectorised training needs models without buffers or dropout")
+    (n,) = sizes
+    models = [m.to(device) for m in models]
+    stacked, _ = stack_module_state(models)
+    params = {name: p.detach().clone().requires_grad_(True) for name, p in stacked.items()}
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def loss(p: dict, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(functional_call(base, p, (x,)), y)
+
+    losses = vmap(loss)
+    optimizer = _optimizer(list(params.values()), cfg)
+    sets = [np.asarray(s, np.int64) for s in train_sets]
+    for epoch in range(epochs):
+        set_lr(optimizer, lr_at(cfg, epoch))
+        orders = np.stack([s[torch.randperm(n, generator=epoch_generator(seed, epoch)).numpy()]
+                           for s, seed in zip(sets, seeds, strict=True)])
+        for start in range(0, n, cfg.batch_size):
+            batch = orders[:, start: start + cfg.batch_size]
+            x, y = dataset.batch(batch.reshape(-1))
+            x = x.to(device).reshape(*batch.shape, *x.shape[1:])
+            y = y.to(device).reshape(batch.shape)
+            optimizer.zero_grad(set_to_none=True)
+            losses(params, x, y).sum().backward()  # sum: each model gets its own gradient
+            optimizer.step()
+    for k, model in enumerate(models):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(params[name][k])
+    return [m.cpu() for m in models]
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """Everything that determines a reference set; `key()` names its cache folder."""
+
+    dataset: str  # the dataset's name and a digest of its contents
+    arch: dict
+    recipe: dict
+    epochs: int
+    seeds: tuple[int, ...]
+    train_sets: tuple[np.ndarray, ...]
+
+    def describe(self) -> dict:
+        return {"version": CACHE_VERSION, "dataset": self.dataset, "arch": self.arch,
+                "recipe": self.recipe, "epochs": self.epochs, "seeds": list(self.seeds),
+                "train_sets": [{"size": len(s), "sha256": _digest(s)} for s in self.train_sets]}
+
+    def key(self) -> str:
+        text = json.dumps(self.describe(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _digest(indices: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
+
+
+def dataset_digest(dataset) -> str:
+    h = hashlib.sha256()
+    for arr in (dataset.x, dataset.y):
+        h.update(str((arr.dtype, arr.shape)).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return f"{dataset.name}:{h.hexdigest()[:32]}"
+
+
+def cache_root(run_dir: Path) -> Path:
+    """The campaign folder when run_dir is one of its experiments, else run_dir."""
+    parent = Path(run_dir).parent
+    return parent if (parent / CAMPAIGN_FILE).is_file() else Path(run_dir)
+
+
+class ReferenceSet:
+    """K trained reference models, loaded from the cache or trained (and then cached)."""
+
+    def __init__(self, spec: ReferenceSpec, models: list[nn.Module], trained: bool,
+                 seconds: float) -> None:
+        self.spec, self.models, self.trained, self.seconds = spec, models, trained, seconds
+
+    @classmethod
+    def obtain(cls, spec: ReferenceSpec, build: Callable[[int], nn.Module], dataset,
+               cfg: TrainConfig, device: torch.device, root: Path, vectorised: bool = True,
+               log: Callable[[str], None] = print) -> ReferenceSet:
+        """The reference set of `spec`: read from ``root/references/<key>`` when there, else
+        trained (vectorised when the model allows and `vectorised`) and written there."""
+        folder = inside(root, Path(CACHE_DIR) / spec.key())
+        weights, meta = folder / "weights.npz", folder / "reference.json"
+        started = time.perf_counter()
+        if weights.is_file() and meta.is_file() and read_json(meta) == spec.describe():
+            models = [build(seed) for seed in spec.seeds]
+            with np.load(weights, allow_pickle=False) as stored:
+                for k, model in enumerate(models):
+                    state = model.state_dict()
+                    model.load_state_dict({name: torch.from_numpy(stored[f"{k}/{name}"])
+                                           for name in state})
+            log(f"  reference models: {len(models)} read from the cache {folder}")
+            return cls(spec, models, False, time.perf_counter() - started)
+        models = [build(seed) for seed in spec.seeds]
+        together = vectorised and all(vectorisable(m) for m in models)
+        log(f"  reference models: training {len(models)} "
+            f"{'together (vectorised)' if together else 'one after the other'} on "
+            f"{len(spec.train_sets[0])} records each, {spec.epochs} epochs")
+        train = train_vectorised if together else train_sequential
+        models = train(models, dataset, list(spec.train_sets), list(spec.seeds), cfg,
+                       spec.epochs, device)
+        from fedattack.data.registry import save_npz
+
+        folder.mkdir(parents=True, exist_ok=True)
+        save_npz(weights, **{f"{k}/{name}": v.detach().cpu().numpy()
+                             for k, m in enumerate(models) for name, v in m.state_dict().items()})
+        write_json(meta, spec.describe())  # written last: a set without it is not trusted
+        return cls(spec, models, True, time.perf_counter() - started)
+
+
+@torch.no_grad()
+def logits_of(models: list[nn.Module], dataset, indices: np.ndarray, device: torch.device,
+              batch_size: int = 1024) -> np.ndarray:
+    """(M, N, C) float64 logits of M models on the records at `indices`, in eval mode."""
+    out = []
+    for model in models:
+        was = model.training
+        model.eval().to(device)
+        rows = []
+        for start in range(0, len(indices), batch_size):
+            x, _ = dataset.batch(np.asarray(indices[start: start + batch_size]))
+            rows.append(model(x.to(device)).double().cpu())
+        model.train(was)
+        out.append(torch.cat(rows).numpy())
+    return np.stack(out)
+
+
+REFERENCE_ATTACKS = ("lira-offline", "lira-online", "rmia-offline", "rmia-online")
+
+
+def reference_epochs(exp) -> int:
+    """Epochs of a reference: `attack.references.epochs`, else the target's (federated:
+    rounds * local epochs; fine-tuning: the base epochs plus the fine-tuning epochs)."""
+    ref = exp.attack.references if exp.attack is not None else None
+    if ref is not None and ref.epochs is not None:
+        return ref.epochs
+    if exp.scenario == "federated":
+        return exp.federation.rounds * exp.federation.local_epochs
+    if exp.scenario == "finetune":
+        return exp.training.epochs + exp.training.finetune_epochs
+    return exp.training.epochs
+
+
+def population(knowledge) -> np.ndarray:
+    """The attacker's population: shadow, known members and known non-members, unlabelled;
+    never a target."""
+    pool = np.unique(np.concatenate([knowledge.shadow, knowledge.known_members,
+                                     knowledge.known_nonmembers]).astype(np.int64))
+    if np.isin(pool, knowledge.targets).any():
+        raise ValueError("the attacker's population overlaps the targets")
+    return pool
+
+
+def reference_plan(name: str, exp, knowledge, dataset) -> ReferenceSpec:
+    """The reference set attack `name` needs: offline on the population, online on the
+    population and the targets; seeds and halves drawn from the experiment's seed."""
+    from fedattack.config import AttackConfig
+
+    cfg = (exp.attack or AttackConfig()).references
+    online = name.endswith("-online")
+    pool = population(knowledge)
+    if online:
+        pool = np.union1d(pool, knowledge.targets)
+    train_sets = paired_halves(pool, cfg.models, exp.seed + 4099 + online, keep=knowledge.targets)
+    if not online:
+        assert not any(np.isin(knowledge.targets, s).any() for s in train_sets), \
+            "an offline reference model would train on a target"
+    seeds = tuple(exp.seed + 5000 + 100 * online + k for k in range(cfg.models))
+    arch = {"arch": exp.model.arch, "activation": exp.model.activation,
+            "input_shape": list(dataset.input_shape),
+            "classes": exp.output_classes(dataset.num_classes)}
+    return ReferenceSpec(dataset_digest(dataset), arch, exp.training.model_dump(mode="json"),
+                         reference_epochs(exp), seeds, tuple(train_sets))
+
+
+def reference_attack(name: str, exp, run_dir: Path, knowledge, dataset,
+                     target_model: nn.Module, device: torch.device,
+                     log: Callable[[str], None] = print) -> tuple[np.ndarray, dict]:
+    """Scores of LiRA or RMIA (`name` in REFERENCE_ATTACKS) on the knowledge's targets against
+    `target_model`, and what the run should record about the reference models."""
+    from fedattack.attacks.lira import lira_offline, lira_online, logit_confidence
+    from fedattack.attacks.rmia import rmia_scores, true_class_probability, tune_a
+    from fedattack.config import AttackConfig
+    from fedattack.experiment import initial_model
+
+    if name not in REFERENCE_ATTACKS:
+        raise ValueError(f"unknown reference attack {name!r}; known: {REFERENCE_ATTACKS}")
+    cfg = (exp.attack or AttackConfig()).references
+    spec = reference_plan(name, exp, knowledge, dataset)
+    refs = ReferenceSet.obtain(
+        spec, lambda seed: initial_model(exp.model_copy(update={"seed": seed}), dataset),
+        dataset, exp.training, device, cache_root(run_dir), cfg.vectorised, log)
+    targets, pool = knowledge.targets, population(knowledge)
+    records = np.concatenate([targets, pool])
+    labels = dataset.y[records]
+    target_logits = logits_of([target_model], dataset, records, device)[0]
+    ref_logits = logits_of(refs.models, dataset, records, device)  # (K, N, C)
+    inside_ = membership_matrix(records, list(spec.train_sets))  # (N, K)
+    n = len(targets)
+    extra = {"reference_models": len(refs.models), "reference_records": len(spec.train_sets[0]),
+             "reference_epochs": spec.epochs, "reference_cached": not refs.trained,
+             "reference_time_s": round(refs.seconds, 2)}
+    if name.startswith("lira"):
+        t = logit_confidence(target_logits, labels)[:n]
+        r = logit_confidence(ref_logits, labels).T[:n]
+        if name == "lira-offline":
+            scores = lira_offline(t, r, cfg.variance, out_mask=~inside_[:n])
+        else:
+            scores = lira_online(t, r, inside_[:n], cfg.variance)
+        return scores, {**extra, "variance": cfg.variance}
+    p = true_class_probability(target_logits, labels)
+    r = true_class_probability(ref_logits, labels).T
+    z = np.arange(n, len(records))
+    if cfg.population is not None and cfg.population < len(z):
+        z = np.sort(np.random.default_rng(exp.seed + 6007).choice(z, cfg.population,
+                                                                   replace=False))
+    if name == "rmia-offline":
+        a = cfg.a
+        if a is None:
+            a, aucs = tune_a(r[n:], inside_[n:], 0, 1, cfg.gamma)
+            extra["a_auc"] = aucs
+        scores = rmia_scores(p[:n], r[:n], p[z], r[z], cfg.gamma, a, inside_[:n], inside_[z])
+        return scores, {**extra, "a": a, "gamma": cfg.gamma, "population_z": len(z)}
+    scores = rmia_scores(p[:n], r[:n], p[z], r[z], cfg.gamma, None)
+    return scores, {**extra, "gamma": cfg.gamma, "population_z": len(z)}

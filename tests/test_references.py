@@ -1,0 +1,178 @@
+"""Reference models of LiRA and RMIA: the data they train on, vectorised training, the cache."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from fedattack.attacks.references import (
+    ReferenceSet,
+    ReferenceSpec,
+    cache_root,
+    dataset_digest,
+    membership_matrix,
+    paired_halves,
+    reference_plan,
+    train_sequential,
+    train_vectorised,
+    vectorisable,
+)
+from fedattack.config import Experiment, TrainConfig
+from fedattack.data import Knowledge
+from fedattack.io import read_json, write_json
+from fedattack.models.cnn import SmallCNN
+from fedattack.models.fc import FCNet
+
+
+@dataclass(frozen=True, eq=False)
+class Blobs:
+    """A small classification dataset with the Dataset interface the trainers use."""
+
+    x: np.ndarray
+    y: np.ndarray
+    name: str = "blobs"
+
+    def batch(self, idx):
+        return torch.from_numpy(self.x[idx]), torch.from_numpy(self.y[idx])
+
+
+def blobs(n: int = 400, d: int = 12, classes: int = 5) -> Blobs:
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, classes, n)
+    centres = rng.normal(0, 1, (classes, d))
+    return Blobs((centres[y] + rng.normal(0, 1.0, (n, d))).astype(np.float32), y.astype(np.int64))
+
+
+def build(seed: int) -> FCNet:
+    torch.manual_seed(seed)
+    return FCNet(12, 5, "tanh", hidden=(16, 8))
+
+
+def test_paired_halves_put_every_record_in_exactly_half_of_the_references():
+    pool = np.arange(100, 201)  # 101 records: one is dropped
+    sets = paired_halves(pool, 6, seed=1)
+    assert [len(s) for s in sets] == [50] * 6
+    inside = membership_matrix(pool, sets)
+    assert sorted(inside.sum(axis=1)) == [0] + [3] * 100  # one record dropped, once
+    assert all(np.isin(s, pool).all() for s in sets)
+    assert all((a == b).all() for a, b in zip(sets, paired_halves(pool, 6, seed=1), strict=True))
+    with pytest.raises(ValueError, match="even"):
+        paired_halves(pool, 3, seed=1)
+
+
+@pytest.mark.parametrize("recipe", [
+    {"optimizer": "adam", "lr": 1e-2, "batch_size": 16},
+    {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "batch_size": 24,
+     "lr_milestones": [2], "lr_gamma": 0.5},
+])
+def test_vectorised_references_equal_sequential_ones(recipe):
+    data, cfg = blobs(), TrainConfig(**recipe)
+    sets = paired_halves(np.arange(400), 4, seed=0)
+    seeds = [11, 12, 13, 14]
+    device = torch.device("cpu")
+    together = train_vectorised([build(s) for s in seeds], data, sets, seeds, cfg, 3, device)
+    apart = train_sequential([build(s) for s in seeds], data, sets, seeds, cfg, 3, device)
+    for a, b in zip(together, apart, strict=True):
+        for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+            torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5, msg=name)
+    # and training did move them: the references differ from their initialisation
+    assert not torch.allclose(together[0].classifier.weight, build(11).classifier.weight)
+
+
+def test_models_with_buffers_are_not_vectorised():
+    assert vectorisable(build(0))
+    assert vectorisable(SmallCNN((1, 28, 28), 10))
+    assert not vectorisable(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)))
+    assert not vectorisable(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5)))
+    with pytest.raises(ValueError, match="equal training sets"):
+        train_vectorised([build(1), build(2)], blobs(), [np.arange(10), np.arange(11)], [1, 2],
+                         TrainConfig(), 1, torch.device("cpu"))
+
+
+def spec_of(data, seeds=(1, 2), lr=1e-2, epochs=2, sets=None) -> ReferenceSpec:
+    sets = sets or paired_halves(np.arange(200), len(seeds), seed=0)
+    return ReferenceSpec(dataset_digest(data), {"arch": "fc-tiny"},
+                         TrainConfig(lr=lr).model_dump(mode="json"), epochs, tuple(seeds),
+                         tuple(sets))
+
+
+def obtain(spec, data, root, lr=1e-2):
+    return ReferenceSet.obtain(spec, build, data, TrainConfig(lr=lr), torch.device("cpu"),
+                               root, log=lambda _: None)
+
+
+def test_the_cache_is_reused_and_invalidated_by_every_determining_input(tmp_path):
+    data = blobs()
+    first = obtain(spec_of(data), data, tmp_path)
+    again = obtain(spec_of(data), data, tmp_path)
+    assert first.trained and not again.trained
+    for a, b in zip(first.models, again.models, strict=True):
+        for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+            assert torch.equal(pa, pb)
+    other_sets = paired_halves(np.arange(1, 201), 2, seed=0)
+    changed = {
+        "seed": spec_of(data, seeds=(1, 3)),
+        "recipe": spec_of(data, lr=2e-2),
+        "epochs": spec_of(data, epochs=3),
+        "indices": spec_of(data, sets=other_sets),
+        "dataset": spec_of(Blobs(data.x + 1, data.y)),
+    }
+    keys = {spec_of(data).key()} | {s.key() for s in changed.values()}
+    assert len(keys) == len(changed) + 1
+    for what, spec in changed.items():
+        assert obtain(spec, data, tmp_path).trained, what
+        assert not obtain(spec, data, tmp_path).trained, what
+    # a cache entry whose description does not match is not trusted
+    meta = tmp_path / "references" / spec_of(data).key() / "reference.json"
+    write_json(meta, {**read_json(meta), "epochs": 99})
+    assert obtain(spec_of(data), data, tmp_path).trained
+
+
+def test_the_cache_lies_in_the_campaign_folder_when_there_is_one(tmp_path):
+    run = tmp_path / "campaign" / "exp"
+    run.mkdir(parents=True)
+    assert cache_root(run) == run
+    (tmp_path / "campaign" / "campaign.yaml").write_text("campaign: x\n")
+    assert cache_root(run) == tmp_path / "campaign"
+
+
+def experiment() -> Experiment:
+    return Experiment(name="refs", seed=4, scenario="standalone",
+                      data={"dataset": "purchase100-synth", "train_size": 100,
+                            "nonmember_size": 200, "shadow_size": 60},
+                      attack={"attacks": ["lira-offline"], "references": {"models": 4}})
+
+
+class FakeDataset:
+    name, input_shape, num_classes = "fake", (600,), 100
+    x = np.zeros((10, 600), np.uint8)
+    y = np.zeros(10, np.int64)
+
+
+def test_offline_references_never_train_on_targets_and_online_ones_on_half():
+    rng = np.random.default_rng(0)
+    order = rng.permutation(1000)
+    know = Knowledge("all", known_members=np.sort(order[:50]),
+                     known_nonmembers=np.sort(order[50:100]), shadow=np.sort(order[100:160]),
+                     targets=np.sort(order[160:260]))
+    exp = experiment()
+    offline = reference_plan("lira-offline", exp, know, FakeDataset())
+    population = np.concatenate([know.shadow, know.known_members, know.known_nonmembers])
+    for s in offline.train_sets:
+        assert not np.isin(s, know.targets).any()
+        assert np.isin(s, population).all() and len(s) == 80
+    online = reference_plan("rmia-online", exp, know, FakeDataset())
+    inside = membership_matrix(know.targets, list(online.train_sets))
+    assert (inside.sum(axis=1) == 2).all()  # every target IN exactly 2 of the 4
+    assert offline.key() != online.key()
+    assert reference_plan("rmia-offline", exp, know, FakeDataset()).key() == offline.key()
+
+
+def test_the_reference_count_is_even_and_at_least_two():
+    from fedattack.config import ReferenceConfig
+
+    assert ReferenceConfig(models=4).models == 4
+    for bad in (1, 3):
+        with pytest.raises(ValueError, match="multiple"):
+            ReferenceConfig(models=bad)
