@@ -15,7 +15,7 @@ from fedattack.campaign import (
 )
 from fedattack.config import ConfigError, Experiment, is_campaign, load_yaml, parse_experiment
 from fedattack.io import CorruptedFile, UnsafePath, child_dir
-from fedattack.reporting import markdown_table
+from fedattack.reporting import markdown_table, undertrained_warnings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fedattack: federated-learning privacy attacks on Flower.")
@@ -89,6 +89,8 @@ def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose
                f"results in {out_dir}")
     if records:
         typer.echo(campaign_markdown(records, over_seeds(plan, records)))
+    for line in undertrained_warnings(records):
+        typer.echo(line, err=True)
 
 
 def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose: bool) -> None:
@@ -105,6 +107,8 @@ def report_run(exp: Experiment, run_dir: Path, record: dict, results: list[dict]
                f"test accuracy {last['test_accuracy']:.3f}; run directory {run_dir}")
     if results:
         typer.echo(markdown_table(results))
+    for line in undertrained_warnings(results):
+        typer.echo(line, err=True)
 
 
 @app.command("deploy-local")

@@ -196,6 +196,7 @@ ATTACK_NAMES = (
     "unsupervised",  # encoder-decoder + spectral clustering, no membership knowledge
     "threshold-loss",
     "threshold-confidence",
+    "threshold-logit-confidence",  # log(p / (1 - p)) of the true class, from the logits (LiRA)
     "threshold-entropy",
     "lira-offline", "lira-online",  # Carlini et al. 2022, against reference models
     "rmia-offline", "rmia-online",  # Zarifzadeh et al. 2024, against reference models
@@ -244,7 +245,25 @@ class AttackConfig(Strict):
         "'recorded': every recorded round",
     )
     features: FeatureConfig = FeatureConfig()
-    epochs: PositiveInt = 100
+    epochs: PositiveInt = Field(
+        default=100, description="upper bound on the attack network's training epochs"
+    )
+    patience: PositiveInt = Field(
+        default=10, description="stop after this many epochs without a better validation AUC "
+        "(the best epoch is restored)"
+    )
+    init: Literal["default", "paper"] = Field(
+        default="default", description="the attack network's initialisation: PyTorch's "
+        "default, or the paper's N(0, 0.01) (whose initial logits are within 1e-6 of 0)"
+    )
+    standardise: Literal["component", "coordinate", "none"] = Field(
+        default="component", description="attack features shifted and scaled by statistics of "
+        "the known training records: one mean and deviation per component, or per coordinate"
+    )
+    balance_classes: bool = Field(
+        default=True, description="train the attack on members and non-members weighted to the "
+        "same class distribution, so that the label alone says nothing about membership"
+    )
     lr: Annotated[float, Field(gt=0)] = 1e-4
     batch_size: PositiveInt = 64
     kernels: PositiveInt = Field(default=1000, description="kernels of each gradient component")

@@ -18,7 +18,9 @@ order) the attacker computes, in one forward and one backward pass per snapshot:
   ResNet block's second convolution ``relu(bn(conv(x)) + shortcut)``. A layer no activation
   follows (the output layer: its logits; the prediction vector is ``output``) gives its own
   output. See :class:`_FollowToActivation`.
-- ``output``: softmax probabilities ``(T, C)``; ``loss``: per-example cross-entropy ``(T, 1)``;
+- ``output``: softmax probabilities ``(T, C)``; ``loss``: per-example cross-entropy ``(T, 1)``
+  (computed in float64 from the logits, so a confidently correct record's loss is a small
+  positive number, not the 0 of a float32 log-softmax, before it is stored as float32);
   ``label``: the one-hot true label ``(C,)`` (the same for every snapshot).
 
 Layers are addressed by name or by index into :func:`fedattack.models.layer_names` (the
@@ -201,6 +203,32 @@ def per_example_grads_loop(
     return {n: torch.cat(rows[n]) for n in names}
 
 
+def true_class_logit_confidence(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``log(p_y / (1 - p_y))`` of the true class, in float64, computed stably from the logits:
+    ``z_y - logsumexp_{j != y} z_j`` (no probability is formed, so it never saturates)."""
+    logits = logits.double()
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], -math.inf)
+    return true - others.logsumexp(1)
+
+
+def prediction_summaries(logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-record float64 ``loss``, ``confidence``, ``logit_confidence`` and ``entropy`` from
+    (n, C) logits, all from the log-softmax of the float64 logits. The loss is
+    ``softplus(-logit_confidence)``, which equals ``-log p_y`` and stays positive (about
+    ``exp(-margin)``) for a confidently correct record where ``-log_softmax`` in float32 rounds
+    to exactly 0."""
+    logits = logits.double()
+    log_probs = logits.log_softmax(-1)
+    logit_confidence = true_class_logit_confidence(logits, y)
+    return {
+        "loss": F.softplus(-logit_confidence, threshold=float("inf")),
+        "confidence": torch.sigmoid(logit_confidence),
+        "logit_confidence": logit_confidence,
+        "entropy": -(log_probs.exp() * log_probs).sum(-1) / math.log(logits.shape[-1]),
+    }
+
+
 def normalised_entropy(probs: torch.Tensor) -> torch.Tensor:
     """Prediction uncertainty, eq. (5) of Nasr et al.: ``-sum_i p_i log p_i / log K`` over the
     last axis (the paper prints it without the minus sign); 1 for uniform, 0 for one-hot."""
@@ -258,7 +286,7 @@ class _Pass:
     """What one snapshot yields for one chunk of records."""
 
     logits: torch.Tensor  # (n, C)
-    loss: torch.Tensor  # (n,)
+    loss: torch.Tensor  # (n,) float64, never rounded to 0 (see prediction_summaries)
     grads: dict[str, _DenseGrad | _OuterGrad]  # layer -> its per-example gradients
     acts: dict[str, torch.Tensor]  # layer -> (n, d)
 
@@ -504,17 +532,20 @@ class FeatureExtractor:
         return FeatureCache(path, verify=False)  # its checksums were just computed
 
     def scalar_summaries(self, dataset: Dataset, indices: np.ndarray) -> dict[str, np.ndarray]:
-        """Per record and snapshot, ``(N, T)`` float32 arrays: ``loss``, ``correct`` (1 if the
-        argmax is the true label), ``confidence`` (probability of the true label), ``entropy``
-        (normalised, eq. 5) and, when the spec selects gradient layers, ``grad_norm`` (the L2
-        norm of the gradients of all selected layers together, weights and biases). These are
-        what the unsupervised attack's decoder reconstructs. Streamed chunk by chunk."""
+        """Per record and snapshot, ``(N, T)`` float64 arrays: ``loss``, ``correct`` (1 if the
+        argmax is the true label), ``confidence`` (probability of the true label),
+        ``logit_confidence`` (``log(p / (1 - p))`` of the true label), ``entropy`` (normalised,
+        eq. 5), all from the float64 log-softmax of the logits (:func:`prediction_summaries`),
+        and, when the spec selects gradient layers, ``grad_norm`` (the L2 norm of the gradients
+        of all selected layers together, weights and biases). ``loss``, ``correct``,
+        ``confidence``, ``entropy`` and ``grad_norm`` are what the unsupervised attack's decoder
+        reconstructs. Streamed chunk by chunk."""
         indices = _as_indices(indices)
         T, step = len(self._snapshots), self.chunk_size()
-        keys = ["loss", "correct", "confidence", "entropy"]
+        keys = ["loss", "correct", "confidence", "logit_confidence", "entropy"]
         if self.grad_layers:
             keys.append("grad_norm")
-        out = {k: np.empty((len(indices), T), dtype=np.float32) for k in keys}
+        out = {k: np.empty((len(indices), T), dtype=np.float64) for k in keys}
         for start in range(0, len(indices), step):
             idx = indices[start : start + step]
             x, y = dataset.batch(idx)
@@ -522,15 +553,14 @@ class FeatureExtractor:
             rows = slice(start, start + len(idx))
             for t in range(T):
                 p = self._snapshot_pass(t, x, y, self.grad_layers, ())
-                probs = p.logits.softmax(-1)
                 values = {
-                    "loss": p.loss,
-                    "correct": (p.logits.argmax(-1) == y).float(),
-                    "confidence": probs.gather(1, y[:, None]).squeeze(1),
-                    "entropy": normalised_entropy(probs),
+                    "correct": (p.logits.argmax(-1) == y).double(),
+                    **prediction_summaries(p.logits, y),
                 }
                 if self.grad_layers:
-                    values["grad_norm"] = sum(g.squared_norm() for g in p.grads.values()).sqrt()
+                    values["grad_norm"] = (
+                        sum(g.squared_norm().double() for g in p.grads.values()).sqrt()
+                    )
                 for k, v in values.items():
                     out[k][rows, t] = v.cpu().numpy()
         return out
@@ -603,7 +633,7 @@ class FeatureExtractor:
             )(diff, x, y)
         return _Pass(
             logits=logits,
-            loss=loss,
+            loss=prediction_summaries(logits, y)["loss"],
             grads={
                 n: _DenseGrad(grads[f"{n}.weight"], grads.get(f"{n}.bias")) for n in grad_layers
             },
@@ -660,7 +690,7 @@ class FeatureExtractor:
         """The pass of a batched forward: per-example loss, activations flattened."""
         return _Pass(
             logits=logits,
-            loss=F.cross_entropy(logits, y, reduction="none"),
+            loss=prediction_summaries(logits, y)["loss"],
             grads=grads,
             acts={n: captured[n].detach().flatten(1) for n in act_layers},
         )

@@ -20,6 +20,7 @@ import torch
 from fedattack import reporting
 from fedattack.attacks import ThresholdAttack, UnsupervisedAttack, WhiteBoxAttack
 from fedattack.attacks.references import REFERENCE_ATTACKS, reference_attack
+from fedattack.attacks.threshold import threshold_scores
 from fedattack.config import AttackConfig, Experiment
 from fedattack.data import (
     Dataset,
@@ -47,6 +48,7 @@ KNOWLEDGE_OF = {
     "shadow": "shadow", "unsupervised": "unsupervised", "threshold-loss": "supervised",
     "threshold-confidence": "supervised", "threshold-entropy": "supervised",
     **dict.fromkeys(REFERENCE_ATTACKS, "reference"),  # population records, unlabelled
+    "threshold-logit-confidence": "supervised",
 }
 
 
@@ -71,6 +73,21 @@ class AttackOutcome:
     predictions: np.ndarray | None = None
     threshold: float = 0.5
     extra: dict | None = None
+    training: dict | None = None  # a learnt attack's training record (see training_record)
+
+
+LOSS_ONLY = FeatureSpec(gradients=(), activations=(), output=False, loss=True, label=False)
+TRAINING_KEYS = ("best_epoch", "epochs_trained", "val_auc", "threshold_loss_val_auc",
+                 "undertrained", "history")
+
+
+def training_record(attack: WhiteBoxAttack) -> dict:
+    """How a learnt attack trained, for results.json: its best epoch and the epochs it ran, its
+    best validation AUC, the loss threshold's AUC on the same held-out known records, whether it
+    fell below that (``undertrained``), and the per-epoch history."""
+    return {"best_epoch": attack.best_epoch_, "epochs_trained": len(attack.history_),
+            "val_auc": attack.val_auc_, "threshold_loss_val_auc": attack.reference_val_auc_,
+            "undertrained": attack.undertrained_, "history": attack.history_}
 
 
 def load_models(view: View, records, exp: Experiment, dataset: Dataset) -> list[torch.nn.Module]:
@@ -152,27 +169,43 @@ class AttackRunner:
         path = self.run_dir / "features" / self.knowledge.victim / name
         return self.extractor(spec, models).cache(self.dataset, indices, path)
 
+    def classes(self, member_indices: np.ndarray, nonmember_indices: np.ndarray):
+        """The class labels of known members and non-members, for class-balanced training
+        (None when ``attack.balance_classes`` is off)."""
+        if not self.cfg.balance_classes:
+            return None
+        y = np.asarray(self.dataset.y)
+        return y[member_indices], y[nonmember_indices]
+
+    def loss_scores(self, indices: np.ndarray, models=None) -> np.ndarray:
+        """The loss threshold's scores (-loss at the last snapshot) of dataset records."""
+        summaries = self.extractor(LOSS_ONLY, models).scalar_summaries(self.dataset, indices)
+        return threshold_scores(summaries, "loss")
+
     def supervised(self, name: str, spec: FeatureSpec) -> AttackOutcome:
         k = self.knowledge
         members = self.features(f"{name}-known-members", spec, k.known_members)
         nonmembers = self.features(f"{name}-known-nonmembers", spec, k.known_nonmembers)
-        attack = self.whitebox_attack(name).fit(members, nonmembers)
+        reference = (self.loss_scores(k.known_members), self.loss_scores(k.known_nonmembers))
+        attack = self.whitebox_attack(name).fit(
+            members, nonmembers, reference=reference,
+            classes=self.classes(k.known_members, k.known_nonmembers))
         targets = self.features(f"{name}-targets", spec, k.targets)
-        return AttackOutcome(name, describe(spec), attack.predict_proba(targets),
-                             extra={"best_epoch": attack.best_epoch_})
+        return AttackOutcome(name, describe(spec), attack.decision_function(targets),
+                             threshold=0.0, training=training_record(attack))
 
     def whitebox_attack(self, name: str) -> WhiteBoxAttack:
         c = self.cfg
 
         def on_epoch(entry: dict) -> None:
             if entry["epoch"] % 10 == 0 or entry["epoch"] == c.epochs:
-                acc = entry.get("val_accuracy")
-                self.log(f"  {name}: epoch {entry['epoch']}/{c.epochs}"
-                         + (f", validation accuracy {acc:.3f}" if acc is not None else ""))
+                self.log(f"  {name}: epoch {entry['epoch']}/{c.epochs} (at most), validation "
+                         f"AUC {entry['val_auc']:.3f}, accuracy {entry['val_accuracy']:.3f}")
 
         return WhiteBoxAttack(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
-                              kernels=c.kernels, device=self.device, seed=self.exp.seed,
-                              validation_fraction=c.validation_fraction, on_epoch=on_epoch)
+                              kernels=c.kernels, patience=c.patience, device=self.device,
+                              seed=self.exp.seed, validation_fraction=c.validation_fraction,
+                              on_epoch=on_epoch, init=c.init, standardise=c.standardise)
 
     def threshold(self, kind: str) -> AttackOutcome:
         ex, k = self.extractor(self.spec), self.knowledge
@@ -204,18 +237,25 @@ class AttackRunner:
         if len(shadow) < 4:
             raise ValueError("the shadow attack needs data.shadow_size >= 4 records")
         rng = np.random.default_rng(self.exp.seed + 7)
-        members, nonmembers = [], []
+        members, nonmembers, member_loss, nonmember_loss, ins, outs = [], [], [], [], [], []
         for s in range(self.cfg.shadow_models):
             order = rng.permutation(shadow)
             s_in, s_out = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2:])
             model = self.train_shadow(s, s_in, s_out)
             members.append(self.features(f"shadow{s}-in", self.spec, s_in, [model]))
             nonmembers.append(self.features(f"shadow{s}-out", self.spec, s_out, [model]))
-        attack = self.whitebox_attack("shadow").fit(ConcatSource(members),
-                                                    ConcatSource(nonmembers))
+            ins.append(s_in)
+            outs.append(s_out)
+            member_loss.append(self.loss_scores(s_in, [model]))
+            nonmember_loss.append(self.loss_scores(s_out, [model]))
+        reference = (np.concatenate(member_loss), np.concatenate(nonmember_loss))
+        ins, outs = np.concatenate(ins), np.concatenate(outs)
+        attack = self.whitebox_attack("shadow").fit(
+            ConcatSource(members), ConcatSource(nonmembers), reference=reference,
+            classes=self.classes(ins, outs))
         targets = self.features("shadow-targets", self.spec, self.knowledge.targets)
-        return AttackOutcome("shadow", describe(self.spec), attack.predict_proba(targets),
-                             extra={"best_epoch": attack.best_epoch_})
+        return AttackOutcome("shadow", describe(self.spec), attack.decision_function(targets),
+                             threshold=0.0, training=training_record(attack))
 
     def train_shadow(self, s: int, s_in: np.ndarray, s_out: np.ndarray) -> torch.nn.Module:
         self.log(f"  shadow model {s}: training on {len(s_in)} records")
@@ -348,7 +388,8 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
         metrics, curve = evaluate(run_dir, knowledge, outcome, seed=exp.seed)
         labels = curve.pop("labels")
         curves[name] = {**curve, "scores": outcome.scores, "predictions": outcome.predictions,
-                        "threshold": outcome.threshold, "extra": outcome.extra or {}}
+                        "threshold": outcome.threshold, "extra": outcome.extra or {},
+                        "training": outcome.training}
         results.append({
             "experiment": exp.name, "scenario": exp.scenario, "attacker": obs.attacker,
             "mode": obs.mode, "knowledge": KNOWLEDGE_OF[name], "attack": name,
@@ -360,6 +401,7 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
             **isolated_accuracy(run_record, victim),
             "epsilon": run_record.get("epsilon"),  # DP-SGD of the honest participants, if any
             "attack_time_s": round(time.perf_counter() - started, 2),
+            **(outcome.training or {}),
         })
     summaries = runner.extractor(runner.spec).scalar_summaries(dataset, knowledge.targets)
     return results, VictimReport(victim, obs.labels, curves, labels, dataset.y[knowledge.targets],
@@ -402,6 +444,11 @@ def average_over_victims(results: list[dict], victims: list[str],
             usable = mean[key] is not None and drawn and all(d is not None for d in drawn)
             mean[f"{key}_ci"] = (list(percentile_interval(np.mean(drawn, axis=0)))
                                  if usable else None)
+        if "undertrained" in rows[0]:  # per-victim training records stay in the victims' rows
+            for key in TRAINING_KEYS:
+                mean.pop(key, None)
+            flags = [r["undertrained"] for r in rows if r["undertrained"] is not None]
+            mean["undertrained"] = any(flags) if flags else None
         averaged.append(mean)
     return averaged
 
@@ -458,6 +505,9 @@ def write_victim_figures(run_dir: Path, exp: Experiment, report: VictimReport,
                                          report.labels, figures / "unsupervised_embedding.png",
                                          "encoder output", f"{title}: unsupervised embedding")
     for name, curve in report.curves.items():
+        if curve.get("training"):
+            reporting.plot_training(curve["training"], figures / f"training-{name}.png",
+                                    f"{title}: {name} attack training")
         predictions = curve["predictions"]
         if predictions is None:
             predictions = (curve["scores"] >= curve["threshold"]).astype(int)

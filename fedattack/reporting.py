@@ -211,3 +211,42 @@ def plot_series(entries: Sequence[dict], keys: Sequence[str], path: str | Path,
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_training(training: dict, path: str | Path, title: str) -> None:
+    """A learnt attack's training: train and validation loss (left), train and validation AUC
+    with the loss threshold's validation AUC on the same held-out records (right), per epoch;
+    the restored best epoch marked."""
+    plt = _pyplot()
+    history = training["history"]
+    epochs = [h["epoch"] for h in history]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric, label in ((left, "loss", "criterion"), (right, "auc", "AUC")):
+        for split in ("train", "val"):
+            key = f"{split}_{metric}"
+            if any(key in h for h in history):
+                ax.plot(epochs, [h.get(key, np.nan) for h in history], label=key)
+        ax.axvline(training["best_epoch"], color="grey", linestyle=":", label="best epoch")
+        ax.set(xlabel="epoch", ylabel=label)
+    reference = training.get("threshold_loss_val_auc")
+    if reference is not None:
+        right.axhline(reference, color="black", linestyle="--",
+                      label=f"loss threshold, val ({reference:.3f})")
+    right.axhline(0.5, color="grey", linewidth=0.5)
+    flag = " (undertrained)" if training.get("undertrained") else ""
+    fig.suptitle(f"{title}{flag}")
+    for ax in (left, right):
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def undertrained_warnings(records: Sequence[dict]) -> list[str]:
+    """One line per learnt attack whose best validation AUC fell below the loss threshold's on
+    the same held-out known records (results.json marks it ``undertrained``)."""
+    return [f"warning: {r.get('experiment')} {r['attack']} ({r.get('victim')}): undertrained, "
+            f"validation AUC {r['val_auc']:.3f} below the loss threshold's "
+            f"{r['threshold_loss_val_auc']:.3f} on the same held-out known records"
+            for r in records if r.get("undertrained") and r.get("val_auc") is not None]

@@ -24,9 +24,15 @@ from fedattack.attacks import (
 )
 from fedattack.attacks import unsupervised as unsupervised_module
 from fedattack.attacks.network import gradient_component_parameters
-from fedattack.attacks.threshold import best_threshold, threshold_scores
+from fedattack.attacks.threshold import SUMMARY, best_threshold, threshold_scores
 from fedattack.attacks.unsupervised import cluster_members, summary_column
-from fedattack.attacks.whitebox import balanced_accuracy, balanced_batches
+from fedattack.attacks.whitebox import (
+    auc,
+    balanced_accuracy,
+    balanced_batches,
+    class_balance_weights,
+    standardisation,
+)
 
 CLASSES = 4
 ROWS, COLS = 6, 5  # a gradient matrix: 6 output units, 4 inputs + a bias column
@@ -136,7 +142,7 @@ def test_network_without_decoder_cannot_decode():
 
 
 def test_init_is_normal_001_with_zero_biases():
-    network = AttackNetwork(shapes_for(2), kernels=64, decoder_outputs=5)
+    network = AttackNetwork(shapes_for(2), kernels=64, decoder_outputs=5, init="paper")
     layers = [m for m in network.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     # 6 components x (2 FC, + 1 conv for the 2 gradient ones), 4 encoder and 2 decoder layers
     assert len(layers) == 6 * 2 + 2 + 4 + 2
@@ -147,6 +153,40 @@ def test_init_is_normal_001_with_zero_biases():
         if layer.weight.numel() >= 2000:
             assert abs(layer.weight.std().item() - 0.01) < 0.001
         assert torch.count_nonzero(layer.bias) == 0
+
+
+def test_paper_init_starts_at_a_tied_plateau_and_the_default_does_not():
+    """N(0, 0.01) shrinks the signal about tenfold per layer: the initial logits of unit-scale
+    inputs are within 1e-5 of 0 (their float32 sigmoids tie at 0.5); PyTorch's default keeps
+    them apart."""
+    shapes = shapes_for(2)
+    batch = random_batch(shapes, size=200)
+    torch.manual_seed(0)
+    paper = AttackNetwork(shapes, kernels=8, init="paper").eval()(batch).detach()
+    torch.manual_seed(0)
+    default = AttackNetwork(shapes, kernels=8).eval()(batch).detach()
+    assert paper.abs().max() < 1e-5
+    assert len(torch.sigmoid(paper).unique()) < 20
+    assert default.std() > 1e-3
+    assert len(torch.sigmoid(default).unique()) == 200
+    with pytest.raises(ValueError, match="init"):
+        AttackNetwork(shapes, init="xavier")
+
+
+def test_network_standardises_its_inputs():
+    shapes = {"loss": (2, 1), "label": (CLASSES,)}
+    network = AttackNetwork(shapes, kernels=8).eval()
+    batch = random_batch(shapes, size=5)
+    shift = {k: torch.full(v, 3.0) for k, v in shapes.items()}
+    scale = {k: torch.full(v, 2.0) for k, v in shapes.items()}
+    moved = {k: v * 2.0 + 3.0 for k, v in batch.items()}
+    before = network(batch)
+    network.set_standardisation({k: (shift[k], scale[k]) for k in shapes})
+    torch.testing.assert_close(network(moved), before)
+    with pytest.raises(ValueError, match="positive"):
+        network.set_standardisation({k: (shift[k], 0 * scale[k]) for k in shapes})
+    with pytest.raises(ValueError, match="standardisation for"):
+        network.set_standardisation({"loss": (shift["loss"], scale["loss"])})
 
 
 def test_gradient_kernel_spans_a_whole_row():
@@ -208,9 +248,10 @@ class RecordingSource(TensorSource):
 def test_fit_trains_on_balanced_batches():
     members = RecordingSource(side(50, True, seed=1).tensors)
     nonmembers = RecordingSource(side(20, False, seed=2).tensors)
-    WhiteBoxAttack(epochs=2, batch_size=16, kernels=8, validation_fraction=0).fit(
-        members, nonmembers
-    )
+    # no standardisation: its pass over the training records would be recorded too
+    WhiteBoxAttack(
+        epochs=2, batch_size=16, kernels=8, validation_fraction=0, standardise="none"
+    ).fit(members, nonmembers)
     steps = 2 * math.ceil(50 / 8)
     assert [len(rows) for rows in members.taken] == [8] * steps
     assert [len(rows) for rows in nonmembers.taken] == [8] * steps
@@ -247,17 +288,21 @@ def test_best_epoch_is_restored():
     reported = []
     attack, members, nonmembers = noise_attack(epochs=8, on_epoch=reported.append)
     assert reported == attack.history_
-    accuracies = [h["val_accuracy"] for h in attack.history_]
-    assert len(accuracies) == 8
-    assert attack.best_epoch_ == int(np.argmax(accuracies)) + 1
-    best = accuracies[attack.best_epoch_ - 1]
-    assert accuracies[-1] != best  # otherwise this test could not tell a restore from none
+    assert set(attack.history_[0]) == {
+        "epoch", "train_loss", "train_auc", "val_loss", "val_auc", "val_accuracy"
+    }
+    aucs = [h["val_auc"] for h in attack.history_]
+    assert len(aucs) == 8
+    assert attack.best_epoch_ == int(np.argmax(aucs)) + 1
+    best = aucs[attack.best_epoch_ - 1]
+    assert attack.val_auc_ == best
+    assert aucs[-1] != best  # otherwise this test could not tell a restore from none
 
     member_rows, nonmember_rows = attack.validation_rows_
     assert (len(member_rows), len(nonmember_rows)) == (24, 24)
-    restored = balanced_accuracy(
-        attack.predict_proba(TensorSource(members.take(member_rows))),
-        attack.predict_proba(TensorSource(nonmembers.take(nonmember_rows))),
+    restored = auc(
+        attack.decision_function(TensorSource(members.take(member_rows))),
+        attack.decision_function(TensorSource(nonmembers.take(nonmember_rows))),
     )
     assert restored == best
 
@@ -265,6 +310,84 @@ def test_best_epoch_is_restored():
 def test_patience_stops_training():
     attack, _, _ = noise_attack(epochs=30, patience=2)
     assert len(attack.history_) == attack.best_epoch_ + 2 < 30
+
+
+def test_trained_scores_are_float64_logits_without_ties():
+    attack = WhiteBoxAttack(epochs=5, lr=1e-3, kernels=8).fit(
+        side(200, True, seed=1), side(200, False, seed=2)
+    )
+    targets = TensorSource(
+        {k: torch.cat([side(500, True, seed=3).tensors[k], side(500, False, seed=4).tensors[k]])
+         for k in side(1, True, seed=0).tensors}
+    )
+    scores = attack.decision_function(targets)
+    assert scores.dtype == np.float64 and scores.shape == (1000,)
+    assert len(np.unique(scores)) >= 950
+    np.testing.assert_allclose(attack.predict_proba(targets), 1 / (1 + np.exp(-scores)))
+    assert np.array_equal(attack.predict(targets), (scores >= 0).astype(np.int64))
+
+
+def test_separable_features_reach_auc_095_within_the_epoch_bound():
+    attack = WhiteBoxAttack(epochs=20, patience=5, kernels=8).fit(  # the default lr, 1e-4
+        side(400, True, seed=1), side(400, False, seed=2)
+    )
+    assert len(attack.history_) <= 20
+    scores = [attack.decision_function(side(300, member, seed=s)) for member, s in ((1, 3), (0, 4))]
+    assert auc(*scores) > 0.95
+    assert attack.val_auc_ > 0.95
+
+
+def test_undertrained_when_the_features_are_noise_but_the_loss_separates():
+    rng = np.random.default_rng(0)
+    members, nonmembers = (TensorSource(features(torch.ones(150), seed=s)) for s in (5, 6))
+    separating_loss = (-rng.uniform(0, 1, 150), -rng.uniform(2, 3, 150))
+    attack = WhiteBoxAttack(epochs=6, patience=3, kernels=8).fit(
+        members, nonmembers, reference=separating_loss
+    )
+    assert attack.reference_val_auc_ == 1.0
+    assert attack.val_auc_ < 0.8 and attack.undertrained_ is True
+    # the same attack on separable features, against a reference that is noise, learnt
+    noise = (rng.normal(size=300), rng.normal(size=300))
+    learnt = WhiteBoxAttack(epochs=10, patience=3, kernels=8).fit(
+        side(300, True, seed=1), side(300, False, seed=2), reference=noise
+    )
+    assert learnt.val_auc_ > learnt.reference_val_auc_ and learnt.undertrained_ is False
+    with pytest.raises(ValueError, match="reference scores"):
+        WhiteBoxAttack(epochs=1, kernels=8).fit(members, nonmembers, reference=noise)
+
+
+@pytest.mark.parametrize("per", ["component", "coordinate"])
+def test_standardisation_is_that_of_the_given_rows(per):
+    source = TensorSource(features(torch.linspace(0.1, 3.0, 50), seed=7))
+    rows = np.arange(3, 50, 2)
+    stats = standardisation([(source, rows[:10]), (source, rows[10:])], batch_size=4, per=per)
+    for name, x in source.take(rows).items():
+        x = x.double()
+        shift, scale = stats[name]
+        if per == "component":
+            want_shift = torch.full(x.shape[1:], x.mean().item(), dtype=torch.float64)
+            want_scale = torch.full(x.shape[1:], x.std(unbiased=False).item(), dtype=torch.float64)
+        else:
+            want_shift, want_scale = x.mean(0), x.std(0, unbiased=False)
+            want_scale = torch.where(want_scale > 0, want_scale, torch.ones_like(want_scale))
+        torch.testing.assert_close(shift.double(), want_shift, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(scale.double(), want_scale, rtol=1e-5, atol=1e-6)
+
+
+def test_class_balance_weights_equalise_the_class_distributions():
+    members = np.array([0, 0, 0, 1, 2, 2])
+    nonmembers = np.array([0, 1, 1, 1, 3])
+    w_m, w_n = class_balance_weights(members, nonmembers)
+    for c in range(4):
+        assert w_m[members == c].sum() == pytest.approx(w_n[nonmembers == c].sum())
+    assert np.all(w_m[members == 2] == 0) and np.all(w_n[nonmembers == 3] == 0)
+    # a label-only network learns no class prior when balanced: its validation AUC is chance
+    labels = torch.as_tensor(np.r_[members, nonmembers])
+    one_hot = nn.functional.one_hot(labels, 4).float()
+    rows = np.arange(len(labels))
+    draws = balanced_batches(rows[:6], rows[6:], 500, np.random.default_rng(0), (w_m, w_n))
+    m, n = next(draws)
+    assert abs(one_hot[m].mean(0) - one_hot[n].mean(0)).max() < 0.08
 
 
 def test_same_seed_same_scores():
@@ -393,8 +516,10 @@ def test_threshold_scores_are_oriented_and_use_the_last_snapshot():
         "loss": np.array([[5.0, 0.1], [0.0, 2.0]]),
         "confidence": np.array([0.9, 0.2]),
         "entropy": np.array([[0.0, 0.3], [0.0, 1.2]]),
+        "logit_confidence": np.array([[1.0, 40.0], [0.0, -3.0]]),
     }
     np.testing.assert_array_equal(threshold_scores(summaries, "loss"), [-0.1, -2.0])
+    np.testing.assert_array_equal(threshold_scores(summaries, "logit-confidence"), [40.0, -3.0])
     np.testing.assert_array_equal(threshold_scores(summaries, "confidence"), [0.9, 0.2])
     np.testing.assert_array_equal(threshold_scores(summaries, "entropy"), [-0.3, -1.2])
     with pytest.raises(ValueError, match="unknown"):
@@ -410,11 +535,14 @@ def test_threshold_attack_on_separable_losses():
     assert attack.score({"loss": np.array([0.1])}, {"loss": np.array([5.0])}) == 1.0
 
 
-@pytest.mark.parametrize("kind,member,nonmember", [("confidence", 0.9, 0.4), ("entropy", 0.1, 0.8)])
+@pytest.mark.parametrize(
+    "kind,member,nonmember",
+    [("confidence", 0.9, 0.4), ("entropy", 0.1, 0.8), ("logit-confidence", 2.0, -0.4)],
+)
 def test_threshold_attack_orientation(kind, member, nonmember):
     rng = np.random.default_rng(0)
-    members = {kind: member + 0.05 * rng.normal(size=50)}
-    nonmembers = {kind: nonmember + 0.05 * rng.normal(size=50)}
+    members = {SUMMARY[kind]: member + 0.05 * rng.normal(size=50)}
+    nonmembers = {SUMMARY[kind]: nonmember + 0.05 * rng.normal(size=50)}
     attack = ThresholdAttack(kind).fit(members, nonmembers)
     assert attack.predict(members).mean() > 0.95
     assert attack.predict(nonmembers).mean() < 0.05
@@ -442,10 +570,11 @@ def test_registry_builds_every_attack():
         "unsupervised",
         "threshold-loss",
         "threshold-confidence",
+        "threshold-logit-confidence",
         "threshold-entropy",
     }
     assert isinstance(ATTACKS["whitebox"](epochs=3), WhiteBoxAttack)
     assert isinstance(ATTACKS["unsupervised"](), UnsupervisedAttack)
-    for kind in ("loss", "confidence", "entropy"):
+    for kind in ("loss", "confidence", "logit-confidence", "entropy"):
         attack = ATTACKS[f"threshold-{kind}"]()
         assert isinstance(attack, ThresholdAttack) and attack.kind == kind

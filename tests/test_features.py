@@ -5,6 +5,7 @@ cache, layer addressing, and the scalar summaries the unsupervised attack recons
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from fedattack.features import (
     _BatchBuffers,
     normalised_entropy,
     per_example_grads_loop,
+    prediction_summaries,
+    true_class_logit_confidence,
 )
 from fedattack.models import build_model, layer_names
 
@@ -631,8 +634,8 @@ def test_scalar_summaries_of_uniform_and_one_hot_predictions():
     s = FeatureExtractor([uniform, peaked], FeatureSpec(), NUM_CLASSES).scalar_summaries(
         data, np.arange(6)
     )
-    assert set(s) == {"loss", "correct", "confidence", "entropy", "grad_norm"}
-    assert all(v.shape == (6, 2) for v in s.values())
+    assert set(s) == {"loss", "correct", "confidence", "logit_confidence", "entropy", "grad_norm"}
+    assert all(v.shape == (6, 2) and v.dtype == np.float64 for v in s.values())
     assert np.allclose(s["entropy"][:, 0], 1.0, atol=1e-6)
     assert np.allclose(s["confidence"][:, 0], 1 / NUM_CLASSES)
     assert np.allclose(s["loss"][:, 0], np.log(NUM_CLASSES), atol=1e-5)
@@ -640,6 +643,11 @@ def test_scalar_summaries_of_uniform_and_one_hot_predictions():
     hit = data.y.numpy() == 3
     assert np.array_equal(s["correct"][:, 1], hit.astype(np.float32))
     assert np.allclose(s["confidence"][:, 1], hit, atol=1e-6)
+    # a margin of 200: -log p = log(1 + 9 exp(-200)), about 9 exp(-200), not the 0 of float32
+    assert hit.any()
+    np.testing.assert_allclose(s["loss"][hit, 1], 9 * np.exp(-200.0), rtol=1e-12)
+    np.testing.assert_allclose(s["logit_confidence"][hit, 1], 200 - np.log(9), rtol=1e-12)
+    np.testing.assert_allclose(s["logit_confidence"][~hit, 1], -200.0, rtol=1e-12)
 
 
 @pytest.mark.parametrize("extractor_class", EXTRACTORS, ids=PATHS)
@@ -673,4 +681,44 @@ def test_scalar_summaries_without_gradient_layers_have_no_grad_norm():
     s = FeatureExtractor([model], FeatureSpec.black_box(), NUM_CLASSES).scalar_summaries(
         make_data(MNIST, 3), np.arange(3)
     )
-    assert set(s) == {"loss", "correct", "confidence", "entropy"}
+    assert set(s) == {"loss", "correct", "confidence", "logit_confidence", "entropy"}
+
+
+def test_logit_confidence_is_log_p_over_one_minus_p():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0], [1.5, 3.0, -0.5], [-2.0, 1.0, 4.0]])
+    y = torch.tensor([0, 2, 1, 0])
+    got = true_class_logit_confidence(logits, y)
+    assert got.dtype == torch.float64
+    for row, label, value in zip(logits.tolist(), y.tolist(), got.tolist(), strict=True):
+        total = sum(math.exp(z) for z in row)
+        p = math.exp(row[label]) / total
+        rest = sum(math.exp(z) for j, z in enumerate(row) if j != label) / total
+        assert value == pytest.approx(math.log(p) - math.log(rest), rel=1e-12, abs=1e-12)
+    assert got[1].item() == pytest.approx(math.log(1 / 3) - math.log(2 / 3))
+
+
+def test_summaries_of_confident_records_are_not_rounded_away():
+    """float32 cross-entropy rounds the loss of a margin of 30 to exactly 0; float64 from the
+    logits keeps exp(-30), and the float32 loss feature (9e-14 is a normal float32) keeps it."""
+    logits = torch.tensor([[30.0, 0.0], [0.0, 30.0], [35.0, 0.0]])
+    y = torch.tensor([0, 1, 0])
+    assert torch.all(F.cross_entropy(logits, y, reduction="none") == 0)  # the failure mode
+    s = prediction_summaries(logits, y)
+    np.testing.assert_allclose(s["loss"].numpy(), np.exp([-30.0, -30.0, -35.0]), rtol=1e-9)
+    assert len(set(s["loss"].tolist())) == 2  # the two margins of 30 tie, 35 does not
+    np.testing.assert_allclose(s["logit_confidence"].numpy(), [30.0, 30.0, 35.0])
+    log_p = logits.double().log_softmax(-1)
+    np.testing.assert_allclose(
+        s["entropy"].numpy(), -(log_p.exp() * log_p).sum(-1).numpy() / math.log(2)
+    )
+    assert torch.all(s["entropy"] > 0)
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(2, 2))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.eye(2))
+        model[1].bias.zero_()
+    x = torch.tensor([[30.0, 0.0], [0.0, 35.0]]).reshape(2, 1, 2)
+    data = ArrayDataset(x, torch.tensor([0, 1]), num_classes=2)
+    spec = FeatureSpec(gradients=(-1,))
+    f = features(FeatureExtractor([model], spec, 2, input_shape=(1, 2)), data, np.arange(2))
+    np.testing.assert_allclose(f["loss"][:, 0, 0].numpy(), np.exp([-30.0, -35.0]), rtol=1e-6)

@@ -21,6 +21,7 @@ ATTACKS = {
     "unsupervised": UnsupervisedAttack,
     "threshold-loss": partial(ThresholdAttack, kind="loss"),
     "threshold-confidence": partial(ThresholdAttack, kind="confidence"),
+    "threshold-logit-confidence": partial(ThresholdAttack, kind="logit-confidence"),
     "threshold-entropy": partial(ThresholdAttack, kind="entropy"),
 }
 

@@ -16,8 +16,17 @@ shapes, the batch dimension excluded; T is the number of observed model snapshot
 - everything else (``"act:<layer>"`` (T, d), ``"output"`` (T, C), ``"loss"`` (T, 1), ``"label"``
   (C,)): flattened across the T snapshots (the snapshots stacked, as in Fig. 1), then FC 128, 64.
 
-Encoder: FC 256, 128, 64, 1. Every hidden layer is followed by ReLU and dropout 0.2. Weights are
-initialised N(0, 0.01) and biases 0 (Section III-E).
+Encoder: FC 256, 128, 64, 1. Every hidden layer is followed by ReLU and dropout 0.2. The paper
+initialises weights N(0, 0.01) and biases 0 (Section III-E): ``init="paper"``. The default is
+PyTorch's own initialisation (``init="default"``, uniform with a fan-in scale): with N(0, 0.01)
+each of the five to six layers between a feature and the logit shrinks the signal about tenfold
+(a layer of n inputs multiplies its scale by about 0.01 * sqrt(n / 2)), so the initial logits are
+within 1e-6 of 0 and the attack spends most of its epochs leaving that plateau.
+
+Inputs are standardised per component and coordinate before the sub-networks read them:
+:meth:`AttackNetwork.set_standardisation` stores a shift and a scale per coordinate (buffers, so
+they travel with the state dict); :class:`~fedattack.attacks.whitebox.WhiteBoxAttack` computes
+them on its training records only. Until set, the shift is 0 and the scale 1.
 
 Size: the gradient component of a layer with ``rows`` output units has
 ``kernels * rows * 128`` weights in its first fully connected layer alone (see
@@ -38,6 +47,7 @@ COMPONENT_FEATURES = 64  # every component's output width (Table XIV)
 ENCODER_SIZES = (256, 128, 64)  # hidden layers of the encoder, before its scalar output
 DECODER_HIDDEN = 64
 INIT_STD = 0.01
+INITS = ("default", "paper")
 
 
 def is_gradient(name: str) -> bool:
@@ -101,10 +111,13 @@ class AttackNetwork(nn.Module):
         kernels: int = 1000,
         dropout: float = 0.2,
         decoder_outputs: int = 0,
+        init: str = "default",
     ):
         super().__init__()
         if not shapes:
             raise ValueError("the attack network needs at least one feature component")
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; known: {INITS}")
         self.shapes = {name: tuple(int(n) for n in shapes[name]) for name in sorted(shapes)}
         self.names = list(self.shapes)
         self.decoder_outputs = decoder_outputs
@@ -123,13 +136,32 @@ class AttackNetwork(nn.Module):
             if decoder_outputs > 0
             else None
         )
-        self.apply(_init)
+        if init == "paper":
+            self.apply(_init)
+        for i, shape in enumerate(self.shapes.values()):
+            self.register_buffer(f"shift_{i}", torch.zeros(shape))
+            self.register_buffer(f"scale_{i}", torch.ones(shape))
+
+    def set_standardisation(self, stats: dict[str, tuple[Tensor, Tensor]]) -> None:
+        """Components read as ``(x - shift) / scale`` from now on; ``stats`` maps each
+        component's name to its (shift, scale), each of the component's per-record shape."""
+        if set(stats) != set(self.names):
+            raise ValueError(f"standardisation for {sorted(stats)}, the network reads {self.names}")
+        for i, name in enumerate(self.names):
+            shift, scale = (torch.as_tensor(v, dtype=torch.float32) for v in stats[name])
+            if tuple(shift.shape) != self.shapes[name] or tuple(scale.shape) != self.shapes[name]:
+                raise ValueError(f"component {name!r}: standardisation of shape "
+                                 f"{tuple(shift.shape)}, expected {self.shapes[name]}")
+            if not torch.all(scale > 0):
+                raise ValueError(f"component {name!r}: scales must be positive")
+            getattr(self, f"shift_{i}").copy_(shift)
+            getattr(self, f"scale_{i}").copy_(scale)
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         """(B,): the encoder's scalar output, before any sigmoid."""
         parts = [
-            component(self._input(batch, name))
-            for name, component in zip(self.names, self.components, strict=True)
+            component(self._input(batch, name, i))
+            for i, (name, component) in enumerate(zip(self.names, self.components, strict=True))
         ]
         return self.encoder(torch.cat(parts, dim=1)).squeeze(1)
 
@@ -143,7 +175,7 @@ class AttackNetwork(nn.Module):
             raise RuntimeError("this network has no decoder (decoder_outputs=0)")
         return self.decoder(self.embed(batch).unsqueeze(1))
 
-    def _input(self, batch: dict[str, Tensor], name: str) -> Tensor:
+    def _input(self, batch: dict[str, Tensor], name: str, i: int) -> Tensor:
         if name not in batch:
             raise KeyError(f"the batch has no component {name!r} (it has {sorted(batch)})")
         x = batch[name]
@@ -152,7 +184,7 @@ class AttackNetwork(nn.Module):
                 f"component {name!r}: expected per-record shape {self.shapes[name]}, "
                 f"got {tuple(x.shape[1:])}"
             )
-        return x.float()
+        return (x.float() - getattr(self, f"shift_{i}")) / getattr(self, f"scale_{i}")
 
 
 def _init(module: nn.Module) -> None:

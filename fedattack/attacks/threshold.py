@@ -1,9 +1,11 @@
-"""Black-box threshold baselines on per-record summaries: loss, confidence, prediction entropy.
+"""Black-box threshold baselines on per-record summaries: loss, confidence, logit-scaled
+confidence, prediction entropy.
 
-Summaries are dicts of per-record arrays (the same ones the unsupervised attack reconstructs), each
+Summaries are dicts of per-record arrays (those of ``FeatureExtractor.scalar_summaries``), each
 (N,) or (N, T) over T model snapshots; a baseline uses the last snapshot, the model an outside
-observer would query. Scores are oriented so that members score higher: -loss, the confidence on
-the true label, -entropy.
+observer would query. Scores are float64 and oriented so that members score higher: -loss, the
+confidence on the true label, its logit ``log(p / (1 - p))`` (the statistic LiRA thresholds,
+Carlini et al. 2022, computed from the logits so that it does not saturate), -entropy.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import numpy as np
 
 from .whitebox import balanced_accuracy
 
-ORIENTATION = {"loss": -1.0, "confidence": 1.0, "entropy": -1.0}
+ORIENTATION = {"loss": -1.0, "confidence": 1.0, "logit-confidence": 1.0, "entropy": -1.0}
 KINDS = tuple(ORIENTATION)
+SUMMARY = {kind: kind.replace("-", "_") for kind in KINDS}
+"""The summary each kind reads: ``logit-confidence`` reads ``logit_confidence``."""
 
 
 def last_snapshot(values: np.ndarray) -> np.ndarray:
@@ -29,9 +33,10 @@ def last_snapshot(values: np.ndarray) -> np.ndarray:
 def threshold_scores(summaries: dict[str, np.ndarray], kind: str) -> np.ndarray:
     """Membership scores from one summary, higher for likelier members (last snapshot if (N, T))."""
     _check_kind(kind)
-    if kind not in summaries:
-        raise KeyError(f"the summaries have no {kind!r} (they have {sorted(summaries)})")
-    return ORIENTATION[kind] * last_snapshot(summaries[kind])
+    key = SUMMARY[kind]
+    if key not in summaries:
+        raise KeyError(f"the summaries have no {key!r} (they have {sorted(summaries)})")
+    return ORIENTATION[kind] * last_snapshot(summaries[key])
 
 
 def _check_kind(kind: str) -> None:

@@ -128,7 +128,7 @@ class UnsupervisedAttack:
 
         with seeded(self.seed, self.device):
             self.network_ = AttackNetwork(
-                source.shapes(), kernels=self.kernels, decoder_outputs=len(TARGETS)
+                source.shapes(), kernels=self.kernels, decoder_outputs=len(TARGETS), init="paper"
             ).to(self.device)
             optimizer = torch.optim.Adam(self.network_.parameters(), lr=self.lr, eps=ADAM_EPS)
             self.history_: list[dict] = []
