@@ -347,8 +347,15 @@ def flagged_lines(records: list[dict]) -> list[str]:
 
 
 def campaign_markdown(records: list[dict], spread: list[dict]) -> str:
-    """results.md: every run's rows, then the flags and the mean and spread over seeds."""
-    text = markdown_table(records, CAMPAIGN_COLUMNS)
+    """results.md: every run's rows (the GAN records in a table of their own measures: victim
+    share, relative distance, success), then the flags and the mean and spread over seeds."""
+    gan = [r for r in records if r.get("attack") == "gan"]
+    membership = [r for r in records if r.get("attack") != "gan"]
+    text = markdown_table(membership, CAMPAIGN_COLUMNS) if membership or not gan else ""
+    if gan:
+        from fedattack.reconstruction import GAN_COLUMNS
+
+        text += ("\n" if text else "") + markdown_table(gan, GAN_COLUMNS)
     flags = flagged_lines(records)
     if flags:
         text += (f"\nFlagged: active attacks that cost the global model more than "

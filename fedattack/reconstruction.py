@@ -1,17 +1,34 @@
 """Measures of the GAN attack, computed offline from what the attacker recorded.
 
 The attacker's view (`local-<attacker>`, kind ``generated``) holds, for every attacked round, the
-samples its generator made from one fixed latent batch. Each round is measured by:
+samples its generator made from one fixed latent batch. Each round is measured by
+:class:`GanMeasure`, whose verdict noise cannot fool:
 
-- an *independent classifier*, trained on held-out real records that the federation never trained
-  on (the experiment's architecture, the dataset's classes only): the share of generated samples
-  it assigns to the victim's class, and its mean probability for that class;
+- an *independent classifier* (the experiment's architecture, trained on held-out real records
+  that the federation never trained on) with one output more than the dataset has classes: a
+  "none of these" class, trained on uniform noise, checkerboards, blank images, heavily blurred
+  real images and the samples of untrained generators (:func:`none_images`). Measured: the share
+  of generated samples it assigns to the victim's class (`victim_share`), to "none"
+  (`none_share`), and its mean probability for the victim's class;
+- a *kernel distance* in that classifier's feature space (the input of its last linear layer):
+  the unbiased squared MMD with KID's cubic polynomial kernel between the generated samples and
+  the victim's own training records of the class (`kernel_distance`), and the same, relative to
+  the nearest other class: ``relative_distance = sqrt(MMD^2(generated, victim) /
+  min_c MMD^2(real class c, victim))`` (negative where the unbiased MMD^2 is), so 0 is where
+  real unseen samples of the victim's class lie and 1 is the nearest other class. A kernel
+  distance, not a Frechet one: the victim's class has a handful of records on the faces (and
+  32-64 generated samples), far fewer than the 200 feature dimensions a Frechet covariance
+  needs;
+- the success rule: a round *succeeds* when at least half of its samples are assigned to the
+  victim's class (``victim_share >= 0.5``) and ``relative_distance <= 0.5``. The rule is checked
+  on held-out real records of the victim's class too (`victim_share_real`,
+  `relative_distance_real`): where they fail it, the measure cannot resolve success on this
+  data and `success` is null;
 - *nearest-neighbour distances* (root mean squared pixel difference, pixels in [0, 1]) from each
   generated sample to the victim's own training records of the class and to as many held-out
   records of the class: a generator that copies the victim's records is closer to the former,
   one that produces the class in general is as close to both. For scale, the same distance
-  from each held-out record of the class to the victim's records (`nn_distance_real`): how far
-  real, unseen examples of the class are.
+  from each held-out record of the class to the victim's records (`nn_distance_real`).
 
 Only this evaluation reads the ground truth (which records the victims trained on).
 """
@@ -22,11 +39,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from fedattack import reporting
 from fedattack.config import Experiment
 from fedattack.data import Dataset
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, experiment_dataset, experiment_splits
+from fedattack.gan import WithGenerated, build_generator, generate
 from fedattack.io import read_json, write_json
 from fedattack.models import build_model
 from fedattack.snapshots import GENERATED_KIND, SnapshotStore, local_view
@@ -35,6 +54,13 @@ from fedattack.training import evaluate, resolve_device, train_model
 CLASSIFIER_TRAIN_SHARE = 0.8  # of the held-out records; the rest measures its accuracy
 GRID_SAMPLES = 32  # generated (and real) samples shown per round
 ROUNDS_FILE = "gan/rounds.json"
+SUCCESS_SHARE = 0.5  # a success needs at least this victim share ...
+SUCCESS_DISTANCE = 0.5  # ... and at most this relative kernel distance
+NONE_KINDS = ("uniform noise", "checkerboard", "blank", "blurred", "untrained generator")
+NONE_GENERATORS = 4  # untrained generators whose samples train the "none" class
+MAX_REFERENCE = 500  # records per class in the kernel distances
+SUCCESS_RULE = (f"victim_share >= {SUCCESS_SHARE} and relative_distance <= {SUCCESS_DISTANCE}"
+                " (null where held-out real victim records fail the same rule)")
 
 GAN_COLUMNS = (
     ("experiment", "experiment", "{}"),
@@ -42,10 +68,15 @@ GAN_COLUMNS = (
     ("round", "round", "{}"),
     ("victim_share_first", "victim share (first)", "{:.3f}"),
     ("victim_share", "victim share", "{:.3f}"),
-    ("victim_confidence", "confidence", "{:.3f}"),
+    ("none_share", "none share", "{:.3f}"),
+    ("relative_distance_first", "rel. dist. (first)", "{:.2f}"),
+    ("relative_distance", "rel. dist.", "{:.2f}"),
+    ("relative_distance_real", "rel. dist. real", "{:.2f}"),
+    ("success", "success", "{}"),
+    ("first_success_round", "first success", "{}"),
     ("nn_distance_train", "NN dist. train", "{:.3f}"),
-    ("nn_distance_heldout", "NN dist. held-out", "{:.3f}"),
     ("nn_distance_real", "NN dist. real", "{:.3f}"),
+    ("classifier_accuracy", "classifier acc", "{:.3f}"),
     ("target_test_accuracy", "model test acc", "{:.3f}"),
     ("epsilon", "epsilon", "{:.2f}"),
 )
@@ -89,32 +120,211 @@ def nearest_distance(samples: torch.Tensor, reference: torch.Tensor) -> torch.Te
     return torch.cdist(samples, reference).min(dim=1).values / samples.shape[1] ** 0.5
 
 
-def independent_classifier(exp: Experiment, dataset: Dataset,
-                           device: torch.device) -> tuple[torch.nn.Module, float]:
-    """A classifier trained on most held-out records; its accuracy on the rest."""
-    held_out = np.random.default_rng(exp.seed).permutation(experiment_splits(exp, dataset)
-                                                           .nonmembers)
-    cut = int(len(held_out) * CLASSIFIER_TRAIN_SHARE)
+def normalise(pixel_images: torch.Tensor, dataset: Dataset) -> torch.Tensor:
+    """[0, 1] images (N, C, H, W) as model inputs (as Dataset.batch normalises)."""
+    mean = torch.tensor(dataset.mean).view(1, -1, 1, 1)
+    std = torch.tensor(dataset.std).view(1, -1, 1, 1)
+    return (pixel_images - mean) / std
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) images, edges replicated."""
+    radius = max(1, int(3 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=images.dtype)
+    kernel = torch.exp(-0.5 * (t / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = images.shape[1]
+    out = F.pad(images, (radius, radius, radius, radius), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(out, kernel.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def checkerboards(n: int, shape: tuple[int, int, int], rng: np.random.Generator) -> torch.Tensor:
+    """Checkerboards of random period (1-4 pixels), phase and two random grey levels."""
+    c, h, w = shape
+    out = torch.empty(n, c, h, w)
+    for i in range(n):
+        period = int(rng.integers(1, 5))
+        dy, dx = rng.integers(0, 2 * period, size=2)
+        ys = (np.arange(h)[:, None] + dy) // period
+        xs = (np.arange(w)[None, :] + dx) // period
+        cells = torch.from_numpy(((ys + xs) % 2).astype(np.float32))
+        low, high = sorted(rng.random(2))
+        out[i] = (low + (high - low) * cells).expand(c, h, w)
+    return out
+
+
+def none_images(exp: Experiment, dataset: Dataset, real_idx: np.ndarray, n: int,
+                seed: int) -> torch.Tensor:
+    """`n` model inputs of the "none of these" class, in equal parts of each of NONE_KINDS:
+    uniform noise, checkerboards, blank images (greys from black to white), real records (of
+    `real_idx`) blurred beyond recognition (sigma of 1/8 to 1/4 of the image side), and samples of
+    NONE_GENERATORS untrained generators (seeds other than the attacker's)."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(dataset.input_shape)
+    per_kind = -(-n // len(NONE_KINDS))
+    noise = torch.from_numpy(rng.random((per_kind, *shape), dtype=np.float32))
+    blank = torch.from_numpy(rng.permutation(np.linspace(0, 1, per_kind, dtype=np.float32))
+                             ).view(-1, 1, 1, 1)
+    side = min(shape[1:])
+    chosen = rng.choice(real_idx, per_kind, replace=len(real_idx) < per_kind)
+    real = torch.from_numpy(dataset.x[chosen]).float() / 255
+    blurred = torch.cat([gaussian_blur(real[i:i + 1], float(s)) for i, s in
+                         enumerate(rng.uniform(side / 8, side / 4, per_kind))])
+    pixel_kinds = [noise, checkerboards(per_kind, shape, rng), blank.expand(-1, *shape), blurred]
+    inputs = [normalise(k, dataset) for k in pixel_kinds]
+    gen_rng = torch.Generator().manual_seed(seed)
+    counts = np.diff(np.linspace(0, per_kind, NONE_GENERATORS + 1).astype(int))
+    for g, count in enumerate(counts):
+        generator = build_generator(exp.gan, dataset, seed=exp.seed + 7919 * (g + 1))
+        inputs.append(generate(generator, generator.noise(int(count), gen_rng)))
+    return torch.cat(inputs)[torch.from_numpy(rng.permutation(len(NONE_KINDS) * per_kind)[:n])]
+
+
+def penultimate(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The input of the model's last linear layer (its feature space), in float64."""
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    seen = []
+    handle = last.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+    return seen[0].flatten(1).double()
+
+
+def polynomial_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """KID's kernel (a.b / d + 1)^3."""
+    return (a @ b.T / a.shape[1] + 1) ** 3
+
+
+def mmd2(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Unbiased squared maximum mean discrepancy between feature rows a and b (>= 2 rows each);
+    its expectation is 0 when both come from one distribution, so it may be slightly negative."""
+    if len(a) < 2 or len(b) < 2:
+        raise ValueError(f"a kernel distance needs 2 samples a side, got {len(a)} and {len(b)}")
+    kaa, kbb, kab = polynomial_kernel(a, a), polynomial_kernel(b, b), polynomial_kernel(a, b)
+    m, n = len(a), len(b)
+    within_a = (kaa.sum() - kaa.diagonal().sum()) / (m * (m - 1))
+    within_b = (kbb.sum() - kbb.diagonal().sum()) / (n * (n - 1))
+    return float(within_a + within_b - 2 * kab.mean())
+
+
+class GanMeasure:
+    """The verdict on a batch of generated samples: classifier shares, relative kernel distance,
+    success. Built from a trained (num_classes + 1)-way classifier, model inputs of the victim's
+    class that it never saw (`reference`, the attack's target), held-out ones (`held_out`, the
+    rule's check) and, for every other class, unseen real records (`others`)."""
+
+    def __init__(self, classifier: torch.nn.Module, victim_class: int, num_classes: int,
+                 reference: torch.Tensor, held_out: torch.Tensor,
+                 others: dict[int, torch.Tensor], accuracy: float) -> None:
+        self.classifier = classifier.eval()
+        self.victim_class, self.none_class = victim_class, num_classes
+        self.accuracy = accuracy
+        self.reference = penultimate(self.classifier, reference)
+        distances = {c: mmd2(penultimate(self.classifier, x), self.reference)
+                     for c, x in others.items() if len(x) >= 2}
+        if not distances:
+            raise ValueError("gan: no other class has 2 unseen records to scale the distance")
+        self.nearest_class = min(distances, key=distances.get)
+        self.nearest_distance = distances[self.nearest_class]
+        self.real = self.score(held_out, check=False) if len(held_out) >= 2 else None
+        self.resolved = self.real is not None and self.real["success"]
+
+    @torch.no_grad()
+    def score(self, samples: torch.Tensor, check: bool = True) -> dict:
+        """The measures of samples (model inputs); `success` is null where the measure does not
+        resolve it (held-out real victim records fail the rule)."""
+        probs = torch.softmax(self.classifier(samples), dim=1)
+        assigned = probs.argmax(1)
+        distance = mmd2(penultimate(self.classifier, samples), self.reference)
+        relative = float(np.sign(distance)) * (abs(distance) / self.nearest_distance) ** 0.5
+        share = (assigned == self.victim_class).float().mean().item()
+        success = share >= SUCCESS_SHARE and relative <= SUCCESS_DISTANCE
+        return {
+            "victim_share": share,
+            "none_share": (assigned == self.none_class).float().mean().item(),
+            "victim_confidence": probs[:, self.victim_class].mean().item(),
+            "kernel_distance": distance,
+            "relative_distance": relative,
+            "success": (success if self.resolved else None) if check else success,
+        }
+
+    def anchors(self) -> dict:
+        """What the scale and the check of the measure are."""
+        real = self.real or {}
+        return {"classifier_accuracy": self.accuracy,
+                "nearest_class": self.nearest_class,
+                "kernel_distance_nearest_class": self.nearest_distance,
+                "victim_share_real": real.get("victim_share"),
+                "relative_distance_real": real.get("relative_distance"),
+                "measure_resolved": self.resolved,
+                "success_rule": SUCCESS_RULE}
+
+
+def classifier_split(exp: Experiment, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out records the classifier trains on, and the rest (its accuracy, the rule's
+    check). Stratified by class, so that a class of few held-out records (a face) is in both;
+    the victim's class keeps at least 2 records out of training when it has 4."""
+    held_out = experiment_splits(exp, dataset).nonmembers
+    rng = np.random.default_rng(exp.seed)
+    train, rest = [], []
+    for c in np.unique(dataset.y[held_out]):
+        idx = rng.permutation(held_out[dataset.y[held_out] == c])
+        out = int(round(len(idx) * (1 - CLASSIFIER_TRAIN_SHARE)))
+        out = max(out, 2 if c == exp.gan.victim_class and len(idx) >= 4 else 1 if len(idx) > 1
+                  else 0)
+        train.append(idx[out:])
+        rest.append(idx[:out])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(rest))
+
+
+def build_measure(exp: Experiment, dataset: Dataset, device: torch.device) -> GanMeasure:
+    """Train the independent classifier (with its "none" class) and set up the distances."""
+    train_idx, rest_idx = classifier_split(exp, dataset)
+    num_classes = dataset.num_classes
+    n_none = max(8 * len(NONE_KINDS), len(train_idx) // num_classes)
+    nones = none_images(exp, dataset, train_idx, n_none, seed=exp.seed + 2)
+    data = WithGenerated(dataset, nones, label=num_classes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(exp.seed + 1)
-        model = build_model(exp.model.arch, dataset.input_shape, dataset.num_classes,
+        model = build_model(exp.model.arch, dataset.input_shape, num_classes + 1,
                             exp.model.activation)
-    train_model(model, dataset, held_out[:cut], None, exp.training, exp.gan.classifier_epochs,
-                device, exp.seed + 1)
-    return model.eval(), evaluate(model, dataset, held_out[cut:], device)["accuracy"]
+    train_model(model, data, np.concatenate([train_idx, data.indices()]), None, exp.training,
+                exp.gan.classifier_epochs, device, exp.seed + 1)
+    accuracy = evaluate(model, dataset, rest_idx, device)["accuracy"]
+    model.cpu().eval()
+    splits = experiment_splits(exp, dataset)
+    victim = exp.gan.victim_class
+    owners = [p for i, p in enumerate(splits.partitions) if i != exp.gan.attacker]
+    trained = np.concatenate(owners)
+    unseen = np.concatenate([rest_idx, *splits.partitions])  # never seen by the classifier
+    rng = np.random.default_rng(exp.seed + 3)
+
+    def inputs(idx: np.ndarray) -> torch.Tensor:
+        if len(idx) > MAX_REFERENCE:
+            idx = rng.choice(idx, MAX_REFERENCE, replace=False)
+        return dataset.batch(np.sort(idx))[0]
+
+    others = {int(c): inputs(unseen[dataset.y[unseen] == c])
+              for c in range(num_classes) if c != victim}
+    return GanMeasure(model, victim, num_classes,
+                      reference=inputs(trained[dataset.y[trained] == victim]),
+                      held_out=inputs(rest_idx[dataset.y[rest_idx] == victim]),
+                      others=others, accuracy=accuracy)
 
 
 @torch.no_grad()
-def measure_round(samples: torch.Tensor, classifier: torch.nn.Module, victim_class: int,
-                  refs: ReferenceSets, dataset: Dataset) -> dict[str, float]:
+def measure_round(samples: torch.Tensor, measure: GanMeasure, refs: ReferenceSets,
+                  dataset: Dataset) -> dict[str, float]:
     """The measures of one round's generated samples."""
-    probs = torch.softmax(classifier(samples), dim=1)
     rows = to_pixels(samples, dataset)
     to_train = nearest_distance(rows, refs.trained)
     to_held_out = nearest_distance(rows, refs.held_out)
     return {
-        "victim_share": (probs.argmax(1) == victim_class).float().mean().item(),
-        "victim_confidence": probs[:, victim_class].mean().item(),
+        **measure.score(samples),
         "nn_distance_train": to_train.mean().item(),
         "nn_distance_heldout": to_held_out.mean().item(),
         "closer_to_train": (to_train < to_held_out).float().mean().item(),
@@ -142,9 +352,12 @@ def measure_attack(exp: Experiment, run_dir: str | Path, log=print) -> list[dict
     device = resolve_device(exp.device)
     view = SnapshotStore(run_dir / SNAPSHOT_DIR).view(local_view(exp.gan.attacker))
     refs = ReferenceSets(exp, dataset)
-    classifier, classifier_accuracy = independent_classifier(exp, dataset, device)
-    classifier.cpu()  # the measures are small: they run on the CPU, beside the reference sets
-    log(f"{exp.name}: independent classifier accuracy {classifier_accuracy:.3f}")
+    measure = build_measure(exp, dataset, device)
+    real_check = measure.real or {}
+    log(f"{exp.name}: independent classifier accuracy {measure.accuracy:.3f}; held-out real "
+        f"victim records: victim share {real_check.get('victim_share', float('nan')):.2f}, "
+        f"relative distance {real_check.get('relative_distance', float('nan')):.2f}"
+        + ("" if measure.resolved else " (the measure cannot resolve success)"))
     run_record = read_json(run_dir / RUN_FILE)
     real = torch.from_numpy(dataset.x[refs.trained_idx[:GRID_SAMPLES]]).float() / 255
     figures = run_dir / reporting.FIGURES / "gan"
@@ -152,7 +365,7 @@ def measure_attack(exp: Experiment, run_dir: str | Path, log=print) -> list[dict
     for rec in view.records(kind=GENERATED_KIND):
         samples = view.read(rec)["x"].float()
         entry = {"round": rec.round,
-                 **measure_round(samples, classifier, exp.gan.victim_class, refs, dataset),
+                 **measure_round(samples, measure, refs, dataset),
                  **round_context(run_record, rec.round)}
         per_round.append(entry)
         generated = to_pixels(samples[:GRID_SAMPLES], dataset).view(-1, *dataset.input_shape)
@@ -163,26 +376,34 @@ def measure_attack(exp: Experiment, run_dir: str | Path, log=print) -> list[dict
     if not per_round:
         raise ValueError(f"{exp.name}: the GAN attacker recorded no samples in {run_dir}")
     write_json(run_dir / ROUNDS_FILE, per_round)
-    reporting.plot_series(per_round, ("victim_share", "victim_confidence"),
+    reporting.plot_series(per_round, ("victim_share", "none_share", "victim_confidence"),
                           figures / "victim_share.png",
-                          f"{exp.name}: independent classifier on generated samples")
-    record = summary(exp, per_round, classifier_accuracy)
+                          f"{exp.name}: independent classifier on generated samples",
+                          hline=SUCCESS_SHARE)
+    reporting.plot_series(per_round, ("relative_distance",), figures / "relative_distance.png",
+                          f"{exp.name}: kernel distance to the victim's class (1: nearest "
+                          "other class)", ylim=None, hline=SUCCESS_DISTANCE)
+    record = summary(exp, per_round, measure.anchors())
     record["nn_distance_real"] = nearest_distance(refs.held_out, refs.trained).mean().item()
     reporting.write_results(run_dir, [record], GAN_COLUMNS)
     return [record]
 
 
-def summary(exp: Experiment, per_round: list[dict], classifier_accuracy: float) -> dict:
+def summary(exp: Experiment, per_round: list[dict], anchors: dict) -> dict:
     first, last = per_round[0], per_round[-1]
     privacy = exp.privacy
+    successes = [r["round"] for r in per_round if r["success"]]
     return {
         "experiment": exp.name, "scenario": exp.scenario, "attack": "gan",
         "attacker": f"participant-{exp.gan.attacker}", "victim_class": exp.gan.victim_class,
         "first_round": first["round"], "round": last["round"],
+        "generator_steps": exp.gan.generator_steps,
         "victim_share_first": first["victim_share"],
         "victim_confidence_first": first["victim_confidence"],
+        "relative_distance_first": first["relative_distance"],
         **{k: v for k, v in last.items() if k != "round"},
-        "classifier_accuracy": classifier_accuracy,
+        "first_success_round": successes[0] if successes else None,
+        **anchors,
         "noise_multiplier": privacy.noise_multiplier if privacy else None,
         "share_fraction": privacy.share_fraction if privacy else None,
         "per_round": per_round,

@@ -198,14 +198,20 @@ def plot_sample_grid(generated: np.ndarray, real: np.ndarray, path: str | Path,
 
 
 def plot_series(entries: Sequence[dict], keys: Sequence[str], path: str | Path,
-                title: str) -> None:
-    """Values of `keys` against the entries' "round"."""
+                title: str, ylim: tuple[float, float] | None = (0, 1),
+                hline: float | None = None) -> None:
+    """Values of `keys` against the entries' "round" (`ylim` None: fitted; `hline`: a dotted
+    threshold)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     rounds = [e["round"] for e in entries]
     for key in keys:
         ax.plot(rounds, [e[key] for e in entries], marker="o", label=key)
-    ax.set(xlabel="round", ylim=(0, 1), title=title)
+    ax.set(xlabel="round", title=title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if hline is not None:
+        ax.axhline(hline, color="k", ls=":", lw=0.8)
     ax.legend()
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

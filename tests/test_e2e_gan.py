@@ -1,9 +1,13 @@
 """The GAN attack end to end on MNIST, through a real Flower simulation on Ray.
 
 The victim (participant 0) alone owns digits 0-4, the attacker (participant 1) owns 5-9 and
-reconstructs the victim's 3s. Without DP, the independent classifier must assign a clearly larger
-share of the generated samples to the victim's class at the last round than at the first attacked
-round. The fast variant runs in `make test`; the slow ones run 8 rounds, without and with DP.
+reconstructs the victim's 3s. Without DP, the generated samples must move towards the victim's
+class: the independent classifier assigns a clearly larger share of them to it at the last round
+than at the first attacked round, and their kernel distance to the victim's digits (relative to
+the nearest other digit) falls. The first attacked round (an untrained generator) must fail the
+success rule. The fast variant runs in `make test`: after 3 attacked rounds its samples are
+scratches that the classifier alone calls 3s (share 1.0) but the distance does not (0.61 > 0.5),
+so it checks the move, not success; the slow ones run 8 rounds, without and with DP.
 """
 
 import pytest
@@ -53,18 +57,24 @@ def run_and_check_outputs(exp: Experiment, run_dir) -> dict:
     return summary
 
 
-def assert_attack_succeeded(summary: dict) -> None:
+def assert_attack_moved(summary: dict) -> None:
+    assert summary["measure_resolved"] and abs(summary["relative_distance_real"]) < 0.5
+    first = summary["per_round"][0]
+    assert first["success"] is False and first["relative_distance"] > 1
     assert summary["victim_share"] >= summary["victim_share_first"] + 0.5
     assert summary["victim_confidence"] > summary["victim_confidence_first"]
-    first = summary["per_round"][0]
+    assert summary["relative_distance"] < 0.7 * first["relative_distance"]
     assert summary["nn_distance_train"] < first["nn_distance_train"]  # nearer real victim digits
+    assert summary["success"] in (True, False)
+    successes = [r["round"] for r in summary["per_round"] if r["success"]]
+    assert summary["first_success_round"] == (successes[0] if successes else None)
 
 
-def test_gan_attack_reconstructs_the_victims_class_fast(tmp_path):
+def test_gan_attack_moves_towards_the_victims_class_fast(tmp_path):
     exp = mnist_gan("gan-e2e-fast", train_size=500, rounds=4, local_epochs=2, lr=2e-3,
                     start_round=2, steps=80, generator_lr=1e-3)
     summary = run_and_check_outputs(exp, tmp_path)
-    assert_attack_succeeded(summary)
+    assert_attack_moved(summary)
     assert summary["epsilon"] is None
 
 
@@ -77,7 +87,7 @@ DP = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5}
 @pytest.mark.timeout(1800)
 def test_gan_attack_succeeds_over_eight_rounds(tmp_path):
     summary = run_and_check_outputs(mnist_gan("gan-e2e", **SLOW), tmp_path)
-    assert_attack_succeeded(summary)
+    assert_attack_moved(summary)
     assert summary["victim_share"] == 1.0
 
 
@@ -90,7 +100,7 @@ def test_gan_attack_survives_dp_sgd_of_the_victim(tmp_path):
     class is reconstructed all the same, while epsilon accumulates round after round."""
     exp = mnist_gan("gan-e2e-dp", **{**SLOW, "lr": 0.05}, optimizer="sgd", privacy=DP)
     summary = run_and_check_outputs(exp, tmp_path)
-    assert_attack_succeeded(summary)
+    assert_attack_moved(summary)
     spent = [r["epsilon"] for r in summary["per_round"]]
     assert all(0 < a < b for a, b in zip(spent, spent[1:], strict=False))
     assert summary["epsilon"] == spent[-1] and summary["noise_multiplier"] == 1.0

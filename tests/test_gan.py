@@ -1,4 +1,5 @@
-"""The GAN attack of Hitaj et al.: config, by-class splits, generator, attacker role, measures."""
+"""The GAN attack of Hitaj et al.: config, by-class splits, generator, attacker role, and the
+measure (noise, blank images and an untrained generator fail it; real victim digits pass)."""
 
 import numpy as np
 import pytest
@@ -22,10 +23,20 @@ from fedattack.gan import (
     WithGenerated,
     build_generator,
     freeze,
+    generate,
     generator_optimizer,
     load_optimizer_tensors,
     optimizer_tensors,
     train_generator,
+)
+from fedattack.reconstruction import (
+    SUCCESS_SHARE,
+    GanMeasure,
+    build_measure,
+    classifier_split,
+    mmd2,
+    none_images,
+    normalise,
 )
 from fedattack.snapshots import GENERATED_KIND, SnapshotStore, local_view
 from fedattack.training import get_weights
@@ -253,3 +264,127 @@ def test_sample_grid_tiles_images_row_by_row_and_is_written(tmp_path):
     assert (grid[4:8, 5:10] == 1).all()  # an empty tile is blank paper
     plot_sample_grid(images, images[:2], tmp_path / "gan" / "round-0001.png", "title")
     assert (tmp_path / "gan" / "round-0001.png").stat().st_size > 0
+
+
+# -- the measure: noise cannot fool it -------------------------------------------------------
+
+
+def measured_experiment() -> Experiment:
+    return Experiment(
+        name="gan-measure", seed=0,
+        data={"dataset": "mnist", "train_size": 300, "nonmember_size": 2000,
+              "knowledge": SMALL_KNOWLEDGE, **SPLIT},
+        model={"arch": "cnn-gan"},
+        training={"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 64},
+        federation={"num_participants": 2, "rounds": 3},
+        gan={"attacker": 1, "victim_class": VICTIM_CLASS, "base_channels": 16,
+             "classifier_epochs": 3},
+    )
+
+
+@pytest.fixture(scope="module")
+def mnist_measure():
+    exp = measured_experiment()
+    dataset = experiment_dataset(exp)
+    return exp, dataset, build_measure(exp, dataset, torch.device("cpu"))
+
+
+def unseen_digits(exp: Experiment, dataset, label: int, n: int = 48) -> torch.Tensor:
+    """Real MNIST digits of `label` outside every split of the experiment (never seen by the
+    classifier nor by the federation, and not among the measure's reference records)."""
+    splits = experiment_splits(exp, dataset)
+    used = np.concatenate([splits.nonmembers, *splits.partitions])
+    free = np.setdiff1d(np.flatnonzero(dataset.y == label), used)
+    return dataset.batch(np.random.default_rng(1).choice(free, n, replace=False))[0]
+
+
+def fails(score: dict) -> bool:
+    return score["success"] is False and score["victim_share"] < SUCCESS_SHARE \
+        and score["relative_distance"] > 1
+
+
+def test_real_unseen_victim_digits_succeed_and_the_measure_is_resolved(mnist_measure):
+    exp, dataset, measure = mnist_measure
+    assert measure.accuracy > 0.85 and measure.resolved
+    anchors = measure.anchors()
+    assert anchors["victim_share_real"] > 0.8 and abs(anchors["relative_distance_real"]) < 0.3
+    real = measure.score(unseen_digits(exp, dataset, VICTIM_CLASS))
+    assert real["success"] is True
+    assert real["victim_share"] > 0.8 and real["none_share"] < 0.1
+    assert abs(real["relative_distance"]) < 0.3
+    other = measure.score(unseen_digits(exp, dataset, label=5))  # a real digit, not the victim's
+    assert other["success"] is False and other["relative_distance"] > 0.8
+
+
+def test_checkerboard_noise_and_blank_images_fail(mnist_measure):
+    _, dataset, measure = mnist_measure
+    shape, n = dataset.input_shape, 32
+    ys, xs = np.indices(shape[1:])
+    fine = torch.from_numpy(((ys + xs) % 2).astype(np.float32)).expand(n, *shape)
+    coarse = torch.from_numpy(((ys // 3 + xs // 3) % 2).astype(np.float32)).expand(n, *shape)
+    torch.manual_seed(0)
+    cases = {"checkerboard": fine, "coarse checkerboard": 0.2 + 0.6 * coarse,
+             "black": torch.zeros(n, *shape), "white": torch.ones(n, *shape),
+             "grey": torch.full((n, *shape), 0.4), "uniform noise": torch.rand(n, *shape),
+             "gaussian noise": (0.5 + 0.3 * torch.randn(n, *shape)).clamp(0, 1)}
+    for name, images in cases.items():
+        score = measure.score(normalise(images, dataset))
+        assert fails(score), (name, score)
+
+
+def test_an_untrained_generator_fails(mnist_measure):
+    exp, dataset, measure = mnist_measure
+    # The attacker's own generator before its first step (its seed is not among those that
+    # trained the "none" class).
+    generator = build_generator(exp.gan, dataset, seed=exp.seed)
+    score = measure.score(generate(generator, generator.noise(64, torch.Generator())))
+    assert fails(score), score
+    assert score["none_share"] > 0.5
+
+
+def test_the_success_is_null_where_real_victim_records_fail_the_rule(mnist_measure):
+    exp, dataset, measure = mnist_measure
+    real = unseen_digits(exp, dataset, VICTIM_CLASS)
+    unresolved = GanMeasure(measure.classifier, VICTIM_CLASS, 10, reference=real[:24],
+                            held_out=unseen_digits(exp, dataset, label=8)[:24],
+                            others={5: unseen_digits(exp, dataset, label=5)}, accuracy=0.9)
+    assert not unresolved.resolved and unresolved.score(real[24:])["success"] is None
+
+
+def test_kernel_distance_is_unbiased_near_zero_and_grows_with_a_shift():
+    rng = torch.Generator().manual_seed(0)
+    a, b = torch.randn(200, 20, generator=rng), torch.randn(200, 20, generator=rng)
+    assert abs(mmd2(a, b)) < 0.02
+    assert mmd2(a, b + 0.5) > 10 * abs(mmd2(a, b)) and mmd2(a, b + 1) > mmd2(a, b + 0.5)
+    with pytest.raises(ValueError, match="2 samples a side"):
+        mmd2(a[:1], b)
+
+
+def test_none_images_are_model_inputs_of_every_kind_in_range():
+    exp = measured_experiment()
+    dataset = experiment_dataset(exp)
+    train_idx, rest_idx = classifier_split(exp, dataset)
+    images = none_images(exp, dataset, train_idx, 50, seed=0)
+    low, high = -dataset.mean[0] / dataset.std[0], (1 - dataset.mean[0]) / dataset.std[0]
+    assert images.shape == (50, 1, 28, 28)
+    assert images.min() >= low - 1e-4 and images.max() <= high + 1e-4
+    assert len(torch.unique(images.flatten(1), dim=0)) == 50
+    assert not np.intersect1d(train_idx, rest_idx).size
+    victims = dataset.y[rest_idx] == VICTIM_CLASS
+    assert victims.sum() >= 2 and set(dataset.y[rest_idx]) == set(range(10))
+
+
+def test_a_campaigns_results_md_shows_the_gan_measures(tmp_path):
+    from fedattack.campaign import write_campaign_results
+
+    gan = {"experiment": "no-dp", "attack": "gan", "round": 20, "victim_share": 0.875,
+           "none_share": 0.0, "relative_distance": 0.31, "success": True,
+           "first_success_round": 9}
+    membership = {"experiment": "membership", "attack": "whitebox", "auc": 0.61}
+    write_campaign_results(tmp_path, [membership, gan])
+    text = (tmp_path / "results.md").read_text()
+    membership_table, gan_table = text.split("\n\n")
+    assert "0.610" in membership_table and "no-dp" not in membership_table
+    head, _, row = gan_table.splitlines()
+    assert "victim share" in head and "rel. dist." in head and "success" in head
+    assert "| no-dp | gan | 20 |" in row and "0.875" in row and "0.31" in row and "True" in row
