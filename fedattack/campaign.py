@@ -64,8 +64,8 @@ CAMPAIGN_COLUMNS = (
     ("auc", "AUC", "{:.3f}"),
     ("tpr_at_0.1pct_fpr", "TPR@0.1%FPR", "{:.3f}"),
     ("tpr_at_1pct_fpr", "TPR@1%FPR", "{:.3f}"),
-    ("target_train_accuracy", "target train acc", "{:.3f}"),
-    ("target_test_accuracy", "target test acc", "{:.3f}"),
+    ("target_train_accuracy", "model acc members", "{:.3f}"),
+    ("target_test_accuracy", "model acc non-members", "{:.3f}"),
     ("global_test_accuracy_drop", "drop vs passive", "{:.3f}"),
 )
 SPREAD_KEYS = ("attack_accuracy", "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr",
@@ -80,7 +80,7 @@ SPREAD_COLUMNS = (
     ("auc", "AUC", "{:.3f}"),
     ("tpr_at_0.1pct_fpr", "TPR@0.1%FPR", "{:.3f}"),
     ("tpr_at_1pct_fpr", "TPR@1%FPR", "{:.3f}"),
-    ("target_test_accuracy", "target test acc", "{:.3f}"),
+    ("target_test_accuracy", "model acc non-members", "{:.3f}"),
     ("global_test_accuracy_drop", "drop vs passive", "{:.3f}"),
 )
 ROW_KEYS = ("attacker", "mode", "victim", "attack", "features")  # one attack row of a run

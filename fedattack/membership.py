@@ -41,6 +41,7 @@ from fedattack.metrics import (
     roc_curve,
 )
 from fedattack.snapshots import SnapshotStore, View, local_view
+from fedattack.training import evaluate as evaluate_model
 from fedattack.training import resolve_device, set_weights, train_model
 
 KNOWLEDGE_OF = {
@@ -335,6 +336,20 @@ def evaluate(run_dir: Path, knowledge: Knowledge, outcome: AttackOutcome,
                                "min_resolvable_fpr": metrics.min_resolvable_fpr}
 
 
+def attacked_model_accuracy(run_dir: Path, knowledge: Knowledge, obs: Observation,
+                            dataset: Dataset, device) -> dict:
+    """Accuracy of the last model the attack read (the victim's own upload for a global
+    attacker, the isolated victim's model under isolation, the global model for a local one) on
+    the member and the non-member targets: the figures of the model actually attacked, evaluated,
+    not a running average over the last local epoch nor the others' aggregate."""
+    truth = load_membership(run_dir).victim(knowledge.victim)
+    members = np.intersect1d(knowledge.targets, truth.target_members)
+    nonmembers = np.setdiff1d(knowledge.targets, truth.target_members)
+    model = obs.models[-1].to(device)
+    return {"target_train_accuracy": evaluate_model(model, dataset, members, device)["accuracy"],
+            "target_test_accuracy": evaluate_model(model, dataset, nonmembers, device)["accuracy"]}
+
+
 @dataclass
 class VictimReport:
     """What the attacks on one victim produced, for the figures."""
@@ -378,8 +393,8 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
     knowledge = load_knowledge(run_dir, victim)
     runner = AttackRunner(exp, run_dir, obs, dataset, knowledge, log)
     run_record = read_json(run_dir / RUN_FILE)
-    history = run_record["history"]
     results, curves, labels = [], {}, None
+    read_model = attacked_model_accuracy(run_dir, knowledge, obs, dataset, runner.device)
     for name in cfg.attacks:
         log(f"{exp.name}: {name} attack on {victim} from {len(obs.models)} snapshot(s) of "
             f"view {obs.view!r}")
@@ -395,8 +410,7 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
             "mode": obs.mode, "knowledge": KNOWLEDGE_OF[name], "attack": name,
             "features": outcome.features, "victim": victim, "snapshots": ",".join(obs.labels),
             **metrics,
-            "target_train_accuracy": history[-1]["train_accuracy"],
-            "target_test_accuracy": history[-1]["test_accuracy"],
+            **read_model,
             **global_accuracy(exp, run_record),
             **isolated_accuracy(run_record, victim),
             "epsilon": run_record.get("epsilon"),  # DP-SGD of the honest participants, if any

@@ -24,8 +24,8 @@ TABLE_COLUMNS = (
     ("auc", "AUC", "{:.3f}"),
     ("tpr_at_0.1pct_fpr", "TPR@0.1%FPR", "{:.3f}"),
     ("tpr_at_1pct_fpr", "TPR@1%FPR", "{:.3f}"),
-    ("target_train_accuracy", "target train acc", "{:.3f}"),
-    ("target_test_accuracy", "target test acc", "{:.3f}"),
+    ("target_train_accuracy", "model acc members", "{:.3f}"),
+    ("target_test_accuracy", "model acc non-members", "{:.3f}"),
 )
 
 

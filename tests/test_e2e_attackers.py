@@ -8,11 +8,16 @@ with finite metrics, and each attacker must have read the view its threat model 
 import math
 
 import numpy as np
+import torch
 import yaml
 
 from fedattack.campaign import load_campaign, run_campaign
+from fedattack.config import parse_experiment
+from fedattack.data.splits import load_knowledge, load_membership
+from fedattack.experiment import experiment_dataset, initial_model
 from fedattack.io import read_json
 from fedattack.snapshots import SnapshotStore
+from fedattack.training import evaluate, set_weights
 
 CAMPAIGN = {
     "campaign": "attackers",
@@ -55,7 +60,8 @@ def test_campaign_of_federated_attackers(tmp_path):
                 # 40 non-members per victim resolve FPRs of 12.5% and up only
                 for key in ("tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):
                     assert r[key] is None and r[f"{key}_ci"] is None, (exp, victim, key)
-                assert r["global_test_accuracy"] == r["target_test_accuracy"]
+                assert r["global_test_accuracy"] == read_json(
+                    tmp_path / "out" / exp / "run.json")["history"][-1]["test_accuracy"]
     mean = rows[("global-passive", "mean of 3", "whitebox")]
     parts = [rows[("global-passive", f"participant-{p}", "whitebox")] for p in range(3)]
     assert mean["auc"] == np.mean([p["auc"] for p in parts])
@@ -90,3 +96,21 @@ def test_campaign_of_federated_attackers(tmp_path):
     assert [r.round for r in local.view("local-2").records(kind="sent")] == [2, 3]
     figures = tmp_path / "out" / "local-ga" / "figures"
     assert (figures / "gradient_norms_over_rounds.png").stat().st_size > 0
+
+    # The model accuracies of a row are those of the model the attack read, evaluated on the
+    # targets: for the isolating attacker, the isolated victim's last upload, not the aggregate.
+    run_dir = tmp_path / "out" / "global-isolating-ga"
+    exp = parse_experiment(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    dataset = experiment_dataset(exp)
+    upload = SnapshotStore(run_dir / "snapshots").view("global").records(
+        kind="upload", round=3, partition=1)[0]
+    model = initial_model(exp, dataset)
+    set_weights(model, SnapshotStore(run_dir / "snapshots").view("global").read_arrays(upload))
+    knowledge = load_knowledge(run_dir, "participant-1")
+    truth = load_membership(run_dir).victim("participant-1")
+    members = np.intersect1d(knowledge.targets, truth.target_members)
+    row = rows[("global-isolating-ga", "participant-1", "whitebox")]
+    cpu = torch.device("cpu")
+    assert row["target_train_accuracy"] == evaluate(model, dataset, members, cpu)["accuracy"]
+    assert row["target_train_accuracy"] != read_json(run_dir / "run.json")["history"][-1][
+        "train_accuracy"]
