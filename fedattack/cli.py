@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import typer
@@ -20,6 +21,32 @@ from fedattack.reporting import markdown_table, undertrained_warnings
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="fedattack: federated-learning privacy attacks on Flower.")
 
+def show_version(value: bool) -> None:
+    """`fedattack --version`: this package's version, and Flower's and torch's."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    from fedattack import __version__
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    typer.echo(f"fedattack {__version__} (flwr {of('flwr')}, torch {of('torch')})")
+    raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """fedattack: federated-learning privacy attacks on Flower."""
+
+
 USAGE_ERROR = 2
 INTERRUPTED = 130  # the shell's code for Ctrl-C
 
@@ -33,8 +60,18 @@ def fail(message: str) -> None:
 def user_errors():
     """The exceptions that mean bad input, not a bug."""
     from fedattack.data import DatasetUnavailable
+    from fedattack.protocol import FederationFailed
+    from fedattack.simulation import RayStartFailed
 
-    return (ConfigError, DatasetUnavailable, FileExistsError, UnsafePath, CorruptedFile)
+    return (ConfigError, DatasetUnavailable, FileExistsError, UnsafePath, CorruptedFile,
+            FederationFailed, RayStartFailed)
+
+
+def disk_full(err: OSError) -> str:
+    """The one line for a full disk: what could not be written, and what to do."""
+    where = f" writing {err.filename}" if err.filename else ""
+    return (f"no space left on device{where}: nothing was half-written; free some space and "
+            "run the same command again to resume")
 
 
 def load_config(path: Path) -> Experiment | CampaignPlan:
@@ -78,6 +115,10 @@ def run(
         fail(str(err))
     except ValueError as err:  # e.g. a dataset too small for the requested split sizes
         fail(str(err))
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        fail(disk_full(err))
     except KeyboardInterrupt:
         typer.echo("interrupted: run the same command again to resume", err=True)
         raise typer.Exit(INTERRUPTED) from None

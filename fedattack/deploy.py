@@ -32,6 +32,7 @@ from fedattack import protocol
 from fedattack.config import ConfigError, Experiment
 from fedattack.experiment import CONFIG_FILE, RUN_FILE, claim_run_dir
 from fedattack.io import read_json
+from fedattack.protocol import FederationFailed
 from fedattack.runner import attack_target, discard_unfinished, finished_record
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -377,6 +378,8 @@ class LocalDeployment:
         self.wait_finished(self.submit({protocol.CONFIG_PATH: str(run_dir / CONFIG_FILE),
                                         protocol.RUN_DIR: str(run_dir)}))
         record = read_json(run_dir / RUN_FILE) if (run_dir / RUN_FILE).exists() else {}
+        if record.get("status") == "failed":  # e.g. a round in which no upload was accepted
+            raise FederationFailed(f"{record.get('error')} (see {run_dir / RUN_FILE})")
         if record.get("status") != "finished":
             raise DeployError(f"run of {exp.name} completed but {run_dir / RUN_FILE} "
                               "does not say finished")

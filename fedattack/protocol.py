@@ -9,3 +9,8 @@ EXPERIMENT = "experiment"  # fit config: the resolved experiment as JSON
 SERVER_ROUND = "server-round"  # fit config
 LR = "lr"  # fit config: this round's learning rate
 PARTITION_ID = "partition_id"  # fit metrics: who uploaded
+
+
+class FederationFailed(RuntimeError):
+    """The federated run cannot go on (e.g. a round in which no upload was accepted); the
+    message says why, and run.json says ``failed``."""

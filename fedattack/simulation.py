@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
+import threading
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -21,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedattack import protocol
-from fedattack.config import Experiment
+from fedattack.config import ConfigError, Experiment
 from fedattack.experiment import CONFIG_FILE, RUN_FILE, prepare_run
 from fedattack.io import read_json
+
+RAY_START_TIMEOUT_ENV = "FEDATTACK_RAY_START_TIMEOUT_S"
+RAY_START_TIMEOUT_S = 120.0  # default: a Ray that has not started by then will not start
 
 SERVER_APP_FACTORY = "strategies.server_app:make_server_app"
 CLIENT_APP_FACTORY = "clients.client_app:make_client_app"
@@ -95,6 +100,69 @@ def quiet_libraries(verbose: bool):
         flwr_logger.setLevel(level)
 
 
+class RayStartFailed(RuntimeError):
+    """Ray could not be started (e.g. an address-space limit, ``ulimit -v``, too low for it)."""
+
+
+def ray_start_timeout() -> float:
+    raw = os.environ.get(RAY_START_TIMEOUT_ENV, str(RAY_START_TIMEOUT_S))
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = float("nan")
+    if not timeout > 0 or timeout == float("inf"):
+        raise ConfigError(f"{RAY_START_TIMEOUT_ENV}={raw!r}: expected a positive number of "
+                          "seconds")
+    return timeout
+
+
+def start_ray(init_args: dict, timeout_s: float) -> threading.Event:
+    """Start Ray as Flower's Ray backend would, but give up after `timeout_s` seconds.
+
+    Flower starts Ray only if it is not running yet (``RayBackend.init_ray``), so starting it
+    here first changes nothing else. ray.init runs in a daemon thread so that a start that hangs
+    (it does under a low ``ulimit -v``) cannot hang the run; that thread must live until Ray is
+    shut down, since Ray's own processes die with the thread that started them (they are started
+    with PR_SET_PDEATHSIG): set the returned event once the simulation is over.
+    """
+    import ray
+
+    done = threading.Event()
+    if ray.is_initialized():
+        done.set()
+        return done
+    # What RayBackend.init_ray does: the workers import what this process can import.
+    pythonpath = os.pathsep.join(sys.path)
+    if os.environ.get("PYTHONPATH"):
+        pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
+    os.environ["PYTHONPATH"] = pythonpath
+    outcome: list[BaseException | None] = []
+    started = threading.Event()
+
+    def init() -> None:
+        try:
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+            outcome.append(None)
+        except BaseException as err:  # reported by the caller's thread
+            outcome.append(err)
+        started.set()
+        done.wait()
+
+    threading.Thread(target=init, name="ray-start", daemon=True).start()
+    started.wait(timeout_s)
+    hint = ("is the address-space limit (ulimit -v) or the memory too low? "
+            f"{RAY_START_TIMEOUT_ENV} sets how long to wait")
+    if not outcome:
+        done.set()
+        raise RayStartFailed(f"Ray did not start within {timeout_s:g} s: {hint}")
+    if outcome[0] is not None:
+        done.set()
+        message = " ".join(str(outcome[0]).split())[:300]
+        raise RayStartFailed(f"Ray did not start ({type(outcome[0]).__name__}: {message}): "
+                             f"{hint}")
+    return done
+
+
 def run_federated(
     exp: Experiment,
     run_dir: str | Path,
@@ -113,17 +181,25 @@ def run_federated(
         protocol.RUN_DIR: str(run_dir),
         protocol.CLIENT_THREADS: res.client_cpus,
     }
-    server_app = load_object(SERVER_APP_FACTORY)(overrides, on_round)
+    failures: list[Exception] = []
+    server_app = load_object(SERVER_APP_FACTORY)(overrides, on_round, failures.append)
     client_app = load_object(CLIENT_APP_FACTORY)(overrides)
+    init_args = {"num_cpus": res.total_cpus, "include_dashboard": False,
+                 "logging_level": logging.WARNING, "log_to_driver": verbose}
     backend_config = {
         "client_resources": {"num_cpus": res.client_cpus, "num_gpus": res.client_gpus},
-        "init_args": {"num_cpus": res.total_cpus, "include_dashboard": False,
-                      "logging_level": logging.WARNING, "log_to_driver": verbose},
+        "init_args": init_args,
     }
     with quiet_libraries(verbose):
-        run_simulation(server_app=server_app, client_app=client_app,
-                       num_supernodes=exp.federation.num_participants,
-                       backend_config=backend_config, verbose_logging=verbose)
+        ray_started = start_ray(init_args, ray_start_timeout())
+        try:
+            run_simulation(server_app=server_app, client_app=client_app,
+                           num_supernodes=exp.federation.num_participants,
+                           backend_config=backend_config, verbose_logging=verbose)
+        finally:
+            ray_started.set()  # Flower has shut Ray down: its starting thread may end
+    if failures:  # a round with no acceptable upload (FederationFailed), a full disk (OSError)
+        raise failures[0]
     record = read_json(run_dir / RUN_FILE) if (run_dir / RUN_FILE).exists() else {}
     if record.get("status") != "finished":
         raise RuntimeError(f"federated run {exp.name} did not finish; see {run_dir / RUN_FILE}")

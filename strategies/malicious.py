@@ -13,7 +13,8 @@ global attacker's view. Active, it adds two manipulations, alone or together:
   (its model) is also handed to ``on_isolated`` (run.json's test accuracy of the victim's model).
 
 Which node is which participant is learnt from the partition id each participant reports with its
-first upload; isolation therefore starts at round 2 at the earliest. A model sent to an isolated
+first accepted upload (``RecordingFedAvg.partition_of``: a refused upload teaches it nothing);
+isolation therefore starts at round 2 at the earliest. A model sent to an isolated
 participant is recorded as kind ``sent`` with its partition id.
 """
 
@@ -22,12 +23,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from flwr.common import FitIns, FitRes, NDArrays, Parameters, ndarrays_to_parameters
+from flwr.common import FitIns, NDArrays, Parameters, ndarrays_to_parameters
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 
 from fedattack.config import AttackerConfig
-from strategies.recording import RecordingFedAvg, RoundLog, weighted_average
+from strategies.recording import RecordingFedAvg, weighted_average
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,6 @@ class MaliciousAggregator(RecordingFedAvg):
         super().__init__(**kwargs)
         self.attacker, self.isolated, self.ascend = attacker, set(isolated), ascend
         self.on_isolated = on_isolated
-        self.partition_of: dict[str, int] = {}  # node id -> partition id, from fit metrics
         self.own_model: dict[int, NDArrays] = {}  # isolated partition -> model to send it
         self.started_from: dict[int, NDArrays] = {}  # isolated partition -> model sent this round
 
@@ -84,17 +84,6 @@ class MaliciousAggregator(RecordingFedAvg):
         if self.record_round(server_round):
             self.record("sent", server_round, own, partition=partition)
         return FitIns(ndarrays_to_parameters(own), ins.config)
-
-    def accept(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
-               log_: RoundLog):
-        """Validate uploads as FedAvg does, and learn which node is which participant."""
-        accepted = super().accept(server_round, results, log_)
-        pids = set(log_.accepted)
-        for proxy, res in results:
-            pid = res.metrics.get("partition_id")
-            if pid in pids:
-                self.partition_of[proxy.cid] = int(pid)
-        return accepted
 
     def aggregate(self, server_round: int, accepted: list[tuple[int, NDArrays, int]]) -> NDArrays:
         """Average the non-isolated uploads; ascend the broadcast model at ascent rounds."""

@@ -9,8 +9,11 @@ checked (shapes, finiteness) before it can poison the average.
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +30,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
-from fedattack.protocol import PARTITION_ID
+from fedattack.protocol import PARTITION_ID, FederationFailed
 from fedattack.snapshots import SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -41,13 +44,86 @@ class RejectedUpload(ValueError):
 
 @dataclass
 class RoundLog:
-    """What happened to each participant in a round, kept for run.json."""
+    """What happened to each participant in a round, kept for run.json.
+
+    ``rejected`` lists each refusal as ``{"node", "partition", "reason"}``; ``partition`` is the
+    id the upload claimed (None when it claimed none, or a Flower failure carried no reply).
+    """
 
     server_round: int
     accepted: list[int] = field(default_factory=list)
-    rejected: dict[int | str, str] = field(default_factory=dict)
+    rejected: list[dict] = field(default_factory=list)
     metrics: dict[int, dict] = field(default_factory=dict)  # each accepted upload's fit metrics
     ascent: dict[str, dict] = field(default_factory=dict)  # an active aggregator's steps
+
+    def refuse(self, node: str | None, partition, reason: str) -> None:
+        log.warning("round %d: refused upload of node %s (partition %r): %s",
+                    self.server_round, node, partition, reason)
+        self.rejected.append({"node": node, "partition": partition, "reason": reason})
+
+    def reasons(self) -> str:
+        """Every refusal of the round, on one line."""
+        return "; ".join(f"node {r['node']}: {r['reason']}" for r in self.rejected) or "none"
+
+
+# The fit metrics a participant may report: name -> whether it is required. Anything else is
+# refused, so that a participant cannot smuggle data into run.json or the attacker's view.
+UPLOAD_METRICS = {
+    PARTITION_ID: True,
+    "train_loss": True,
+    "train_accuracy": True,
+    "epsilon": False,  # DP-SGD: the privacy spent so far (inf without noise)
+    "generator_loss_first": False,  # the GAN attacker's generator
+    "generator_loss_last": False,
+}
+
+
+def is_integer(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool | np.bool_)
+
+
+def check_metrics(metrics: dict, num_partitions: int) -> int:
+    """The partition id the metrics claim; RejectedUpload unless they follow UPLOAD_METRICS."""
+    extra = sorted(set(metrics) - set(UPLOAD_METRICS))
+    if extra:
+        raise RejectedUpload(f"unexpected fit metrics {extra}")
+    missing = [k for k, required in UPLOAD_METRICS.items() if required and k not in metrics]
+    if missing:
+        raise RejectedUpload(f"missing fit metrics {missing}")
+    pid = metrics[PARTITION_ID]
+    if not is_integer(pid):
+        raise RejectedUpload(f"{PARTITION_ID!r} is {pid!r}, not an integer")
+    if not 0 <= pid < num_partitions:
+        raise RejectedUpload(f"{PARTITION_ID!r} {pid} outside 0..{num_partitions - 1}")
+    for key in UPLOAD_METRICS.keys() - {PARTITION_ID}:
+        if key not in metrics:
+            continue
+        value = metrics[key]
+        if not is_number(value) or np.isnan(value):
+            raise RejectedUpload(f"fit metric {key!r} is {value!r}, not a number")
+        if key == "epsilon" and value < 0:
+            raise RejectedUpload(f"fit metric 'epsilon' is {value!r}, negative")
+        if key != "epsilon" and not np.isfinite(value):
+            raise RejectedUpload(f"fit metric {key!r} is {value!r}, not finite")
+        if key == "train_accuracy" and not 0 <= value <= 1:
+            raise RejectedUpload(f"fit metric 'train_accuracy' is {value!r}, outside [0, 1]")
+    return int(pid)
+
+
+def check_num_examples(num_examples, partition_size: int) -> int:
+    """num_examples as an int; RejectedUpload unless 1 <= num_examples <= the partition's size
+    (a participant cannot weigh more in the average than the records it holds)."""
+    if not is_integer(num_examples):
+        raise RejectedUpload(f"num_examples is {num_examples!r}, not an integer")
+    if not 1 <= num_examples <= partition_size:
+        raise RejectedUpload(f"num_examples {num_examples} outside 1..{partition_size}, "
+                             "the size of its partition")
+    return int(num_examples)
 
 
 def weighted_average(uploads: list[tuple[NDArrays, int]]) -> NDArrays:
@@ -67,25 +143,46 @@ def weighted_average(uploads: list[tuple[NDArrays, int]]) -> NDArrays:
 
 
 def check_upload(weights: NDArrays, reference: NDArrays) -> None:
-    """Raise RejectedUpload unless weights match the reference shapes and are all finite."""
+    """Raise RejectedUpload unless weights match the reference shapes and dtypes and are all
+    finite."""
     if len(weights) != len(reference):
         raise RejectedUpload(f"{len(weights)} tensors, expected {len(reference)}")
     for i, (w, ref) in enumerate(zip(weights, reference, strict=True)):
         if w.shape != ref.shape:
             raise RejectedUpload(f"tensor {i} has shape {w.shape}, expected {ref.shape}")
+        if w.dtype != ref.dtype:
+            raise RejectedUpload(f"tensor {i} has dtype {w.dtype}, expected {ref.dtype}")
         if w.dtype.kind == "f" and not np.isfinite(w).all():
             raise RejectedUpload(f"tensor {i} holds NaN or Inf")
 
 
+def read_upload(parameters: Parameters) -> NDArrays:
+    """The upload's tensors; RejectedUpload if they cannot be deserialised (never unpickled)."""
+    try:
+        return parameters_to_ndarrays(parameters)
+    except Exception as err:  # any malformed payload is the participant's fault
+        raise RejectedUpload(f"unreadable tensors ({type(err).__name__}: {err})") from None
+
+
 class RecordingFedAvg(FedAvg):
     """FedAvg over all participants each round, recording the aggregator's observations.
+
+    Every upload is untrusted: one whose partition id, num_examples, fit metrics or tensors do not
+    check out is refused (logged with the reason, listed in the round's log) and the round goes
+    on with the others. Which node is which participant is learnt from accepted uploads only: a
+    node keeps the partition it first uploaded as; two uploads of one round that claim the same
+    partition are both refused, unless one comes from the node that holds it. A round in which no
+    upload was accepted, or a full disk, fails the run (``failure``): the remaining rounds send
+    nothing and evaluate nothing, and ``on_failure`` is told why.
 
     Args:
         store: where observations are written (view "global").
         record_round: which rounds to record.
         weight_names: tensor names of the model, in the order of Flower's parameter list.
         fit_config: ``round -> config`` sent to every participant (learning rate, epochs...).
+        partition_sizes: the number of training records of each partition, by partition id.
         on_round: called after each aggregation with (round, RoundLog).
+        on_failure: called once with the exception that failed the run.
         kwargs: passed to FedAvg (initial_parameters, evaluate_fn, min clients...).
     """
 
@@ -96,7 +193,9 @@ class RecordingFedAvg(FedAvg):
         record_round: Callable[[int], bool],
         weight_names: list[str],
         fit_config: Callable[[int], dict[str, Scalar]],
+        partition_sizes: list[int],
         on_round: Callable[[int, RoundLog], None] | None = None,
+        on_failure: Callable[[Exception], None] | None = None,
         **kwargs,
     ) -> None:
         kwargs.setdefault("fraction_evaluate", 0.0)
@@ -105,12 +204,39 @@ class RecordingFedAvg(FedAvg):
         self.store = store
         self.record_round = record_round
         self.weight_names = weight_names
+        self.partition_sizes = [int(n) for n in partition_sizes]
         self.on_round = on_round
+        self.on_failure = on_failure
         self.round_logs: list[RoundLog] = []
+        self.partition_of: dict[str, int] = {}  # node id -> partition id, from accepted uploads
+        self.node_of: dict[int, str] = {}  # partition id -> the node that holds it
+        self.failure: Exception | None = None
         self._broadcast: NDArrays | None = None
 
     def __repr__(self) -> str:
         return f"RecordingFedAvg(accept_failures={self.accept_failures})"
+
+    # -- failing the run -------------------------------------------------------------------
+
+    def fail(self, error: Exception) -> None:
+        """Stop the federation: the remaining rounds do nothing; tell on_failure once."""
+        if self.failure is not None:
+            return
+        self.failure = error
+        log.error("the federated run failed: %s", error)
+        if self.on_failure:
+            self.on_failure(error)
+
+    @contextmanager
+    def disk_guard(self):
+        """A full disk fails the run instead of crashing Flower's server loop; what was being
+        written is left as it was (every write is atomic)."""
+        try:
+            yield
+        except OSError as err:
+            if err.errno != errno.ENOSPC:
+                raise
+            self.fail(err)
 
     # -- recording -------------------------------------------------------------------------
 
@@ -128,33 +254,82 @@ class RecordingFedAvg(FedAvg):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         """Send the current global model to every participant; record it as global round-1."""
+        if self.failure is not None:
+            return []
         self._broadcast = parameters_to_ndarrays(parameters)
-        if self.record_round(server_round):
-            self.record("global", server_round - 1, self._broadcast)
-        return super().configure_fit(server_round, parameters, client_manager)
+        with self.disk_guard():
+            if self.record_round(server_round):
+                self.record("global", server_round - 1, self._broadcast)
+            return super().configure_fit(server_round, parameters, client_manager)
+        return []
+
+    def evaluate(self, server_round: int, parameters: Parameters):
+        """Evaluate centrally, unless the run has failed."""
+        if self.failure is not None:
+            return None
+        with self.disk_guard():
+            return super().evaluate(server_round, parameters)
+        return None
+
+    def check(self, proxy: ClientProxy, res: FitRes) -> tuple[int, NDArrays, int]:
+        """(partition, weights, num_examples) of one upload, or RejectedUpload."""
+        pid = check_metrics(res.metrics, len(self.partition_sizes))
+        held = self.partition_of.get(proxy.cid)
+        if held is not None and held != pid:
+            raise RejectedUpload(f"claims partition {pid}, but this node uploaded as "
+                                 f"partition {held} before")
+        n = check_num_examples(res.num_examples, self.partition_sizes[pid])
+        weights = read_upload(res.parameters)
+        check_upload(weights, self._broadcast)
+        return pid, weights, n
 
     def accept(self, server_round: int, results: list[tuple[ClientProxy, FitRes]], log_: RoundLog):
         """Validate uploads; return [(partition, weights, num_examples)] sorted by partition."""
-        accepted = []
+        claims: dict[int, list] = {}
         for proxy, res in results:
-            pid = res.metrics.get(PARTITION_ID)
             try:
-                if not isinstance(pid, int):
-                    raise RejectedUpload(f"no integer {PARTITION_ID!r} in the fit metrics")
-                weights = parameters_to_ndarrays(res.parameters)
-                check_upload(weights, self._broadcast)
-            except (RejectedUpload, ValueError) as err:
-                who = pid if isinstance(pid, int) else f"node {proxy.cid}"
-                log.warning("round %d: refused upload of participant %s: %s",
-                            server_round, who, err)
-                log_.rejected[who] = str(err)
+                pid, weights, n = self.check(proxy, res)
+            except RejectedUpload as err:
+                claimed = res.metrics.get(PARTITION_ID)
+                log_.refuse(proxy.cid, claimed if is_integer(claimed) else None, str(err))
                 continue
-            accepted.append((pid, weights, res.num_examples))
-            log_.accepted.append(pid)
-            log_.metrics[pid] = dict(res.metrics)
+            claims.setdefault(pid, []).append((proxy, res, weights, n))
+        present = {proxy.cid for proxy, _ in results}
+        accepted = []
+        for pid, group in claims.items():
+            holder = self.node_of.get(pid)
+            if len(group) > 1:
+                nodes = sorted(proxy.cid for proxy, *_ in group)
+                owned = [g for g in group if g[0].cid == holder]
+                for proxy, *_ in group:
+                    if owned and proxy.cid == holder:
+                        continue
+                    reason = (f"partition {pid} is node {holder}'s" if owned else
+                              f"partition {pid} claimed by {len(group)} uploads this round "
+                              f"(nodes {', '.join(nodes)})")
+                    log_.refuse(proxy.cid, pid, reason)
+                group = owned
+            elif holder is not None and holder != group[0][0].cid and holder in present:
+                log_.refuse(group[0][0].cid, pid, f"partition {pid} is node {holder}'s")
+                group = []
+            for proxy, res, weights, n in group:
+                self.bind(proxy.cid, pid)
+                accepted.append((pid, weights, n))
+                log_.accepted.append(pid)
+                log_.metrics[pid] = dict(res.metrics)
         accepted.sort(key=lambda item: item[0])
         log_.accepted.sort()
         return accepted
+
+    def bind(self, node: str, pid: int) -> None:
+        """Node `node` holds partition `pid` (a SuperNode that reconnected under a new id takes
+        its partition over from its old id)."""
+        old = self.node_of.get(pid)
+        if old is not None and old != node:
+            log.warning("partition %d: node %s takes over from node %s", pid, node, old)
+            self.partition_of.pop(old, None)
+        self.node_of[pid] = node
+        self.partition_of[node] = pid
 
     def aggregate_fit(
         self,
@@ -163,21 +338,30 @@ class RecordingFedAvg(FedAvg):
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         """Record uploads, then average the accepted ones in partition order."""
+        with self.disk_guard():
+            return self._aggregate_fit(server_round, results, failures)
+        return None, {}
+
+    def _aggregate_fit(self, server_round, results, failures):
         round_log = RoundLog(server_round)
         for failure in failures:
-            round_log.rejected[f"failure-{len(round_log.rejected)}"] = repr(failure)
+            if isinstance(failure, tuple):
+                proxy, res = failure
+                round_log.refuse(proxy.cid, None, f"failed: {res.status.message}")
+            else:
+                round_log.refuse(None, None, one_line(f"failed: {failure!r}"))
         accepted = self.accept(server_round, results, round_log)
         self.round_logs.append(round_log)
+        if not accepted:
+            if self.on_round:
+                self.on_round(server_round, round_log)
+            self.fail(FederationFailed(f"round {server_round}: no upload was accepted "
+                                       f"({round_log.reasons()})"))
+            return None, {}
         recording = self.record_round(server_round)
         if recording:
             for pid, weights, _ in accepted:
                 self.record("upload", server_round, weights, partition=pid)
-        if not accepted:
-            log.warning("round %d: no acceptable upload; the global model is unchanged",
-                        server_round)
-            if self.on_round:
-                self.on_round(server_round, round_log)
-            return None, {}
         aggregate = self.aggregate(server_round, accepted)
         if recording:
             self.record("global", server_round, aggregate)
@@ -188,3 +372,9 @@ class RecordingFedAvg(FedAvg):
     def aggregate(self, server_round: int, accepted: list[tuple[int, NDArrays, int]]) -> NDArrays:
         """The new global model; subclasses (malicious aggregators) hook in here."""
         return weighted_average([(w, n) for _, w, n in accepted])
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """`text` on one line, without terminal colour codes, cut at `limit` characters."""
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -45,7 +45,7 @@ class GlobalModelLog:
         self.device = resolve_device(exp.device)
         self.started = time.perf_counter()
         self.record = {"experiment": exp.name, "scenario": exp.scenario, "status": "running",
-                       "history": [], "rounds": []}
+                       "history": [], "rounds": [], "refusals": []}
 
     def evaluate_fn(self, server_round: int, weights, _config) -> tuple[float, dict]:
         set_weights(self.model, weights)
@@ -57,13 +57,23 @@ class GlobalModelLog:
                  "test_accuracy": test["accuracy"]}
         self.record["history"].append(entry)
         self.record["global_test_accuracy"] = test["accuracy"]  # the latest global model's
-        if server_round == self.exp.federation.rounds:
+        if server_round == self.exp.federation.rounds and self.record["status"] == "running":
             self.record["status"] = "finished"
         self.record["wall_time_s"] = round(time.perf_counter() - self.started, 3)
         write_json(self.path, self.record)
         if self.on_round_done and server_round > 0:
             self.on_round_done(server_round, entry)
         return test["loss"], {"test_accuracy": test["accuracy"]}
+
+    def fail(self, error: Exception) -> None:
+        """Mark the run failed in run.json, with why (if the disk lets run.json be written)."""
+        self.record["status"] = "failed"
+        self.record["error"] = str(error)
+        self.record["wall_time_s"] = round(time.perf_counter() - self.started, 3)
+        try:
+            write_json(self.path, self.record)
+        except OSError:  # e.g. the full disk that failed the run: run.json stays "running"
+            pass
 
     def evaluate_isolated(self, server_round: int, partition: int, weights) -> None:
         """Test accuracy of an isolated participant's model (its upload), kept in run.json's
@@ -77,7 +87,8 @@ class GlobalModelLog:
 
     def on_round(self, server_round: int, round_log: RoundLog) -> None:
         entry = {"round": server_round, "accepted": round_log.accepted,
-                 "rejected": {str(k): v for k, v in round_log.rejected.items()}}
+                 "rejected": round_log.rejected}
+        self.record["refusals"].extend({"round": server_round, **r} for r in round_log.rejected)
         if round_log.ascent:  # the active aggregator's steps: target loss, step and update norms
             entry["ascent"] = round_log.ascent
         spent = [m["epsilon"] for m in round_log.metrics.values() if "epsilon" in m]
@@ -87,15 +98,22 @@ class GlobalModelLog:
 
 
 def build_strategy(
-    exp: Experiment, run_dir: Path, on_round: Callable[[int, dict], None] | None = None
+    exp: Experiment, run_dir: Path, on_round: Callable[[int, dict], None] | None = None,
+    on_failure: Callable[[Exception], None] | None = None,
 ) -> RecordingFedAvg:
-    """The aggregator for this experiment, with its run directory prepared."""
+    """The aggregator for this experiment, with its run directory prepared; `on_failure` is told
+    why the run failed, if it does (run.json says it too, where the disk allows)."""
     dataset, splits = prepare_run(exp, run_dir)
     model = initial_model(exp, dataset)
     weights = get_weights(model)
     log = GlobalModelLog(exp, run_dir, model, dataset, splits, on_round)
     exp_json = exp.model_dump_json()
     n = exp.federation.num_participants
+
+    def failed(error: Exception) -> None:
+        log.fail(error)
+        if on_failure:
+            on_failure(error)
 
     def fit_config(server_round: int) -> dict:
         return {protocol.SERVER_ROUND: server_round,
@@ -108,7 +126,9 @@ def build_strategy(
         record_round=exp.federation.records,
         weight_names=weight_names(model),
         fit_config=fit_config,
+        partition_sizes=[len(p) for p in splits.partitions],
         on_round=log.on_round,
+        on_failure=failed,
         initial_parameters=ndarrays_to_parameters(weights),
         evaluate_fn=log.evaluate_fn,
         fraction_fit=1.0,
@@ -149,15 +169,17 @@ def target_ascent(exp: Experiment, dataset, targets: np.ndarray) -> GradientAsce
 
 
 def make_server_app(
-    overrides: dict | None = None, on_round: Callable[[int, dict], None] | None = None
+    overrides: dict | None = None, on_round: Callable[[int, dict], None] | None = None,
+    on_failure: Callable[[Exception], None] | None = None,
 ) -> ServerApp:
-    """A ServerApp whose run_config is completed by `overrides` (used by the simulation runner)."""
+    """A ServerApp whose run_config is completed by `overrides` (used by the simulation runner);
+    `on_failure` is told why the run failed, if it does."""
 
     def server_fn(context: Context) -> ServerAppComponents:
         run_config = {**context.run_config, **(overrides or {})}
         exp = load_experiment(run_config[protocol.CONFIG_PATH])
         run_dir = Path(str(run_config[protocol.RUN_DIR]))
-        strategy = build_strategy(exp, run_dir, on_round)
+        strategy = build_strategy(exp, run_dir, on_round, on_failure)
         return ServerAppComponents(strategy=strategy,
                                    config=ServerConfig(num_rounds=exp.federation.rounds))
 

@@ -17,8 +17,14 @@ class FakeProxy(ClientProxy):
     get_properties = get_parameters = fit = evaluate = reconnect = _never
 
 
-def fit_res(weights: list[np.ndarray], num_examples: int, partition_id) -> FitRes:
-    metrics = {} if partition_id is None else {"partition_id": partition_id}
+def fit_res(weights: list[np.ndarray], num_examples: int, partition_id,
+            metrics: dict | None = None) -> FitRes:
+    """What an honest participant returns: its partition id and training loss and accuracy
+    (`metrics`, if given, instead of those)."""
+    if metrics is None:
+        metrics = {"train_loss": 1.0, "train_accuracy": 0.5}
+        if partition_id is not None:
+            metrics["partition_id"] = partition_id
     return FitRes(
         status=Status(Code.OK, "ok"),
         parameters=ndarrays_to_parameters(weights),

@@ -35,6 +35,7 @@ def aggregator(tmp_path, mode="passive", isolated=(), ascend=None, **attacker):
         isolated=set(isolated), ascend=ascend,
         store=SnapshotStore(tmp_path / "snapshots"), record_round=lambda r: True,
         weight_names=NAMES, fit_config=lambda r: {"server-round": r},
+        partition_sizes=[100] * 3,
         initial_parameters=ndarrays_to_parameters(initial), min_fit_clients=3,
         min_available_clients=3)
     return strategy, rng
@@ -122,7 +123,7 @@ def test_bad_upload_of_isolated_participant_is_refused_and_the_round_goes_on(tmp
     _, params = play_round(strategy, manager, proxies, 1, params, good)
     bad = [([np.full((3, 4), np.nan, np.float32), good[0][0][1]], 1), good[1], good[2]]
     sent, new = play_round(strategy, manager, proxies, 2, params, bad)
-    assert "NaN" in strategy.round_logs[-1].rejected[0]
+    assert "NaN" in strategy.round_logs[-1].rejected[0]["reason"]
     assert_same(parameters_to_ndarrays(new), weighted_average([good[1], good[2]]))
     sent3, _ = play_round(strategy, manager, proxies, 3, new, good)
     assert_same(sent3[proxies[0].cid], good[0][0])  # its last *accepted* model
@@ -234,7 +235,7 @@ def test_aggregator_ascent_raises_the_broadcast_target_loss_to_first_order(tmp_p
         attacker=AttackerConfig(mode="gradient-ascent", step="absolute", gamma=1e-3),
         isolated=set(),
         ascend=ascent, store=SnapshotStore(tmp_path / "s"), record_round=lambda r: False,
-        weight_names=names, fit_config=lambda r: {},
+        weight_names=names, fit_config=lambda r: {}, partition_sizes=[10, 10],
         initial_parameters=ndarrays_to_parameters(get_weights(model)), min_fit_clients=2,
         min_available_clients=2)
     manager, proxies = client_manager(2)

@@ -29,6 +29,7 @@ def setup(tmp_path):
         record_round=lambda r: r in (1, 3),
         weight_names=NAMES,
         fit_config=lambda r: {"server-round": r, "lr": 0.1},
+        partition_sizes=[100, 100, 100],
         initial_parameters=ndarrays_to_parameters(initial),
         min_fit_clients=3,
         min_available_clients=3,
@@ -98,6 +99,7 @@ def test_aggregate_independent_of_arrival_order(tmp_path):
             record_round=lambda r: True,
             weight_names=NAMES,
             fit_config=lambda r: {},
+            partition_sizes=[100] * 3,
             initial_parameters=ndarrays_to_parameters(uploads[0][0]),
         )
         manager, proxies = client_manager(3)
@@ -146,8 +148,8 @@ def test_bad_upload_refused_round_goes_on(setup, bad, reason, caplog):
     assert metrics == {"accepted": 2}
     (round_log,) = strategy.round_logs
     assert round_log.accepted == [0, 1]
-    ((who, why),) = round_log.rejected.items()
-    assert reason in why
+    (refusal,) = round_log.rejected
+    assert reason in refusal["reason"] and refusal["node"] == proxies[2].cid
     assert "refused upload" in caplog.text
     expected = weighted_average([(w, n) for w, n, _ in good])
     for got, want in zip(parameters_to_ndarrays(agg), expected, strict=True):
