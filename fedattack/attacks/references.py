@@ -348,7 +348,8 @@ def reference_attack(name: str, exp, run_dir: Path, knowledge, dataset,
         a = cfg.a
         if a is None:
             a, aucs = tune_a(r[n:], inside_[n:], 0, 1, cfg.gamma)
-            extra["a_auc"] = aucs
+            extra["a_auc"] = {str(k): v for k, v in aucs.items()}
+            log(f"  rmia-offline: a = {a} (AUC {aucs[a]:.3f} against reference 0)")
         scores = rmia_scores(p[:n], r[:n], p[z], r[z], cfg.gamma, a, inside_[:n], inside_[z])
         return scores, {**extra, "a": a, "gamma": cfg.gamma, "population_z": len(z)}
     scores = rmia_scores(p[:n], r[:n], p[z], r[z], cfg.gamma, None)
