@@ -113,3 +113,20 @@ def test_generator_rejects_bad_arguments():
     done = subprocess.run([sys.executable, str(DOCKER / "compose.py"), "--nodes", "0"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--nodes must be at least 1" in done.stderr
+
+
+def test_local_base_uses_the_stand_in_images_and_the_certificates_given(tmp_path):
+    certs = tmp_path / "my-certs"
+    (certs / "keys").mkdir(parents=True)
+    path = tmp_path / "compose.yaml"
+    path.write_text(generate("--auth", "--gpus", "0", "--base", "local", "--certs", str(certs)))
+    services = compose_config(path)["services"]
+    assert services["superlink"]["image"] == "fedattack-superlink:1.42.0"
+    for node in (1, 2):
+        assert services[f"supernode-{node}"]["image"] == "fedattack-supernode:1.42.0"
+        sources = {m.split(":", 1)[0] for m in services[f"supernode-{node}"]["volumes"]}
+        assert sources == {str(certs), str(certs / "keys" / f"supernode-{node}")}
+    for name in ("superexec-serverapp", "superexec-clientapp-1", "superexec-clientapp-2"):
+        args = services[name]["build"]["args"]
+        assert args["BASE_IMAGE"] == "fedattack-superexec-base:1.42.0", name
+    assert str(certs) in {m.split(":", 1)[0] for m in services["superexec-serverapp"]["volumes"]}
