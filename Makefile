@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 RUN_DIR ?= runs/quickstart
 
-.PHONY: install run test test-all lint bench clean
+.PHONY: install run test test-all lint bench compose-run gpu-check clean
 
 install: $(STAMP)
 
@@ -33,6 +33,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/fl_overhead.py
+
+# The deployment in real containers (docker/compose-run.sh): images, TLS, SuperNode
+# authentication, a shrunk quickstart through `flwr run`, the offline attack, teardown.
+# Needs a running docker engine and, where the image hub is unreachable, root and debootstrap.
+compose-run: $(STAMP)
+	PYTHON=$(PY) bash docker/compose-run.sh -o runs/compose-run
 
 clean:
 	rm -rf runs .pytest_cache
