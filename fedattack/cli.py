@@ -175,6 +175,10 @@ def deploy_local(
                                                 on_round=advance)
     except (*user_errors(), AppMismatch) as err:
         fail(str(err))
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        fail(disk_full(err))
     except DeployError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
