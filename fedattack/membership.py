@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedattack import reporting
+from fedattack import progress, reporting
 from fedattack.attacks import ThresholdAttack, UnsupervisedAttack, WhiteBoxAttack
 from fedattack.attacks.references import REFERENCE_ATTACKS, reference_attack
 from fedattack.attacks.threshold import threshold_scores
@@ -168,6 +168,7 @@ class AttackRunner:
                  models=None) -> FeatureCache:
         """Features of `indices`, computed once into a memory-mapped cache in the run dir."""
         path = self.run_dir / "features" / self.knowledge.victim / name
+        progress.active().phase("features", None, f"{name}, {len(indices)} records")
         return self.extractor(spec, models).cache(self.dataset, indices, path)
 
     def classes(self, member_indices: np.ndarray, nonmember_indices: np.ndarray):
@@ -199,6 +200,10 @@ class AttackRunner:
         c = self.cfg
 
         def on_epoch(entry: dict) -> None:
+            if entry["epoch"] == 1:
+                progress.active().phase(f"{name} epoch", c.epochs)
+            progress.active().advance(f"val AUC {entry['val_auc']:.3f}" if "val_auc" in entry
+                                      else "")
             if entry["epoch"] % 10 == 0 or entry["epoch"] == c.epochs:
                 self.log(f"  {name}: epoch {entry['epoch']}/{c.epochs} (at most), validation "
                          f"AUC {entry['val_auc']:.3f}, accuracy {entry['val_accuracy']:.3f}")

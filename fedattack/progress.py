@@ -12,6 +12,7 @@ is not a terminal and no console given).
 from __future__ import annotations
 
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from rich.console import Console
 from rich.progress import (
@@ -103,7 +104,21 @@ class RunProgress:
             self._progress.update(self._task, description=detail)
 
 
+_ACTIVE: ContextVar[RunProgress | None] = ContextVar("fedattack_progress", default=None)
+_OFF = RunProgress("", show=False)
+
+
+def active() -> RunProgress:
+    """The display of the run in progress, for code far below the runner (the attack network's
+    epochs, feature extraction); a display that shows nothing when there is none."""
+    return _ACTIVE.get() or _OFF
+
+
 @contextmanager
 def run_progress(name: str, show: bool, console: Console | None = None):
     with RunProgress(name, console, show) as progress:
-        yield progress
+        token = _ACTIVE.set(progress)
+        try:
+            yield progress
+        finally:
+            _ACTIVE.reset(token)

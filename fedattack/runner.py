@@ -75,7 +75,7 @@ def train_target(exp: Experiment, run_dir: Path, show_progress: bool, verbose: b
         return run_standalone(exp, run_dir, on_epoch=advance)
 
 
-def attack_target(exp: Experiment, run_dir: Path) -> list[dict]:
+def attack_target(exp: Experiment, run_dir: Path, show_progress: bool = True) -> list[dict]:
     """Run the configured membership inference attacks; finished results are reused."""
     from fedattack.data.splits import ensure_splits
     from fedattack.experiment import experiment_dataset, experiment_splits
@@ -86,7 +86,8 @@ def attack_target(exp: Experiment, run_dir: Path) -> list[dict]:
         return read_json(run_dir / RESULTS_JSON)
     dataset = experiment_dataset(exp)
     ensure_splits(experiment_splits(exp, dataset), run_dir)
-    report = run_attacks(exp, run_dir, log=console.print)
+    with run_progress(exp.name, show_progress, console):  # the attacks' phases, see membership
+        report = run_attacks(exp, run_dir, log=console.print)
     write_report(run_dir, exp, report)
     return report.results
 
@@ -120,7 +121,7 @@ def run_experiment(exp: Experiment, run_dir: str | Path, show_progress: bool = T
     """
     run_dir = claim_run_dir(exp, run_dir)
     record = train_target(exp, run_dir, show_progress, verbose)
-    results = attack_target(exp, run_dir) if exp.attack is not None else []
+    results = attack_target(exp, run_dir, show_progress) if exp.attack is not None else []
     if exp.gan is not None:
         results = measure_gan(exp, run_dir)
     return record, results

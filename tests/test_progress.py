@@ -46,3 +46,17 @@ def test_no_display_when_off():
         progress.phase("round", 3)
         progress.advance("test acc 0.5")
     assert buf.getvalue() == ""
+
+
+def test_code_below_the_runner_reaches_the_active_display():
+    from fedattack.progress import active, run_progress
+
+    assert active().show is False  # outside a run: a display that shows nothing
+    active().phase("features", None)  # and accepts calls
+    buf = io.StringIO()
+    with run_progress("quickstart", True, Console(file=buf, width=80)):
+        active().phase("whitebox epoch", 60)
+        active().advance("val AUC 0.655")
+    assert active().show is False
+    assert any(line.startswith("whitebox epoch") and "1/60" in line and "val AUC 0.655" in line
+               for line in buf.getvalue().splitlines())

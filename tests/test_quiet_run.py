@@ -18,6 +18,7 @@ TINY = {
                            "test_nonmembers": 50}},
     "model": {"arch": "purchase-fc"},
     "federation": {"num_participants": 2, "rounds": 1},
+    "attack": {"attacks": ["whitebox", "threshold-loss"], "epochs": 2, "kernels": 4},
 }
 
 
@@ -30,5 +31,8 @@ def test_run_without_verbose_shows_no_library_warnings(tmp_path):
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "DEPRECATED" not in proc.stderr and "FutureWarning" not in proc.stderr, proc.stderr
-    assert "round" in proc.stderr and "1/1" in proc.stderr  # the progress display's last state
+    lines = proc.stderr.splitlines()  # the progress display's last state of each phase
+    assert any(line.startswith("round") and "1/1" in line for line in lines), proc.stderr
+    assert any(line.startswith("features") for line in lines), proc.stderr
+    assert any(line.startswith("whitebox epoch") and "val AUC" in line for line in lines)
     assert "target model train accuracy" in proc.stdout
