@@ -215,6 +215,11 @@ class FeatureConfig(Strict):
     gradients: list[LayerRef] = Field(default_factory=lambda: [-1])
     activations: list[LayerRef] = Field(default_factory=list)
     output: bool = True
+    output_scale: Literal["probability", "logit"] = Field(
+        default="probability", description="the prediction vector as probabilities (the "
+        "paper), or as each class's log(p / (1 - p)), which a confident prediction does not "
+        "round to 1; also for the black-box and white-box-outputs attacks"
+    )
     loss: bool = True
     label: bool = True
 

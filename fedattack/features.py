@@ -95,7 +95,8 @@ from fedattack.models import layer_names
 
 LayerRef = str | int
 CACHE_INDEX = "index.json"
-CACHE_VERSION = 2  # 2: act:<layer> is the activation function's output, no longer the layer's
+CACHE_VERSION = 3  # 2: act:<layer> is the activation function's output, no longer the layer's;
+# 3: the spec carries output_scale, the loss is computed in float64
 _BYTES = 4  # every feature is float32
 _HUGE_PAGE = 2 * 2**20
 
@@ -120,8 +121,14 @@ class FeatureSpec:
     output: bool = True
     loss: bool = True
     label: bool = True
+    output_scale: str = "probability"
+    """``output`` as the softmax probabilities (the paper's prediction vector), or as each
+    class's logit-scaled probability ``log(p_j / (1 - p_j))`` (:func:`class_logits`): the same
+    information, but a confidently correct prediction is not rounded to 1."""
 
     def __post_init__(self) -> None:
+        if self.output_scale not in OUTPUT_SCALES:
+            raise ValueError(f"unknown output_scale {self.output_scale!r}; known: {OUTPUT_SCALES}")
         for field in ("gradients", "activations"):
             refs = tuple(getattr(self, field))
             if any(isinstance(r, bool) or not isinstance(r, str | int) for r in refs):
@@ -129,15 +136,16 @@ class FeatureSpec:
             object.__setattr__(self, field, refs)
 
     @classmethod
-    def all_activations(cls, model: nn.Module) -> FeatureSpec:
+    def all_activations(cls, model: nn.Module, output_scale: str = "probability") -> FeatureSpec:
         """The "white-box outputs" baseline: every layer's activation (plus output, loss and
         label), no gradients."""
-        return cls(gradients=(), activations=tuple(layer_names(model)))
+        return cls(gradients=(), activations=tuple(layer_names(model)), output_scale=output_scale)
 
     @classmethod
-    def black_box(cls) -> FeatureSpec:
+    def black_box(cls, output_scale: str = "probability") -> FeatureSpec:
         """What a black-box attacker sees: the prediction vector and the true label."""
-        return cls(gradients=(), activations=(), output=True, loss=False, label=True)
+        return cls(gradients=(), activations=(), output=True, loss=False, label=True,
+                   output_scale=output_scale)
 
 
 def resolve_layers(model: nn.Module, refs: Sequence[LayerRef]) -> tuple[str, ...]:
@@ -201,6 +209,19 @@ def per_example_grads_loop(
             g = [next(grads).unsqueeze(0) for _ in params[n]]
             rows[n].append(grad_matrix(g[0], g[1] if len(g) > 1 else None))
     return {n: torch.cat(rows[n]) for n in names}
+
+
+OUTPUT_SCALES = ("probability", "logit")
+
+
+def class_logits(logits: torch.Tensor) -> torch.Tensor:
+    """(n, C) float64 ``log(p_j / (1 - p_j))`` of every class j, from (n, C) logits, stably:
+    ``z_j - logsumexp_{k != j} z_k`` (no probability is formed)."""
+    logits = logits.double()
+    n, c = logits.shape
+    others = logits.unsqueeze(1).expand(n, c, c).clone()
+    others.diagonal(dim1=1, dim2=2).fill_(-math.inf)
+    return logits - others.logsumexp(-1)
 
 
 def true_class_logit_confidence(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -755,7 +776,9 @@ class FeatureExtractor:
             g.write(out[f"grad:{n}"][rows, t])
         for n, a in p.acts.items():
             out[f"act:{n}"][rows, t] = a
-        if self.spec.output:
+        if self.spec.output and self.spec.output_scale == "logit":
+            out["output"][rows, t] = class_logits(p.logits)
+        elif self.spec.output:
             out["output"][rows, t] = p.logits.softmax(-1)
         if self.spec.loss:
             out["loss"][rows, t, 0] = p.loss

@@ -158,7 +158,7 @@ class AttackRunner:
         self.log = log
         feats = self.cfg.features
         self.spec = FeatureSpec(tuple(feats.gradients), tuple(feats.activations), feats.output,
-                                feats.loss, feats.label)
+                                feats.loss, feats.label, feats.output_scale)
 
     def extractor(self, spec: FeatureSpec, models=None) -> FeatureExtractor:
         return FeatureExtractor(models or self.obs.models, spec, self.dataset.num_classes,
@@ -276,9 +276,10 @@ class AttackRunner:
         if name == "whitebox":
             return self.supervised(name, self.spec)
         if name == "blackbox":
-            return self.supervised(name, FeatureSpec.black_box())
+            return self.supervised(name, FeatureSpec.black_box(self.spec.output_scale))
         if name == "whitebox-outputs":
-            return self.supervised(name, FeatureSpec.all_activations(self.obs.models[0]))
+            return self.supervised(name, FeatureSpec.all_activations(self.obs.models[0],
+                                                                     self.spec.output_scale))
         if name.startswith("threshold-"):
             return self.threshold(name.removeprefix("threshold-"))
         if name == "unsupervised":

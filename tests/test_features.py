@@ -15,10 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedattack.features import (
+    CACHE_VERSION,
     FeatureCache,
     FeatureExtractor,
     FeatureSpec,
     _BatchBuffers,
+    class_logits,
     normalised_entropy,
     per_example_grads_loop,
     prediction_summaries,
@@ -547,8 +549,9 @@ def test_a_cache_of_another_version_is_refused_with_what_to_do(tmp_path):
     extractor = FeatureExtractor([make_model("cnn", MNIST)], FeatureSpec(), NUM_CLASSES)
     extractor.cache(make_data(MNIST, 2), np.arange(2), tmp_path / "feats")
     index = tmp_path / "feats" / "index.json"
-    index.write_text(index.read_text().replace('"version": 2', '"version": 1'))
-    with pytest.raises(ValueError, match="version 1, this fedattack reads version 2; delete"):
+    index.write_text(index.read_text().replace(f'"version": {CACHE_VERSION}', '"version": 1'))
+    refused = f"version 1, this fedattack reads version {CACHE_VERSION}; delete"
+    with pytest.raises(ValueError, match=refused):
         FeatureCache(tmp_path / "feats")
 
 
@@ -722,3 +725,26 @@ def test_summaries_of_confident_records_are_not_rounded_away():
     spec = FeatureSpec(gradients=(-1,))
     f = features(FeatureExtractor([model], spec, 2, input_shape=(1, 2)), data, np.arange(2))
     np.testing.assert_allclose(f["loss"][:, 0, 0].numpy(), np.exp([-30.0, -35.0]), rtol=1e-6)
+
+
+def test_class_logits_and_the_logit_output_feature():
+    logits = torch.tensor([[2.0, 0.5, -1.0], [30.0, 0.0, -5.0]])
+    got = class_logits(logits)
+    for i in range(2):
+        for j in range(3):
+            assert got[i, j].item() == pytest.approx(
+                true_class_logit_confidence(logits[i : i + 1], torch.tensor([j])).item(), rel=1e-12
+            )
+    assert got[1, 0].item() == pytest.approx(30 - math.log(1 + math.exp(-5)), rel=1e-12)
+    torch.testing.assert_close(torch.sigmoid(got), logits.double().softmax(-1))
+    # the extractor writes it in place of the probabilities
+    data = make_data(MNIST, 5)
+    model = make_model("fc", MNIST)
+    probs = features(FeatureExtractor([model], FeatureSpec(), NUM_CLASSES), data, np.arange(5))
+    spec = FeatureSpec(output_scale="logit")
+    logit = features(FeatureExtractor([model], spec, NUM_CLASSES), data, np.arange(5))
+    torch.testing.assert_close(
+        torch.sigmoid(logit["output"]), probs["output"], rtol=1e-5, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="output_scale"):
+        FeatureSpec(output_scale="log")
