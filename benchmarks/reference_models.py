@@ -87,7 +87,7 @@ def main() -> None:
             kept[name] = paths[name]()
             sync()
             best[name] = min(best[name], clock() - start)
-    diff = max(float((a - b).abs().max())
+    diff = max(float((a - b).detach().abs().max())
                for ma, mb in zip(kept["together"], kept["sequential"], strict=True)
                for a, b in zip(ma.parameters(), mb.parameters(), strict=True))
     print(f"K={args.k} Purchase FC references, {args.records} records each, {args.epochs} "

@@ -235,7 +235,9 @@ class ReferenceConfig(Strict):
         default=None, description="offline RMIA's calibration; none: tuned on a reference")
     population: PositiveInt | None = Field(default=None, description="RMIA's z records; "
                                            "default: the whole population")
-    vectorised: bool = True
+    vectorised: Literal["auto"] | bool = Field(
+        default="auto", description="train FC references K at a time; auto: on CUDA only "
+        "(on CPU, K stacked models cost K times one: see benchmarks/reference_models.py)")
 
 
 class AttackConfig(Strict):

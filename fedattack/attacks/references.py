@@ -24,16 +24,18 @@ record's signal when the record is out of, or in, the training set). It differs 
 federation differs from central training (non-IID partitions, many local epochs, DP-SGD, an
 attacker that reads one participant's upload): there the reference is an approximation.
 
-**Vectorised training.** Models without buffers or dropout (the FC nets) are trained K at a
-time: their parameters are stacked (``torch.func.stack_module_state``) and one ``vmap``-ed
-forward/backward pass steps all of them; each keeps its own data order (the shuffle of
-``epoch_generator(seed_k, epoch)``, as sequential training draws it), and Adam and SGD act
-element-wise, so the result equals K sequential ``train_model`` runs up to float rounding.
-Other models are trained one after the other.
+**Vectorised training.** Models without buffers or dropout (the FC nets) can be trained K at a
+time (by default on CUDA only: on a CPU the K stacked models cost as much as K sequential ones,
+or more, see benchmarks/reference_models.py): their parameters are stacked
+(``torch.func.stack_module_state``) and one ``vmap``-ed forward/backward pass steps all of them;
+each keeps its own data order (the shuffle of ``epoch_generator(seed_k, epoch)``, as sequential
+training draws it), and Adam and SGD act element-wise, so the result equals K sequential
+``train_model`` runs up to float rounding. Other models are trained one after the other.
 
 **The cache.** A reference set is stored under ``<root>/references/<key>/`` where the key is the
 SHA-256 of everything that determines it: the dataset's contents, the architecture, the
-training recipe and epochs, and each reference's seed and training indices. The root is the
+training recipe and epochs, and each reference's seed and training indices (not the trainer:
+vectorised and sequential training give the same models to float tolerance). The root is the
 campaign folder when the run lies in one (so the experiments of a campaign that share a
 reference set train it once), else the run directory.
 """
@@ -205,10 +207,12 @@ class ReferenceSet:
 
     @classmethod
     def obtain(cls, spec: ReferenceSpec, build: Callable[[int], nn.Module], dataset,
-               cfg: TrainConfig, device: torch.device, root: Path, vectorised: bool = True,
+               cfg: TrainConfig, device: torch.device, root: Path,
+               vectorised: bool | str = "auto",
                log: Callable[[str], None] = print) -> ReferenceSet:
         """The reference set of `spec`: read from ``root/references/<key>`` when there, else
-        trained (vectorised when the model allows and `vectorised`) and written there."""
+        trained (vectorised when the model allows and `vectorised` is True, or "auto" on a
+        CUDA device) and written there."""
         folder = inside(root, Path(CACHE_DIR) / spec.key())
         weights, meta = folder / "weights.npz", folder / "reference.json"
         started = time.perf_counter()
@@ -222,7 +226,8 @@ class ReferenceSet:
             log(f"  reference models: {len(models)} read from the cache {folder}")
             return cls(spec, models, False, time.perf_counter() - started)
         models = [build(seed) for seed in spec.seeds]
-        together = vectorised and all(vectorisable(m) for m in models)
+        wanted = device.type == "cuda" if vectorised == "auto" else bool(vectorised)
+        together = wanted and all(vectorisable(m) for m in models)
         log(f"  reference models: training {len(models)} "
             f"{'together (vectorised)' if together else 'one after the other'} on "
             f"{len(spec.train_sets[0])} records each, {spec.epochs} epochs")
