@@ -66,3 +66,22 @@ def test_undertrained_attacks_get_a_warning_line(tmp_path, capsys):
     assert err == ["warning: e blackbox (all): undertrained, validation AUC 0.520 below the "
                    "loss threshold's 0.610 on the same held-out known records"]
 
+
+
+def test_every_learnt_attack_reports_its_training(tmp_path):
+    """The shadow-model and white-box-outputs attacks train the same network: each row carries
+    its history and the loss threshold's validation AUC (for the shadow attack, on the shadow
+    models' own held-out records)."""
+    exp = overfit().model_copy(update={
+        "data": overfit().data.model_copy(update={"shadow_size": 200}),
+        "training": overfit().training.model_copy(update={"epochs": 5}),
+        "attack": overfit().attack.model_copy(update={
+            "attacks": ["shadow", "whitebox-outputs"], "epochs": 3}),
+    })
+    _, results = run_experiment(exp, tmp_path / "run", show_progress=False)
+    assert [r["attack"] for r in results] == ["shadow", "whitebox-outputs"]
+    for row in results:
+        assert 1 <= row["epochs_trained"] == len(row["history"]) <= 3
+        assert 0 <= row["threshold_loss_val_auc"] <= 1
+        assert row["undertrained"] is (row["val_auc"] < row["threshold_loss_val_auc"])
+        assert (tmp_path / "run" / FIGURES / f"training-{row['attack']}.png").exists()
