@@ -41,7 +41,7 @@ from fedattack.config import (
     parse_campaign,
     parse_experiment,
 )
-from fedattack.io import child_dir, inside, write_atomic, write_json
+from fedattack.io import child_dir, exclusive, inside, write_atomic, write_json
 from fedattack.reporting import (
     RESULTS_JSON,
     RESULTS_MD,
@@ -384,10 +384,18 @@ def run_campaign(plan: CampaignPlan, out_dir: str | Path, show_progress: bool = 
     campaign's results.json and results.md are rewritten after each experiment, so an
     interrupted campaign still shows what it has.
     """
-    from fedattack.runner import console, experiment_finished, run_experiment
+    from fedattack.runner import console
 
     log = log or console.print
     out_dir = Path(out_dir)
+    with exclusive(out_dir):
+        return _run_items(plan, out_dir, show_progress, verbose, log)
+
+
+def _run_items(plan: CampaignPlan, out_dir: Path, show_progress: bool, verbose: bool,
+               log: Callable[[str], None]) -> list[dict]:
+    from fedattack.runner import experiment_finished, run_experiment
+
     claim_campaign_dir(plan, out_dir)
     records: list[dict] = []
     twins = passive_twins(plan)

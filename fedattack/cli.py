@@ -15,7 +15,7 @@ from fedattack.campaign import (
     run_campaign,
 )
 from fedattack.config import ConfigError, Experiment, is_campaign, load_yaml, parse_experiment
-from fedattack.io import CorruptedFile, UnsafePath, child_dir
+from fedattack.io import CorruptedFile, DirectoryBusy, UnsafePath, child_dir, exclusive
 from fedattack.reporting import markdown_table, undertrained_warnings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -64,7 +64,7 @@ def user_errors():
     from fedattack.simulation import RayStartFailed
 
     return (ConfigError, DatasetUnavailable, FileExistsError, UnsafePath, CorruptedFile,
-            FederationFailed, RayStartFailed)
+            FederationFailed, RayStartFailed, DirectoryBusy)
 
 
 def disk_full(err: OSError) -> str:
@@ -72,6 +72,21 @@ def disk_full(err: OSError) -> str:
     where = f" writing {err.filename}" if err.filename else ""
     return (f"no space left on device{where}: nothing was half-written; free some space and "
             "run the same command again to resume")
+
+
+def preflight_all(loaded: Experiment | CampaignPlan, source: Path) -> None:
+    """Check every experiment against its dataset and model before anything runs; ConfigError
+    naming the file (and the campaign's experiment) otherwise."""
+    from fedattack.data import DatasetUnavailable
+    from fedattack.experiment import preflight
+
+    campaign = isinstance(loaded, CampaignPlan)
+    for exp in [i.experiment for i in loaded.items] if campaign else [loaded]:
+        try:
+            preflight(exp)
+        except (ValueError, DatasetUnavailable) as err:
+            where = f"{source}: experiment {exp.name!r}" if campaign else str(source)
+            raise ConfigError(f"{where}: {err}") from None
 
 
 def load_config(path: Path) -> Experiment | CampaignPlan:
@@ -83,12 +98,21 @@ def load_config(path: Path) -> Experiment | CampaignPlan:
 
 
 @app.command()
-def validate(config: Path = typer.Argument(..., help="experiment or campaign YAML")) -> None:
-    """Check an experiment or campaign file without running it."""
+def validate(
+    config: Path = typer.Argument(..., help="experiment or campaign YAML"),
+    no_data: bool = typer.Option(False, "--no-data", help="check the file alone, not against "
+                                 "its dataset's files and its model"),
+) -> None:
+    """Check an experiment or campaign file without running it: its keys and values, then its
+    dataset's files, split sizes, layers and the attack's memory."""
     try:
         loaded = load_config(config)
-    except ConfigError as err:
+        if not no_data:
+            preflight_all(loaded, config)
+    except user_errors() as err:
         fail(str(err))
+    except ValueError as err:  # e.g. a dataset too small for the requested split sizes
+        fail(f"{config}: {err}")
     if isinstance(loaded, CampaignPlan):
         typer.echo(f"ok: {config} is a valid campaign {loaded.name!r} of "
                    f"{len(loaded.items)} experiments")
@@ -107,6 +131,7 @@ def run(
     or every experiment of a campaign; a rerun resumes where an interrupted one stopped."""
     try:
         loaded = load_config(config)
+        preflight_all(loaded, config)
         if isinstance(loaded, CampaignPlan):
             run_campaign_command(loaded, out or child_dir("runs", loaded.name), quiet, verbose)
         else:
@@ -152,6 +177,31 @@ def report_run(exp: Experiment, run_dir: Path, record: dict, results: list[dict]
         typer.echo(line, err=True)
 
 
+@app.command()
+def download(
+    dataset: str = typer.Argument(..., help="a real dataset's name, e.g. cifar10"),
+    root: Path = typer.Option(None, "--root", help="data folder (default: $FEDATTACK_DATA or "
+                              "~/.cache/fedattack)"),
+) -> None:
+    """Fetch a real dataset's files from its public URLs (needs a network connection)."""
+    import urllib.error
+
+    from fedattack.data import data_root, dataset_names
+    from fedattack.data import download as fetch
+
+    if dataset not in dataset_names():
+        fail(f"unknown dataset {dataset!r}; accepted: {', '.join(dataset_names())}")
+    try:
+        folder = fetch(dataset, root)
+    except ValueError as err:  # no URL: generated locally, or an offline package ships it
+        fail(str(err))
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or err
+        fail(f"cannot download {dataset} ({reason}); this machine may be offline: fetch the "
+             f"files elsewhere and put them in {data_root(root) / dataset}")
+    typer.echo(f"ok: {dataset} downloaded into {folder}")
+
+
 @app.command("deploy-local")
 def deploy_local(
     config: Path = typer.Argument(..., help="federated experiment YAML"),
@@ -168,9 +218,11 @@ def deploy_local(
         exp = load_config(config)
         if isinstance(exp, CampaignPlan):
             fail(f"{config} is a campaign; deploy-local runs one experiment")
+        preflight_all(exp, config)
         run_dir = out or child_dir("runs", exp.name)
         federated = exp.scenario == "federated"  # else refused below, in one line
-        with progress_bar(exp, federated) as advance:  # follows the rounds the ServerApp logs
+        # the progress bar follows the rounds the ServerApp logs
+        with exclusive(run_dir), progress_bar(exp, federated) as advance:
             record, results = deploy_experiment(exp, run_dir, auth=auth, timeout_s=timeout,
                                                 on_round=advance)
     except (*user_errors(), AppMismatch) as err:

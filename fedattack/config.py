@@ -7,6 +7,7 @@ paper gives one; unknown keys are refused so that a typo never silently falls ba
 
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
@@ -24,13 +25,42 @@ from pydantic import (
 
 
 class Strict(BaseModel):
-    """Base for every config block: unknown keys are errors, values are validated on assignment."""
+    """Base for every config block: unknown keys are errors, values are validated on assignment,
+    floats must be finite (`lr: .inf` is refused) and a boolean is never taken for a number
+    (`rounds: true` is refused, not read as 1)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(key, str) else None
+                if field is not None and _holds_bool(value) and not _takes_bool(field.annotation):
+                    raise ValueError(f"{key}: got {value!r}; a boolean is not a number")
+        return data
 
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegInt = Annotated[int, Field(ge=0)]
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, list | tuple):
+        return any(isinstance(v, bool) for v in value)
+    return isinstance(value, bool)
+
+
+def _takes_bool(annotation: Any) -> bool:
+    """Whether a field's type accepts a boolean anywhere in it (`bool`, `bool | None`)."""
+    if annotation is bool:
+        return True
+    return any(_takes_bool(a) for a in get_args(annotation) if not isinstance(a, bool))
+
+
+# Counts are bounded: a typo such as `rounds: 1.0e+18` is refused, not run until killed.
+MAX_COUNT = 10**9
+MAX_STEPS = 100_000  # rounds and epochs
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+NonNegInt = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Steps = Annotated[int, Field(gt=0, le=MAX_STEPS)]
 # Experiment and campaign names: they become folder names, so each must be one plain path
 # component: no separator, not "." or "..", no leading dot (a hidden folder).
 NAME_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$"
@@ -79,7 +109,7 @@ class DataConfig(Strict):
         description="folder holding dataset files and caches; default $FEDATTACK_DATA or "
         "~/.cache/fedattack",
     )
-    num_records: PositiveInt | None = Field(
+    num_records: Annotated[int, Field(gt=0, le=10_000_000)] | None = Field(
         default=None, description="size of a synthetic dataset (its own default when unset)"
     )
     train_size: PositiveInt = Field(
@@ -146,8 +176,8 @@ class TrainConfig(Strict):
     )
     lr_gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
     batch_size: PositiveInt = 64
-    epochs: PositiveInt = Field(default=30, description="stand-alone training epochs")
-    finetune_epochs: PositiveInt = Field(default=10, description="epochs of fine-tuning on D-delta")
+    epochs: Steps = Field(default=30, description="stand-alone training epochs")
+    finetune_epochs: Steps = Field(default=10, description="epochs of fine-tuning on D-delta")
     finetune_fraction: Annotated[float, Field(gt=0, lt=1)] = Field(
         default=0.4, description="share of the training set held back as D-delta (paper: 0.4)"
     )
@@ -157,8 +187,8 @@ class FederationConfig(Strict):
     """Federated averaging over Flower: participants, rounds, what the aggregator records."""
 
     num_participants: Annotated[int, Field(ge=1, le=1000)] = 4
-    rounds: PositiveInt = 20
-    local_epochs: PositiveInt = Field(default=1, description="local epochs per round (paper: 1)")
+    rounds: Steps = 20
+    local_epochs: Steps = Field(default=1, description="local epochs per round (paper: 1)")
     record_rounds: list[PositiveInt] | Literal["all", "none"] = Field(
         default="all", description="rounds whose uploads and broadcasts are recorded"
     )
@@ -252,7 +282,7 @@ class AttackConfig(Strict):
         "'recorded': every recorded round",
     )
     features: FeatureConfig = FeatureConfig()
-    epochs: PositiveInt = Field(
+    epochs: Steps = Field(
         default=100, description="upper bound on the attack network's training epochs"
     )
     patience: PositiveInt = Field(
@@ -275,7 +305,7 @@ class AttackConfig(Strict):
     batch_size: PositiveInt = 64
     kernels: PositiveInt = Field(default=1000, description="kernels of each gradient component")
     validation_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    memory_mb: Annotated[float, Field(gt=0)] = 256.0
+    memory_mb: Annotated[float, Field(ge=1, le=2**24)] = 256.0
     shadow_models: PositiveInt = 1
     references: ReferenceConfig = ReferenceConfig()
 
@@ -390,7 +420,7 @@ class GanConfig(Strict):
     start_round: PositiveInt = 1
     latent_dim: PositiveInt = 100
     base_channels: PositiveInt = Field(default=64, description="generator width (last layer)")
-    generator_steps: PositiveInt = Field(default=100, description="generator updates per round")
+    generator_steps: Steps = Field(default=100, description="generator updates per round")
     generator_batch: PositiveInt = 64
     generator_lr: Annotated[float, Field(gt=0)] = 2e-4
     samples_per_round: PositiveInt = Field(
@@ -459,6 +489,7 @@ class Experiment(Strict):
             raise ValueError(f"gan and privacy are for the federated scenario, not "
                              f"{self.scenario!r}")
         _check_partition(self)
+        _check_attack(self)
         if self.gan is None:
             return self
         n = self.federation.num_participants
@@ -517,6 +548,38 @@ def _check_partition(exp: Experiment) -> None:
         raise ValueError(f"data.classes must list the classes of each participant 0..{n - 1}")
 
 
+def _check_attack(exp: Experiment) -> None:
+    """What the attack stage would refuse only after training: attacks of another scenario,
+    snapshots that are never recorded."""
+    attack = exp.attack
+    if attack is None:
+        return
+    if "shadow" in attack.attacks:
+        if exp.scenario != "standalone":
+            raise ValueError(f"attack.attacks: the shadow attack is for the standalone scenario, "
+                             f"not {exp.scenario!r}")
+        if exp.data.shadow_size < 4:
+            raise ValueError("attack.attacks: the shadow attack needs data.shadow_size >= 4 "
+                             f"records (got {exp.data.shadow_size})")
+    if exp.scenario != "federated" or attack.snapshots == "recorded":
+        return
+    fed = exp.federation
+    recorded = [r for r in range(1, fed.rounds + 1) if fed.records(r)]
+    unrecorded = sorted(set(attack.snapshots) - set(recorded))
+    if unrecorded or not attack.snapshots:
+        last = f"the last round is {fed.rounds}"
+        raise ValueError(f"attack.snapshots: {unrecorded or attack.snapshots} are not recorded "
+                         f"rounds ({last}; recorded: {_ranges(recorded)})")
+
+
+def _ranges(rounds: list[int]) -> str:
+    if not rounds:
+        return "none"
+    if rounds == list(range(rounds[0], rounds[-1] + 1)) and len(rounds) > 2:
+        return f"{rounds[0]}..{rounds[-1]}"
+    return ", ".join(map(str, rounds))
+
+
 class ConfigError(ValueError):
     """A configuration file that cannot be used; the message is one line fit for a user."""
 
@@ -527,27 +590,85 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and (part.startswith("constrained-") or "[" in part)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def _block_at(model: type[BaseModel], loc: list[Any]) -> type[BaseModel] | None:
+    """The config block class that holds the last key of `loc` (e.g. FederationConfig)."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            continue  # a list index or a union tag
+        model = _model_of(field.annotation)
+        if model is None:
+            return None
+    return model
+
+
+def _unknown_key(model: type[BaseModel] | None, loc: list[Any]) -> str:
+    """'unknown key', with the closest accepted key when one is close."""
+    block = _block_at(model, loc) if model is not None else None
+    if block is None or not loc:
+        return "unknown key"
+    close = difflib.get_close_matches(str(loc[-1]), list(block.model_fields), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown key{hint} (accepted: {', '.join(block.model_fields)})"
+
+
+def _format_validation_error(err: ValidationError, source: str,
+                             model: type[BaseModel] | None = None) -> str:
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"] if not _is_union_tag(p)) or "(top level)"
+    loc = [p for p in first["loc"] if not _is_union_tag(p)]
+    where = ".".join(str(p) for p in loc) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = _unknown_key(model, loc)
     elif first["type"] == "literal_error":
         msg = f"got {first.get('input')!r}; {msg.lower()}"
     more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    keyed = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_.]*): (.*)", msg)
+    if keyed:  # a block's validator naming its own key: "federation.rounds: ..."
+        where = ".".join([str(p) for p in loc] + [keyed.group(1)])
+        msg = keyed.group(2)
     return f"{source}: {where}: {msg}{more}"
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A key given twice in one YAML mapping (PyYAML keeps the last one silently)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with a repeated key, naming it and both lines."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise DuplicateKey(f"key {key!r} is given twice, on line {first} and line {line}; "
+                                   "keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into a one-line ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.object[err.start]:#04x} at "
+                          f"offset {err.start}); a YAML file is text") from None
+    if "\0" in text:
+        raise ConfigError(f"{path}: not a text file (it holds NUL bytes); a YAML file is text")
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except DuplicateKey as err:
+        raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -565,7 +686,7 @@ def parse_experiment(data: dict[str, Any], source: str = "config") -> Experiment
     try:
         return Experiment.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        raise ConfigError(_format_validation_error(err, source, Experiment)) from None
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -680,4 +801,4 @@ def parse_campaign(data: dict[str, Any], source: str = "config") -> Campaign:
     try:
         return Campaign.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
+        raise ConfigError(_format_validation_error(err, source, Campaign)) from None

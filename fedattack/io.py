@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -11,12 +12,31 @@ from pathlib import Path
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode() -> int:
+    """The mode open() gives a new file: 0666 less the umask."""
+    return 0o666 & ~current_umask()
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write to path via a temporary file in the same folder, fsync, then rename over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, default_mode())  # mkstemp's 0600 would hide results from the group
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
             fh.flush()
@@ -149,3 +169,63 @@ def verify_checksums(folder: str | Path, names: list[str], remedy: str) -> None:
         if actual != expected[name]:
             raise CorruptedFile(path, "changed since it was written (its SHA-256 differs from "
                                 f"{index.name}'s)", remedy)
+
+
+class DirectoryBusy(Exception):
+    """A run directory that another process is running into."""
+
+
+def _lock_holder(folder: Path) -> str:
+    """The pid holding a flock on folder, from /proc/locks (Linux); "unknown" elsewhere."""
+    try:
+        st = folder.stat()
+        device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        for line in Path("/proc/locks").read_text().splitlines():
+            parts = line.split()
+            if "FLOCK" in parts and device in parts:
+                return parts[parts.index(device) - 1]
+    except (OSError, ValueError, IndexError):
+        pass
+    return "unknown"
+
+
+@contextlib.contextmanager
+def exclusive(folder: str | Path):
+    """Hold an exclusive lock on the folder itself (flock on its descriptor: nothing is written
+    into it, so a finished run directory stays as it was) for the duration; DirectoryBusy at
+    once, naming the holder's pid, if another process holds it. The kernel releases the lock
+    when the holder exits, however it exits."""
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DirectoryBusy(f"{folder} is in use by another fedattack run (pid "
+                                f"{_lock_holder(folder)}); wait for it to end or choose another "
+                                "--out") from None
+        yield folder
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def is_leftover_temporary(name: str) -> bool:
+    """Names of the temporary files and folders that atomic writes leave when killed:
+    `.<name>.<random>.tmp` (write_atomic), `.tmp-<name>.<random>` (snapshots),
+    `.<name>.tmp-<random>` (feature caches)."""
+    return name.startswith(".") and (name.endswith(".tmp") or ".tmp-" in name)
+
+
+def remove_leftover_temporaries(root: str | Path) -> list[Path]:
+    """Delete what killed writers left under root (call it holding root's lock); return it."""
+    root = Path(root)
+    found = [p for p in root.rglob(".*") if is_leftover_temporary(p.name)]
+    removed = []
+    for path in sorted(found, key=lambda p: len(p.parts)):
+        if path.exists() or path.is_symlink():
+            remove_tree(root, path.relative_to(root))
+            removed.append(path)
+    return removed

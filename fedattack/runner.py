@@ -9,7 +9,13 @@ from rich.console import Console
 
 from fedattack.config import Experiment
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, claim_run_dir
-from fedattack.io import read_json, remove_file, remove_tree
+from fedattack.io import (
+    exclusive,
+    read_json,
+    remove_file,
+    remove_leftover_temporaries,
+    remove_tree,
+)
 from fedattack.progress import run_progress
 
 console = Console(stderr=True)
@@ -119,9 +125,14 @@ def run_experiment(exp: Experiment, run_dir: str | Path, show_progress: bool = T
     Returns run.json's record and the attack results. What a finished stage wrote is returned
     as it is, never rewritten; an unfinished training is redone from the start.
     """
-    run_dir = claim_run_dir(exp, run_dir)
-    record = train_target(exp, run_dir, show_progress, verbose)
-    results = attack_target(exp, run_dir, show_progress) if exp.attack is not None else []
-    if exp.gan is not None:
-        results = measure_gan(exp, run_dir)
+    from fedattack.experiment import preflight
+
+    preflight(exp)  # before the directory is claimed: a refused experiment leaves nothing
+    with exclusive(run_dir):
+        remove_leftover_temporaries(run_dir)
+        run_dir = claim_run_dir(exp, run_dir)
+        record = train_target(exp, run_dir, show_progress, verbose)
+        results = attack_target(exp, run_dir, show_progress) if exp.attack is not None else []
+        if exp.gan is not None:
+            results = measure_gan(exp, run_dir)
     return record, results

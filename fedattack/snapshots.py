@@ -42,7 +42,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
-from fedattack.io import CorruptedFile
+from fedattack.io import CorruptedFile, default_mode
 
 KINDS = ("upload", "global", "sent")
 """Federated kinds. ``upload``: a participant's model returned to the aggregator; ``global``: the
@@ -231,6 +231,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to a temporary file next to ``path``, fsync it, rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX + path.name + ".")
     try:
+        os.fchmod(fd, default_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

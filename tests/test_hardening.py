@@ -14,8 +14,18 @@ from typer.testing import CliRunner
 
 from fedattack.cli import app
 from fedattack.config import Experiment
-from fedattack.io import UnsafePath, child_dir, inside, remove_file, remove_tree
+from fedattack.io import (
+    UnsafePath,
+    child_dir,
+    current_umask,
+    inside,
+    remove_file,
+    remove_tree,
+    write_json,
+)
 from fedattack.runner import discard_unfinished
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def tree(folder: Path) -> dict[str, str]:
@@ -234,3 +244,175 @@ def test_a_damaged_run_directory_stops_with_one_line(tmp_path, finished, case):
     assert not [k for k in after if ".tmp" in k], after
     for name, digest in inside_before.items():  # nothing that was there was rewritten
         assert after.get(name) == digest or name.startswith("features"), name
+
+
+# --- 3. caught at validation, before any training --------------------------------------------
+
+SMALL = ("scenario: standalone\ndevice: cpu\ndata: {num_records: 600, train_size: 100, "
+         "nonmember_size: 200, knowledge: {train_members: 50, train_nonmembers: 50, "
+         "test_members: 50, test_nonmembers: 50}}\n")
+
+AT_VALIDATION = {  # file content -> a phrase of the one-line message
+    "non-finite lr": ("training:\n  lr: .inf\n", "training.lr: Input should be a finite number"),
+    "nan gamma": ("training:\n  lr_gamma: .nan\n", "training.lr_gamma: Input should be a finite"),
+    "boolean rounds": ("federation:\n  rounds: true\n",
+                       "federation.rounds: got True; a boolean is not a number"),
+    "boolean layer": ("attack:\n  features: {gradients: [true]}\n",
+                      "attack.features.gradients: got [True]; a boolean"),
+    "rounds 1e30": ("federation:\n  rounds: 1.0e+30\n", "federation.rounds:"),
+    "rounds 1e18": ("federation:\n  rounds: 1.0e+18\n",
+                    "federation.rounds: Input should be less than or equal to 100000"),
+    "huge num_records": ("data:\n  num_records: 1000000000000\n", "data.num_records:"),
+    "duplicate key": ("name: x\nseed: 1\nfederation:\n  rounds: 2\nseed: 2\n",
+                      "key 'seed' is given twice, on line 2 and line 5"),
+    "nested duplicate": ("federation:\n  rounds: 2\n  rounds: 3\n",
+                         "key 'rounds' is given twice, on line 2 and line 3"),
+    "unknown key hint": ("federation:\n  num_participant: 4\n",
+                         "federation.num_participant: unknown key; did you mean "
+                         "'num_participants'?"),
+    "top-level hint": ("senario: standalone\n", "senario: unknown key; did you mean 'scenario'?"),
+    "shadow federated": ("attack:\n  attacks: [shadow]\n",
+                         "attack.attacks: the shadow attack is for the standalone scenario"),
+    "shadow without data": (SMALL + "attack:\n  attacks: [shadow]\n",
+                            "the shadow attack needs data.shadow_size >= 4"),
+    "snapshot past last round": ("federation: {rounds: 3}\nattack:\n  snapshots: [2, 4]\n",
+                                 "attack.snapshots: [4] are not recorded rounds (the last "
+                                 "round is 3"),
+    "snapshot not recorded": ("federation: {rounds: 3, record_rounds: [3]}\n"
+                              "attack:\n  snapshots: [2]\n", "attack.snapshots: [2] are not"),
+    "tiny memory_mb": ("attack:\n  memory_mb: 1.0e-9\n",
+                       "attack.memory_mb: Input should be greater than or equal to 1"),
+    "memory_mb below one record": (SMALL + "model: {arch: purchase-fc}\nattack:\n  memory_mb: 1\n"
+                                   "  features: {gradients: [0, 1, 2]}\n",
+                                   "attack.memory_mb: 1 MB does not hold the features of one "
+                                   "record"),
+    "unknown layer": (SMALL + "attack:\n  features: {gradients: [fc9]}\n",
+                      "attack.features.gradients: unknown layer 'fc9'; available:"),
+    "layer -99": (SMALL + "attack:\n  features: {gradients: [-99]}\n",
+                  "attack.features.gradients: layer index -99 out of range"),
+    "kernels 1e9": (SMALL + "attack:\n  kernels: 1000000000\n",
+                    "attack.kernels: 1,000,000,000 kernels make the attack network need about"),
+    "splits too big": (SMALL.replace("train_size: 100", "train_size: 1000"),
+                       "has 600 records but the splits need"),
+    "missing dataset files": ("data: {dataset: cifar10, root: ROOT}\nmodel: {arch: alexnet}\n",
+                              "cifar10: files data_batch_1.bin"),
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("case", sorted(AT_VALIDATION))
+def test_refused_at_validation_with_one_line(tmp_path, monkeypatch, command, case):
+    text, phrase = AT_VALIDATION[case]
+    config = tmp_path / "bad.yaml"
+    config.write_text(text.replace("ROOT", str(tmp_path / "no-data")))
+    monkeypatch.chdir(tmp_path)
+    before = tree(tmp_path)
+    result = CliRunner().invoke(app, [command, str(config), *(
+        ["--out", str(tmp_path / "run")] if command == "run" else [])])
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result.output)
+    assert line.startswith(f"error: {config}") and phrase in line, line
+    assert tree(tmp_path) == before  # nothing written, not even the run directory
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("content", [b"name: caf\xe9\n", b"\x7fELF\x02\x01\x01\x00\x00\x00",
+                                     b"name: x\x00\n", bytes(range(256))])
+def test_binary_or_non_utf8_yaml_names_the_file(tmp_path, command, content):
+    config = tmp_path / "bad.yaml"
+    config.write_bytes(content)
+    result = CliRunner().invoke(app, [command, str(config), *(
+        ["--out", str(tmp_path / "run")] if command == "run" else [])])
+    assert result.exit_code == 2, result.output
+    line = one_error_line(result.output)
+    assert line.startswith(f"error: {config}: not a") and "text" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_download_names_a_command_that_exists(tmp_path, monkeypatch):
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    result = CliRunner().invoke(app, ["download", "cifar10", "--root", str(tmp_path)])
+    assert result.exit_code == 2
+    line = one_error_line(result.output)
+    assert "cannot download cifar10 (Name or service not known)" in line
+    assert str(tmp_path / "cifar10") in line
+    for name, phrase in [("purchase100-synth", "has no download URL"),
+                         ("imagenet", "unknown dataset 'imagenet'")]:
+        result = CliRunner().invoke(app, ["download", name])
+        assert result.exit_code == 2 and phrase in one_error_line(result.output)
+
+
+# --- 5. concurrency and leftovers -------------------------------------------------------------
+
+
+def test_a_second_run_into_a_busy_directory_exits_2_naming_the_holder(tmp_path):
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fedattack.io import exclusive\n"
+         "with exclusive(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)", str(run)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        config = tmp_path / "tiny.yaml"
+        config.write_text(TINY)
+        before = tree(run)
+        result = CliRunner().invoke(app, ["run", str(config), "--out", str(run), "--quiet"])
+        assert result.exit_code == 2, result.output
+        line = one_error_line(result.output)
+        assert f"in use by another fedattack run (pid {holder.pid})" in line, line
+        assert tree(run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_directory_without_training_is_reclaimed_and_leftovers_cleaned(tmp_path, finished):
+    config, original = finished
+    run = tmp_path / "run"
+    run.mkdir()
+    # What a failed pre-flight of another configuration left: its config and splits only.
+    (run / "config.yaml").write_text(TINY.replace("seed: 0", "").replace("epochs: 3", "epochs: 5"))
+    (run / "splits").mkdir()
+    (run / "splits" / "membership.npz").write_bytes(b"stale")
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "epochs: 3" in (run / "config.yaml").read_text()
+    # A directory holding a training of another configuration is still refused.
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY.replace("epochs: 3", "epochs: 5"))
+    result = CliRunner().invoke(app, ["run", str(other), "--out", str(run), "--quiet"])
+    assert result.exit_code == 2 and "different configuration" in one_error_line(result.output)
+    # Temporaries a killed run left are cleaned by the next run.
+    leftovers = [run / "features" / "all" / ".blackbox-known-members.tmp-abc123",
+                 run / ".results.json.x1y2.tmp", run / "snapshots" / "standalone"
+                 / ".tmp-model-r0001.safetensors.q9"]
+    leftovers[0].mkdir(parents=True)
+    (leftovers[0] / "00_output.npy").write_bytes(b"half")
+    for path in leftovers[1:]:
+        path.write_bytes(b"half")
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(run), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert not any(p.exists() for p in leftovers)
+
+
+def test_results_and_splits_have_the_umask_mode(tmp_path, finished):
+    _, run = finished
+    expected = 0o666 & ~current_umask()
+    for name in ["results.json", "results.md", "run.json", "config.yaml",
+                 "splits/membership.npz", "splits/knowledge.npz", "splits/splits.json"]:
+        assert (run / name).stat().st_mode & 0o777 == expected, name
+    old = os.umask(0o027)
+    try:
+        write_json(tmp_path / "x.json", {})
+        assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
