@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -222,13 +222,15 @@ class AttackRunner:
                              predictions=attack.predict(summaries))
 
     def unsupervised(self) -> AttackOutcome:
-        c, ex = self.cfg, self.extractor(self.spec)
-        targets = self.features("unsupervised-targets", self.spec, self.knowledge.targets)
+        # The paper's encoder (N(0, 0.01), unstandardised inputs) reads probabilities in [0, 1].
+        spec = replace(self.spec, output_scale="probability")
+        c, ex = self.cfg, self.extractor(spec)
+        targets = self.features("unsupervised-targets", spec, self.knowledge.targets)
         summaries = ex.scalar_summaries(self.dataset, self.knowledge.targets)
         attack = UnsupervisedAttack(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
                                     kernels=c.kernels, device=self.device, seed=self.exp.seed)
         attack.fit(targets, summaries)
-        return AttackOutcome("unsupervised", describe(self.spec),
+        return AttackOutcome("unsupervised", describe(spec),
                              attack.predict_proba(targets, summaries),
                              predictions=attack.predict(targets, summaries),
                              extra={"embedding": attack.embed(targets)})
