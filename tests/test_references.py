@@ -123,10 +123,18 @@ def test_the_cache_is_reused_and_invalidated_by_every_determining_input(tmp_path
     for what, spec in changed.items():
         assert obtain(spec, data, tmp_path).trained, what
         assert not obtain(spec, data, tmp_path).trained, what
-    # a cache entry whose description does not match is not trusted
+    # a cache entry whose description does not match, or whose weights are damaged, is not
+    # trusted: the set is trained again
     meta = tmp_path / "references" / spec_of(data).key() / "reference.json"
     write_json(meta, {**read_json(meta), "epochs": 99})
     assert obtain(spec_of(data), data, tmp_path).trained
+    assert not obtain(spec_of(data), data, tmp_path).trained
+    weights = meta.parent / "weights.npz"
+    damaged = bytearray(weights.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    weights.write_bytes(bytes(damaged))
+    assert obtain(spec_of(data), data, tmp_path).trained
+    assert not obtain(spec_of(data), data, tmp_path).trained
 
 
 def test_the_cache_lies_in_the_campaign_folder_when_there_is_one(tmp_path):

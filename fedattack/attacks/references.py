@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import time
 from collections.abc import Callable
@@ -56,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedattack.config import TrainConfig
-from fedattack.io import inside, read_json, write_json
+from fedattack.io import inside, read_json, write_atomic, write_json
 from fedattack.training import epoch_generator, lr_at, set_lr, train_model
 
 CACHE_DIR = "references"
@@ -216,13 +217,12 @@ class ReferenceSet:
         folder = inside(root, Path(CACHE_DIR) / spec.key())
         weights, meta = folder / "weights.npz", folder / "reference.json"
         started = time.perf_counter()
-        if weights.is_file() and meta.is_file() and read_json(meta) == spec.describe():
+        stored = _read_cached(weights, meta, spec, log)
+        if stored is not None:
             models = [build(seed) for seed in spec.seeds]
-            with np.load(weights, allow_pickle=False) as stored:
-                for k, model in enumerate(models):
-                    state = model.state_dict()
-                    model.load_state_dict({name: torch.from_numpy(stored[f"{k}/{name}"])
-                                           for name in state})
+            for k, model in enumerate(models):
+                model.load_state_dict({name: torch.from_numpy(stored[f"{k}/{name}"])
+                                       for name in model.state_dict()})
             log(f"  reference models: {len(models)} read from the cache {folder}")
             return cls(spec, models, False, time.perf_counter() - started)
         models = [build(seed) for seed in spec.seeds]
@@ -234,13 +234,37 @@ class ReferenceSet:
         train = train_vectorised if together else train_sequential
         models = train(models, dataset, list(spec.train_sets), list(spec.seeds), cfg,
                        spec.epochs, device)
-        from fedattack.data.registry import save_npz
-
+        buffer = io.BytesIO()
+        np.savez(buffer, **{f"{k}/{name}": v.detach().cpu().numpy()
+                            for k, m in enumerate(models) for name, v in m.state_dict().items()})
         folder.mkdir(parents=True, exist_ok=True)
-        save_npz(weights, **{f"{k}/{name}": v.detach().cpu().numpy()
-                             for k, m in enumerate(models) for name, v in m.state_dict().items()})
-        write_json(meta, spec.describe())  # written last: a set without it is not trusted
+        write_atomic(weights, buffer.getvalue())
+        # written last, with the weights' checksum: a set without it, or whose weights do not
+        # match it, is not trusted
+        write_json(meta, {**spec.describe(),
+                          "weights_sha256": hashlib.sha256(buffer.getvalue()).hexdigest()})
         return cls(spec, models, True, time.perf_counter() - started)
+
+
+def _read_cached(weights: Path, meta: Path, spec: ReferenceSpec,
+                 log: Callable[[str], None]) -> dict[str, np.ndarray] | None:
+    """The cached weights of `spec`, or None when absent, of another spec, or damaged."""
+    if not (weights.is_file() and meta.is_file()):
+        return None
+    try:
+        described = read_json(meta)
+    except (OSError, ValueError):
+        described = None
+    if not isinstance(described, dict) or \
+            {k: v for k, v in described.items() if k != "weights_sha256"} != spec.describe():
+        log(f"  reference models: the cache {meta.parent} describes another set; retraining")
+        return None
+    data = weights.read_bytes()
+    if hashlib.sha256(data).hexdigest() != described.get("weights_sha256"):
+        log(f"  reference models: the cached weights in {meta.parent} are damaged; retraining")
+        return None
+    with np.load(io.BytesIO(data), allow_pickle=False) as stored:
+        return {name: stored[name] for name in stored.files}
 
 
 @torch.no_grad()
