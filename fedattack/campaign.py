@@ -17,14 +17,19 @@ or a passive one) gets the drop of the global model's final test accuracy agains
 Every expanded experiment is validated before anything runs. Each experiment is run by
 :func:`fedattack.runner.run_experiment`, which reuses what a finished stage wrote and redoes an
 unfinished one; so a rerun after Ctrl-C or a killed process skips the finished experiments and
-redoes the interrupted one. `DIR/results.json` and `DIR/results.md` gather every experiment's
-results, with the swept values and the paper's figure beside each.
+redoes the interrupted one. Experiments that differ only in their `attack` settings (and name)
+train one target model: the first trains it, the later ones start from a copy of its run.json,
+snapshots and splits (run.json's `trained_in` names the experiment that trained it), so a table
+of attack features over one model costs one training. `DIR/results.json` and `DIR/results.md`
+gather every experiment's results, with the swept values and the paper's figure beside each.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -376,6 +381,37 @@ def write_campaign_results(out_dir: Path, records: list[dict],
     write_atomic(inside(out_dir, RESULTS_MD), campaign_markdown(records, spread))
 
 
+def training_key(exp: Experiment) -> str:
+    """What the target model's training depends on: the experiment less its name and `attack`
+    (read only by the attack stage)."""
+    return json.dumps(exp.model_dump(mode="json", exclude={"name", "attack"}), sort_keys=True)
+
+
+TRAINING_OUTPUTS = ("splits", "snapshots")
+
+
+def share_training(exp: Experiment, source: Path, run_dir: Path) -> bool:
+    """Give run_dir (of `exp`, not yet trained) a copy of the finished training in `source`
+    (an experiment with the same training_key): its splits and snapshots, then run.json, written
+    last so that an interrupted copy leaves no finished record. Returns whether it copied."""
+    from fedattack.experiment import RUN_FILE, claim_run_dir
+    from fedattack.runner import discard_unfinished, finished_record
+
+    record = finished_record(source)
+    if record is None or finished_record(run_dir) is not None:
+        return False
+    claim_run_dir(exp, run_dir)
+    discard_unfinished(run_dir)
+    for name in TRAINING_OUTPUTS:
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+        if (source / name).is_dir():
+            shutil.copytree(source / name, run_dir / name)
+    write_json(inside(run_dir, RUN_FILE),
+               {**record, "experiment": exp.name, "trained_in": record.get("trained_in",
+                                                                          source.name)})
+    return True
+
+
 def run_campaign(plan: CampaignPlan, out_dir: str | Path, show_progress: bool = True,
                  verbose: bool = False, log: Callable[[str], None] | None = None) -> list[dict]:
     """Run the campaign's experiments in turn into `out_dir/<name>/`; return all result records.
@@ -399,14 +435,19 @@ def _run_items(plan: CampaignPlan, out_dir: Path, show_progress: bool, verbose: 
     claim_campaign_dir(plan, out_dir)
     records: list[dict] = []
     twins = passive_twins(plan)
+    trained: dict[str, Path] = {}  # training_key -> the run dir whose training finished
     total = len(plan.items)
     for k, item in enumerate(plan.items, 1):
         exp = item.experiment
         run_dir = child_dir(out_dir, exp.name)
         state = "finished, skipped" if experiment_finished(exp, run_dir) else "running"
         log(f"{plan.name}: experiment {k} of {total}: {exp.name} ({state})")
+        key = training_key(exp)
+        if key in trained and share_training(exp, trained[key], run_dir):
+            log(f"{exp.name}: target model shared with {trained[key].name}")
         record, results = run_experiment(exp, run_dir, show_progress=show_progress,
                                          verbose=verbose)
+        trained.setdefault(key, run_dir)
         if exp.scenario == "federated":  # results written before the field existed lack it
             final = record.get("global_test_accuracy", record["history"][-1]["test_accuracy"])
             results = [{"global_test_accuracy": final, **r} for r in results]

@@ -483,3 +483,59 @@ def test_an_active_attack_is_compared_with_its_passive_twin(tmp_path):
     flagged = [line for line in text.splitlines() if line.startswith("- ")]
     assert flagged == ["- ascent (gradient-ascent): global test accuracy 0.700 against 0.800 "
                        "passive (passive), a drop of 10.0 points"]
+
+
+SHARED = """\
+campaign: shared
+description: two attack settings on one model, and a model trained differently
+base:
+  scenario: standalone
+  device: cpu
+  data:
+    dataset: purchase100-synth
+    num_records: 600
+    train_size: 100
+    nonmember_size: 200
+    knowledge: {train_members: 50, train_nonmembers: 50, test_members: 50, test_nonmembers: 50}
+  training: {epochs: 3}
+  attack: {attacks: [whitebox, threshold-loss], epochs: 2, kernels: 8}
+experiments:
+  - name: gradients
+  - name: outputs
+    attack: {features: {gradients: [], activations: [-2], output: false, loss: false}}
+  - name: longer
+    training: {epochs: 4}
+"""
+
+
+def test_entries_that_differ_only_in_attack_share_one_trained_model(tmp_path, monkeypatch):
+    import fedattack.standalone as standalone
+
+    trained: list[str] = []
+    real = standalone.run_standalone
+
+    def counting(exp, run_dir, **kwargs):
+        trained.append(exp.name)
+        return real(exp, run_dir, **kwargs)
+
+    monkeypatch.setattr(standalone, "run_standalone", counting)
+    out = tmp_path / "out"
+    plan = load_campaign(write(tmp_path, SHARED))
+    records = run_campaign(plan, out, show_progress=False, log=lambda message: None)
+    assert trained == ["gradients", "longer"]
+    run = json.loads((out / "outputs" / "run.json").read_text())
+    assert run["experiment"] == "outputs" and run["trained_in"] == "gradients"
+    assert "trained_in" not in json.loads((out / "longer" / "run.json").read_text())
+    first = sorted(p.relative_to(out / "gradients") for p in (out / "gradients" / "snapshots")
+                   .rglob("*") if p.is_file())
+    assert first and all((out / "gradients" / p).read_bytes() == (out / "outputs" / p)
+                         .read_bytes() for p in first)
+    loss = {r["experiment"]: r["auc"] for r in records if r["attack"] == "threshold-loss"}
+    assert loss["outputs"] == loss["gradients"]  # the same model on the same targets
+    features = {r["experiment"]: r["features"] for r in records if r["attack"] == "whitebox"}
+    assert features["outputs"] != features["gradients"]
+    # A rerun reads everything back and trains nothing.
+    trained.clear()
+    assert without_timing(run_campaign(plan, out, show_progress=False,
+                                       log=lambda message: None)) == without_timing(records)
+    assert trained == []
