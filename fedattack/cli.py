@@ -211,18 +211,18 @@ def deploy_local(
 ) -> None:
     """Run a federated experiment through a real Flower deployment on 127.0.0.1 with TLS
     (SuperLink, SuperExecs, one SuperNode per participant), then attack it offline."""
-    from fedattack.deploy import AppMismatch, DeployError, deploy_experiment
+    from fedattack.deploy import AppMismatch, DeployError, check_deployable, deploy_experiment
     from fedattack.runner import progress_bar
 
     try:
         exp = load_config(config)
         if isinstance(exp, CampaignPlan):
             fail(f"{config} is a campaign; deploy-local runs one experiment")
+        check_deployable(exp)  # before the lock creates the run directory
         preflight_all(exp, config)
         run_dir = out or child_dir("runs", exp.name)
-        federated = exp.scenario == "federated"  # else refused below, in one line
         # the progress bar follows the rounds the ServerApp logs
-        with exclusive(run_dir), progress_bar(exp, federated) as advance:
+        with exclusive(run_dir), progress_bar(exp, True) as advance:
             record, results = deploy_experiment(exp, run_dir, auth=auth, timeout_s=timeout,
                                                 on_round=advance)
     except (*user_errors(), AppMismatch) as err:

@@ -386,6 +386,14 @@ class LocalDeployment:
         return record
 
 
+def check_deployable(exp: Experiment) -> Path:
+    """The app folder to submit, after refusing what deploy-local cannot run; raises before
+    anything is written, so a refused command leaves no run directory behind."""
+    if exp.scenario != "federated":
+        raise ConfigError(f"deploy-local runs federated experiments; {exp.name} is {exp.scenario}")
+    return app_root()
+
+
 def deploy_experiment(exp: Experiment, run_dir: str | Path, auth: bool = False,
                       timeout_s: float = 3600.0,
                       on_round: Callable[[int, dict], None] | None = None,
@@ -395,9 +403,7 @@ def deploy_experiment(exp: Experiment, run_dir: str | Path, auth: bool = False,
     Like :func:`fedattack.runner.run_experiment`: a finished training is reused, an
     unfinished one is redone from round 0, and the attack runs when `exp.attack` is set.
     """
-    if exp.scenario != "federated":
-        raise ConfigError(f"deploy-local runs federated experiments; {exp.name} is {exp.scenario}")
-    app = app_root()
+    app = check_deployable(exp)
     run_dir = claim_run_dir(exp, run_dir).resolve()
     record = finished_record(run_dir)
     if record is None:
