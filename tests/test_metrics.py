@@ -360,8 +360,9 @@ def test_no_resamples_no_intervals():
 def test_bootstrap_is_fast():
     labels, scores = balanced_case(1000)  # 2,000 targets
     attack_metrics(labels, scores)  # warm up
-    started = time.perf_counter()
+    # CPU time of this process, not wall time: other jobs on a shared machine do not count
+    started = time.process_time()
     m = attack_metrics(labels, scores)  # 1,000 resamples
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert m.bootstrap_resamples == 1000 and len(m.bootstrap["auc"]) == 1000
-    assert elapsed < 1.0, f"1,000 resamples of 2,000 targets took {elapsed:.2f} s"
+    assert elapsed < 1.0, f"1,000 resamples of 2,000 targets took {elapsed:.2f} s of CPU"
