@@ -270,6 +270,12 @@ def with_utility_drop(records: list[dict], twins: dict[str, str]) -> list[dict]:
             drop = accuracy[twin] - r["global_test_accuracy"]
             r = {**r, "passive_twin": twin, "passive_twin_global_test_accuracy": accuracy[twin],
                  "global_test_accuracy_drop": drop, "utility_flag": drop > UTILITY_DROP_FLAG}
+            if r.get("isolated_test_accuracy") is not None:
+                # an isolated victim never sees the global model: what it would notice is its
+                # own model doing worse than the federation's would have
+                victim_drop = accuracy[twin] - r["isolated_test_accuracy"]
+                r["victim_test_accuracy_drop"] = victim_drop
+                r["utility_flag"] = r["utility_flag"] or victim_drop > UTILITY_DROP_FLAG
         out.append(r)
     return out
 
@@ -343,11 +349,15 @@ def flagged_lines(records: list[dict]) -> list[str]:
     for r in records:
         if r.get("utility_flag") and r["experiment"] not in seen:
             seen.add(r["experiment"])
-            lines.append(f"- {r['experiment']} ({r.get('mode')}): global test accuracy "
-                         f"{r['global_test_accuracy']:.3f} against "
-                         f"{r['passive_twin_global_test_accuracy']:.3f} "
-                         f"passive ({r['passive_twin']}), a drop of "
-                         f"{r['global_test_accuracy_drop'] * 100:.1f} points")
+            line = (f"- {r['experiment']} ({r.get('mode')}): global test accuracy "
+                    f"{r['global_test_accuracy']:.3f} against "
+                    f"{r['passive_twin_global_test_accuracy']:.3f} "
+                    f"passive ({r['passive_twin']}), a drop of "
+                    f"{r['global_test_accuracy_drop'] * 100:.1f} points")
+            if r.get("victim_test_accuracy_drop") is not None:
+                line += (f"; the isolated victim's model {r['isolated_test_accuracy']:.3f}, "
+                         f"{r['victim_test_accuracy_drop'] * 100:.1f} points below")
+            lines.append(line)
     return lines
 
 

@@ -80,6 +80,14 @@ class _DropDeprecations(logging.Filter):
         return "DEPRECATED FEATURE" not in str(record.msg)
 
 
+class _DropThreadNotice(logging.Filter):
+    """Ray's notice that it set no SIGTERM handler: it starts in a thread of its own here (see
+    :func:`start_ray`), on purpose; the run's own handling of signals is unchanged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "SIGTERM handler is not set" not in str(record.msg)
+
+
 @contextmanager
 def quiet_libraries(verbose: bool):
     """Without ``--verbose``: Flower at WARNING without its deprecation notice, and none of Ray's
@@ -87,16 +95,18 @@ def quiet_libraries(verbose: bool):
     if verbose:
         yield
         return
-    flwr_logger = logging.getLogger("flwr")
-    level, dropper = flwr_logger.level, _DropDeprecations()
+    flwr_logger, ray_worker = logging.getLogger("flwr"), logging.getLogger("ray._private.worker")
+    level, dropper, thread_notice = flwr_logger.level, _DropDeprecations(), _DropThreadNotice()
     flwr_logger.setLevel(logging.WARNING)
     flwr_logger.addFilter(dropper)
+    ray_worker.addFilter(thread_notice)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray(\.|$)")
             yield
     finally:
         flwr_logger.removeFilter(dropper)
+        ray_worker.removeFilter(thread_notice)
         flwr_logger.setLevel(level)
 
 

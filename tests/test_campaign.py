@@ -539,3 +539,24 @@ def test_entries_that_differ_only_in_attack_share_one_trained_model(tmp_path, mo
     assert without_timing(run_campaign(plan, out, show_progress=False,
                                        log=lambda message: None)) == without_timing(records)
     assert trained == []
+
+
+def test_an_isolated_victims_own_model_is_compared_with_the_passive_federation(tmp_path):
+    from fedattack.campaign import flagged_lines, passive_twins, with_utility_drop
+
+    twins = passive_twins(load_campaign(write(tmp_path, campaign_text(**TWINS))))
+    records = [
+        {"experiment": "passive", "mode": "passive", "attack": "whitebox",
+         "global_test_accuracy": 0.80},
+        {"experiment": "isolating", "mode": "isolating", "attack": "whitebox",
+         "global_test_accuracy": 0.79, "isolated_test_accuracy": 0.60},
+    ]
+    isolating = with_utility_drop(records, twins)[1]
+    # the global model barely moved, but the victim's model is 20 points below the federation's
+    assert isolating["global_test_accuracy_drop"] == pytest.approx(0.01)
+    assert isolating["victim_test_accuracy_drop"] == pytest.approx(0.20)
+    assert isolating["utility_flag"] is True
+    (line,) = flagged_lines([isolating])
+    assert "the isolated victim's model 0.600, 20.0 points below" in line
+    records[1]["isolated_test_accuracy"] = 0.78
+    assert with_utility_drop(records, twins)[1]["utility_flag"] is False
