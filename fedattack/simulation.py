@@ -72,20 +72,22 @@ def flower_environment(run_dir: Path) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 
 
-class _DropDeprecations(logging.Filter):
-    """Flower's notice that ``run_simulation`` is deprecated: this library calls it on purpose
-    (it is the in-process API that lets a campaign drive many runs), so users need not see it."""
+class _DropMessages(logging.Filter):
+    """Drops the records whose message contains ``phrase``."""
+
+    def __init__(self, phrase: str) -> None:
+        super().__init__()
+        self.phrase = phrase
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "DEPRECATED FEATURE" not in str(record.msg)
+        return self.phrase not in str(record.msg)
 
 
-class _DropThreadNotice(logging.Filter):
-    """Ray's notice that it set no SIGTERM handler: it starts in a thread of its own here (see
-    :func:`start_ray`), on purpose; the run's own handling of signals is unchanged."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "SIGTERM handler is not set" not in str(record.msg)
+# Flower's notice that run_simulation is deprecated: this library calls it on purpose (the
+# in-process API that lets a campaign drive many runs). Ray's notice that it set no SIGTERM handler:
+# it starts in a thread of its own here (see start_ray), on purpose.
+QUIET_NOTICES = (("flwr", "DEPRECATED FEATURE"),
+                 ("ray._private.worker", "SIGTERM handler is not set"))
 
 
 @contextmanager
@@ -95,18 +97,19 @@ def quiet_libraries(verbose: bool):
     if verbose:
         yield
         return
-    flwr_logger, ray_worker = logging.getLogger("flwr"), logging.getLogger("ray._private.worker")
-    level, dropper, thread_notice = flwr_logger.level, _DropDeprecations(), _DropThreadNotice()
+    flwr_logger = logging.getLogger("flwr")
+    level = flwr_logger.level
+    filters = [(logging.getLogger(name), _DropMessages(phrase)) for name, phrase in QUIET_NOTICES]
     flwr_logger.setLevel(logging.WARNING)
-    flwr_logger.addFilter(dropper)
-    ray_worker.addFilter(thread_notice)
+    for logger, dropper in filters:
+        logger.addFilter(dropper)
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"ray(\.|$)")
             yield
     finally:
-        flwr_logger.removeFilter(dropper)
-        ray_worker.removeFilter(thread_notice)
+        for logger, dropper in filters:
+            logger.removeFilter(dropper)
         flwr_logger.setLevel(level)
 
 
