@@ -137,7 +137,7 @@ class DataConfig(Strict):
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, name: str) -> str:
-        from fedattack.data import dataset_names
+        from fedattack.data.registry import dataset_names
 
         if name not in dataset_names():
             raise ValueError(f"unknown dataset {name!r}; accepted: {', '.join(dataset_names())}")

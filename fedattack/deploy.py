@@ -34,6 +34,7 @@ from fedattack.experiment import CONFIG_FILE, RUN_FILE, claim_run_dir
 from fedattack.io import read_json
 from fedattack.protocol import FederationFailed
 from fedattack.runner import attack_target, discard_unfinished, finished_record
+from fedattack.simulation import flower_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CERT_SCRIPT = PROJECT_ROOT / "docker" / "generate-certs.sh"
@@ -103,16 +104,12 @@ class DeployPaths:
 
 
 def flower_env(paths: DeployPaths) -> dict[str, str]:
-    """The environment of every Flower process: state in the run, no update check, no runtime
-    dependency installation, and this interpreter's scripts first on PATH (SuperExec starts
+    """The environment of every Flower process: ``simulation.flower_settings`` (state in the run,
+    no update check, no runtime dependency installation) and this interpreter's scripts first on
+    PATH (SuperExec starts
     ``flwr-serverapp`` and ``flwr-clientapp`` by name)."""
-    env = dict(os.environ)
-    env.update(
-        FLWR_HOME=str(paths.flwr_home),
-        FLWR_DISABLE_UPDATE_CHECK="1",
-        FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION="1",
-        PATH=os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-    )
+    env = {**os.environ, **flower_settings(paths.flwr_home)}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 

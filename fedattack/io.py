@@ -30,11 +30,28 @@ def default_mode() -> int:
     return 0o666 & ~current_umask()
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write to path via a temporary file in the same folder, fsync, then rename over it."""
+def fsync_dir(directory: str | Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX only; elsewhere a no-op)."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | Path, data: str | bytes, *, tmp_prefix: str | None = None) -> None:
+    """The project's one atomic file writer: write to a temporary file in the same folder (named
+    ``tmp_prefix`` + name + random, by default ``.name.*.tmp``), fsync it, rename it over ``path``
+    and fsync the folder, so that after a crash ``path`` holds the old or the new bytes, never a
+    mix, and the rename itself survives a power cut."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if tmp_prefix is None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    else:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{tmp_prefix}{path.name}.")
     try:
         os.fchmod(fd, default_mode())  # mkstemp's 0600 would hide results from the group
         with os.fdopen(fd, "wb") as fh:
@@ -45,6 +62,7 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
 
 
 def strict_json_values(obj: Any) -> Any:

@@ -64,12 +64,34 @@ class Resources:
         return cls(total, min(wanted, total), exp.federation.client_gpus)
 
 
-def flower_environment(run_dir: Path) -> None:
-    """Keep Flower's state inside the run and stop it from phoning home or installing deps."""
-    os.environ.setdefault("FLWR_HOME", str(run_dir.resolve() / ".flwr"))
-    os.environ["FLWR_DISABLE_UPDATE_CHECK"] = "1"
-    os.environ["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+def flower_settings(flwr_home: Path) -> dict[str, str]:
+    """The environment every Flower process of one experiment gets, in simulation and in the
+    deployment alike: its state in the run's own FLWR_HOME, no update check, no runtime
+    dependency installation, Ray's log lines not deduplicated."""
+    return {
+        "FLWR_HOME": str(flwr_home),
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "RAY_DEDUP_LOGS": os.environ.get("RAY_DEDUP_LOGS", "0"),
+    }
+
+
+@contextmanager
+def flower_environment(run_dir: Path):
+    """The experiment's Flower environment (``flower_settings``, FLWR_HOME inside ``run_dir``) in
+    this process for the length of the block, then the caller's environment back: in a campaign
+    each experiment keeps Flower's state in its own run directory."""
+    settings = flower_settings(run_dir.resolve() / ".flwr")
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class _DropMessages(logging.Filter):
@@ -187,7 +209,6 @@ def run_federated(
 
     run_dir = Path(run_dir).resolve()
     prepare_run(exp, run_dir)
-    flower_environment(run_dir)
     res = Resources.for_experiment(exp)
     overrides = {
         protocol.CONFIG_PATH: str(run_dir / CONFIG_FILE),
@@ -203,7 +224,7 @@ def run_federated(
         "client_resources": {"num_cpus": res.client_cpus, "num_gpus": res.client_gpus},
         "init_args": init_args,
     }
-    with quiet_libraries(verbose):
+    with flower_environment(run_dir), quiet_libraries(verbose):
         ray_started = start_ray(init_args, ray_start_timeout())
         try:
             run_simulation(server_app=server_app, client_app=client_app,

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -42,7 +41,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as _safetensors_load
 from safetensors.torch import save as _safetensors_save
 
-from fedattack.io import CorruptedFile, default_mode
+from fedattack.io import CorruptedFile, write_atomic
 
 KINDS = ("upload", "global", "sent")
 """Federated kinds. ``upload``: a participant's model returned to the aggregator; ``global``: the
@@ -216,36 +215,6 @@ def _to_tensors(tensors: Tensors) -> dict[str, torch.Tensor]:
     return out
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (POSIX only; elsewhere a no-op)."""
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, fsync it, rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX + path.name + ".")
-    try:
-        os.fchmod(fd, default_mode())
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
 def _view_lock(directory: Path) -> threading.Lock:
     key = os.path.realpath(directory)
     with _LOCKS_GUARD:
@@ -311,14 +280,15 @@ class SnapshotStore:
             existing = self._manifest(view)
             if any(r.key == record.key for r in existing):
                 raise ValueError(f"snapshot {record.key} was already written (written once)")
-            _atomic_write(directory / file_name, data)
+            write_atomic(directory / file_name, data, tmp_prefix=_TMP_PREFIX)
             records = [*existing, record]
             manifest = {
                 "version": MANIFEST_VERSION,
                 "view": view,
                 "records": [r.to_json() for r in records],
             }
-            _atomic_write(directory / MANIFEST, json.dumps(manifest, indent=1).encode())
+            manifest_bytes = json.dumps(manifest, indent=1).encode()
+            write_atomic(directory / MANIFEST, manifest_bytes, tmp_prefix=_TMP_PREFIX)
             with self._cache_lock:
                 self._cache.pop(view, None)
         return record

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedattack.data.registry import Dataset, locate, read_data
+from fedattack.data.files import Dataset, locate, read_data
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"

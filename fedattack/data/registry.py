@@ -8,8 +8,6 @@ their files under `data_root() / name` (and, for some, in offline packages) and 
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import tarfile
 import urllib.request
@@ -17,52 +15,22 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
-from typing import BinaryIO
 
-import numpy as np
-import torch
-
+from fedattack.data import images, synthetic, tabular
+from fedattack.data.files import (  # re-exported: the registry is where users look them up
+    Dataset,
+    DatasetUnavailable,
+    FilesMissing,
+    find_file,
+    locate,
+    open_data,
+    read_data,
+    save_npz,
+)
 from fedattack.io import write_atomic
 
-
-class DatasetUnavailable(RuntimeError):
-    """A real dataset whose files are not on this machine; the message says how to get them."""
-
-
-@dataclass(frozen=True, eq=False)
-class Dataset:
-    """A whole dataset in memory, in compact form; `batch` turns records into model inputs.
-
-    `x` is uint8 for binary features and for images (N, C, H, W), float32 otherwise. Images carry
-    their per-channel `mean` and `std` (on the [0, 1] scale) for normalisation.
-    """
-
-    name: str
-    x: np.ndarray
-    y: np.ndarray
-    num_classes: int
-    input_shape: tuple[int, ...]
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-
-    def __post_init__(self) -> None:
-        if self.x.shape[1:] != self.input_shape or len(self.x) != len(self.y):
-            raise ValueError(
-                f"{self.name}: x {self.x.shape} and y {self.y.shape} do not match input shape "
-                f"{self.input_shape}"
-            )
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """float32 inputs (images scaled to [0, 1] and normalised per channel) and int64 labels."""
-        x = torch.from_numpy(self.x[idx]).float()
-        if self.mean is not None:
-            mean = torch.tensor(self.mean).view(-1, 1, 1)
-            std = torch.tensor(self.std).view(-1, 1, 1)
-            x = (x / 255 - mean) / std
-        return x, torch.from_numpy(self.y[idx]).long()
+__all__ = ["Dataset", "DatasetUnavailable", "Entry", "data_root", "dataset_names", "download",
+           "find_file", "load_dataset", "locate", "open_data", "read_data", "save_npz"]
 
 
 @dataclass(frozen=True)
@@ -82,9 +50,6 @@ class Entry:
 
 @cache
 def _registry() -> dict[str, Entry]:
-    # Imported here rather than at the top: the loader modules import Dataset from this module.
-    from fedattack.data import images, synthetic, tabular
-
     return {
         "purchase100": Entry(tabular.load_purchase100, (tabular.PURCHASE_URL,)),
         "texas100": Entry(tabular.load_texas100, (tabular.TEXAS_URL,)),
@@ -139,42 +104,12 @@ def load_dataset(
         raise ValueError(
             f"{name} is a real dataset of fixed size; num_records applies to synthetic datasets"
         )
-    return entry.load(folder)
-
-
-def find_file(folder: Path, file: str) -> Path | None:
-    """folder/file, or its gzipped copy folder/file.gz, whichever exists."""
-    for candidate in (folder / file, folder / f"{file}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def open_data(path: Path) -> BinaryIO:
-    """Open a data file for reading, decompressing it on the fly if it ends in .gz."""
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-def read_data(folder: Path, file: str) -> bytes:
-    """The bytes of folder/file (or of folder/file.gz, decompressed)."""
-    path = find_file(folder, file)
-    if path is None:
-        raise FileNotFoundError(folder / file)
-    with open_data(path) as f:
-        return f.read()
-
-
-def locate(name: str, dirs: Sequence[Path], files: Sequence[str]) -> Path:
-    """The first of `dirs` that holds every one of `files`; else DatasetUnavailable.
-
-    The message names the files missing from the first folder, which is where a user should
-    put them, and the ways to get them.
-    """
-    for folder in dirs:
-        if all(find_file(folder, f) for f in files):
-            return folder
-    missing = [f for f in files if not find_file(dirs[0], f)]
-    raise DatasetUnavailable(_missing_message(name, dirs, missing))
+    try:
+        return entry.load(folder)
+    except FilesMissing as missing:
+        raise DatasetUnavailable(
+            _missing_message(missing.name, missing.dirs, missing.missing)
+        ) from None
 
 
 def _missing_message(name: str, dirs: Sequence[Path], missing: list[str]) -> str:
@@ -191,13 +126,6 @@ def _missing_message(name: str, dirs: Sequence[Path], missing: list[str]) -> str
         )
     noun = "file" if len(missing) == 1 else "files"
     return f"{name}: {noun} {listed} not found in {where}; {', or '.join(ways)}"
-
-
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """np.savez through a temporary file and a rename: readers never see half a file."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    write_atomic(path, buffer.getvalue())
 
 
 def download(name: str, root: str | Path | None = None) -> Path:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fedattack.data.registry import save_npz
+from fedattack.data.files import save_npz
 from fedattack.io import (
     CHECKSUMS,
     CorruptedFile,

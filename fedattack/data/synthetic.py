@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse
 from sklearn.cluster import KMeans
 
-from fedattack.data.registry import Dataset
+from fedattack.data.files import Dataset
 from fedattack.data.tabular import NUM_CLASSES, binary_dataset, cached
 
 _CHUNK = 2048

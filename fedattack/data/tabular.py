@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedattack.data.registry import Dataset, find_file, locate, open_data, save_npz
+from fedattack.data.files import Dataset, find_file, locate, open_data, save_npz
 
 PURCHASE_URL = "https://github.com/privacytrustlab/datasets/raw/master/dataset_purchase.tgz"
 TEXAS_URL = "https://github.com/privacytrustlab/datasets/raw/master/dataset_texas.tgz"
