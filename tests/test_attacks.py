@@ -37,14 +37,7 @@ from fedattack.attacks.whitebox import (
 CLASSES = 4
 ROWS, COLS = 6, 5  # a gradient matrix: 6 output units, 4 inputs + a bias column
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: tiny networks gain nothing from more, and a shared machine is faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def shapes_for(snapshots: int) -> dict[str, tuple[int, ...]]:

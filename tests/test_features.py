@@ -27,6 +27,7 @@ from fedattack.features import (
     true_class_logit_confidence,
 )
 from fedattack.models import build_model, layer_names
+from tests.fakes import ArrayDataset
 
 NUM_CLASSES = 10
 MNIST, CIFAR = (1, 28, 28), (3, 32, 32)
@@ -39,23 +40,7 @@ FAMILIES = [
     ("densenet-bc-100-12", CIFAR),
 ]
 
-
-class ArrayDataset:
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, num_classes: int = NUM_CLASSES) -> None:
-        self.x, self.y = x, y
-        self.num_classes, self.input_shape = num_classes, tuple(x.shape[1:])
-
-    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[idx], self.y[idx]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run fastest on one thread; on a busy machine more threads are much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FuncExtractor(FeatureExtractor):
@@ -91,7 +76,7 @@ def make_data(shape: tuple[int, ...], n: int, seed: int = 1) -> ArrayDataset:
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, *shape, generator=gen)
     y = torch.randint(0, NUM_CLASSES, (n,), generator=gen)
-    return ArrayDataset(x, y)
+    return ArrayDataset(x, y, NUM_CLASSES)
 
 
 def features(extractor: FeatureExtractor, data: ArrayDataset, idx, batch_size: int = 256):
@@ -315,7 +300,7 @@ class NoActivationAfter(nn.Module):
 
 def test_a_layer_whose_output_is_used_otherwise_than_by_an_activation_gives_its_own_output():
     model = NoActivationAfter().eval()
-    data = ArrayDataset(torch.randn(3, 4), torch.tensor([0, 1, 2]))
+    data = ArrayDataset(torch.randn(3, 4), torch.tensor([0, 1, 2]), NUM_CLASSES)
     extractor = FeatureExtractor([model], FeatureSpec((), ("a", "b")), NUM_CLASSES)
     got = features(extractor, data, range(3))
     with torch.no_grad():

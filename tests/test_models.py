@@ -26,6 +26,8 @@ FC_MODELS = ["fc", "purchase-fc", "texas-fc"]
 SMALL_MODELS = FC_MODELS + IMAGE_MODELS
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -35,13 +37,6 @@ def fc_param_count(sizes: list[int]) -> int:
     return sum((a + 1) * b for a, b in pairwise(sizes))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run fastest on one thread; on a busy machine more threads are much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,5 @@
 """Reference models of LiRA and RMIA: the data they train on, vectorised training, the cache."""
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 import torch
@@ -23,25 +21,15 @@ from fedattack.data import Knowledge
 from fedattack.io import read_json, write_json
 from fedattack.models.cnn import SmallCNN
 from fedattack.models.fc import FCNet
+from tests.fakes import ArrayDataset
 
 
-@dataclass(frozen=True, eq=False)
-class Blobs:
-    """A small classification dataset with the Dataset interface the trainers use."""
-
-    x: np.ndarray
-    y: np.ndarray
-    name: str = "blobs"
-
-    def batch(self, idx):
-        return torch.from_numpy(self.x[idx]), torch.from_numpy(self.y[idx])
-
-
-def blobs(n: int = 400, d: int = 12, classes: int = 5) -> Blobs:
+def blobs(n: int = 400, d: int = 12, classes: int = 5) -> ArrayDataset:
     rng = np.random.default_rng(3)
     y = rng.integers(0, classes, n)
     centres = rng.normal(0, 1, (classes, d))
-    return Blobs((centres[y] + rng.normal(0, 1.0, (n, d))).astype(np.float32), y.astype(np.int64))
+    x = (centres[y] + rng.normal(0, 1.0, (n, d))).astype(np.float32)
+    return ArrayDataset(x, y.astype(np.int64), num_classes=classes, name="blobs")
 
 
 def build(seed: int) -> FCNet:
@@ -116,7 +104,7 @@ def test_the_cache_is_reused_and_invalidated_by_every_determining_input(tmp_path
         "recipe": spec_of(data, lr=2e-2),
         "epochs": spec_of(data, epochs=3),
         "indices": spec_of(data, sets=other_sets),
-        "dataset": spec_of(Blobs(data.x + 1, data.y)),
+        "dataset": spec_of(ArrayDataset(data.x + 1, data.y, name="blobs")),
     }
     keys = {spec_of(data).key()} | {s.key() for s in changed.values()}
     assert len(keys) == len(changed) + 1
@@ -152,10 +140,9 @@ def experiment() -> Experiment:
                       attack={"attacks": ["lira-offline"], "references": {"models": 4}})
 
 
-class FakeDataset:
-    name, input_shape, num_classes = "fake", (600,), 100
-    x = np.zeros((10, 600), np.uint8)
-    y = np.zeros(10, np.int64)
+def FakeDataset() -> ArrayDataset:  # noqa: N802 (reads as the dataset it makes)
+    return ArrayDataset(np.zeros((10, 600), np.uint8), np.zeros(10, np.int64), num_classes=100,
+                        name="fake")
 
 
 def test_offline_references_never_train_on_targets_and_online_ones_on_half():

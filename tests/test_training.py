@@ -23,32 +23,20 @@ from fedattack.training import (
     train_model,
     weight_names,
 )
+from tests.fakes import ArrayDataset
 
 CPU = torch.device("cpu")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models run fastest on one thread; on a busy machine more threads are much slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class Blobs:
+def Blobs(n: int = 240, seed: int = 0) -> ArrayDataset:  # noqa: N802 (reads as the dataset it makes)
     """Four well-separated Gaussian blobs in 8 dimensions; records the batches asked for."""
-
-    def __init__(self, n: int = 240, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
-        self.y = np.arange(n) % 4
-        centres = rng.normal(0, 4, size=(4, 8))
-        self.x = (centres[self.y] + rng.normal(0, 0.5, size=(n, 8))).astype(np.float32)
-        self.calls: list[np.ndarray] = []
-
-    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        self.calls.append(np.array(idx))
-        return torch.from_numpy(self.x[idx]), torch.from_numpy(self.y[idx]).long()
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 4
+    centres = rng.normal(0, 4, size=(4, 8))
+    return ArrayDataset((centres[y] + rng.normal(0, 0.5, size=(n, 8))).astype(np.float32), y,
+                        num_classes=4, name="blobs")
 
 
 class Images:
