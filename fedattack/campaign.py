@@ -51,6 +51,7 @@ from fedattack.reporting import (
     RESULTS_JSON,
     RESULTS_MD,
     UTILITY_DROP_FLAG,
+    columns,
     format_cell,
     markdown_table,
 )
@@ -59,35 +60,15 @@ CAMPAIGN_FILE = "campaign.yaml"
 PAPER_KEY = "paper_attack_accuracy"
 OVER_SEEDS_JSON = "results-over-seeds.json"
 
-CAMPAIGN_COLUMNS = (
-    ("experiment", "experiment", "{}"),
-    ("attack", "attack", "{}"),
-    ("victim", "victim", "{}"),
-    ("features", "features", "{}"),
-    ("attack_accuracy", "accuracy", "{:.3f}"),
-    (PAPER_KEY, "paper", "{:.3f}"),
-    ("auc", "AUC", "{:.3f}"),
-    ("tpr_at_0.1pct_fpr", "TPR@0.1%FPR", "{:.3f}"),
-    ("tpr_at_1pct_fpr", "TPR@1%FPR", "{:.3f}"),
-    ("target_train_accuracy", "model acc members", "{:.3f}"),
-    ("target_test_accuracy", "model acc non-members", "{:.3f}"),
-    ("global_test_accuracy_drop", "drop vs passive", "{:.3f}"),
-)
+CAMPAIGN_COLUMNS = columns("experiment", "attack", "victim", "features", "attack_accuracy",
+                           PAPER_KEY, "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr",
+                           "target_train_accuracy", "target_test_accuracy",
+                           "global_test_accuracy_drop")
 SPREAD_KEYS = ("attack_accuracy", "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr",
                "target_test_accuracy", "global_test_accuracy", "global_test_accuracy_drop")
-SPREAD_COLUMNS = (
-    ("experiment", "experiment", "{}"),
-    ("attack", "attack", "{}"),
-    ("victim", "victim", "{}"),
-    ("seeds", "seeds", "{}"),
-    ("attack_accuracy", "accuracy", "{:.3f}"),
-    (PAPER_KEY, "paper", "{:.3f}"),
-    ("auc", "AUC", "{:.3f}"),
-    ("tpr_at_0.1pct_fpr", "TPR@0.1%FPR", "{:.3f}"),
-    ("tpr_at_1pct_fpr", "TPR@1%FPR", "{:.3f}"),
-    ("target_test_accuracy", "model acc non-members", "{:.3f}"),
-    ("global_test_accuracy_drop", "drop vs passive", "{:.3f}"),
-)
+SPREAD_COLUMNS = columns("experiment", "attack", "victim", "seeds", "attack_accuracy", PAPER_KEY,
+                         "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr", "target_test_accuracy",
+                         "global_test_accuracy_drop")
 ROW_KEYS = ("attacker", "mode", "victim", "attack", "features")  # one attack row of a run
 
 

@@ -13,20 +13,36 @@ RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 FIGURES = "figures"
 
-TABLE_COLUMNS = (
-    ("experiment", "experiment", "{}"),
-    ("attacker", "attacker", "{}"),
-    ("mode", "mode", "{}"),
-    ("victim", "victim", "{}"),
-    ("knowledge", "knowledge", "{}"),
-    ("attack", "attack", "{}"),
-    ("attack_accuracy", "accuracy", "{:.3f}"),
-    ("auc", "AUC", "{:.3f}"),
-    ("tpr_at_0.1pct_fpr", "TPR@0.1%FPR", "{:.3f}"),
-    ("tpr_at_1pct_fpr", "TPR@1%FPR", "{:.3f}"),
-    ("target_train_accuracy", "model acc members", "{:.3f}"),
-    ("target_test_accuracy", "model acc non-members", "{:.3f}"),
-)
+COLUMNS = {  # every column a results table can show: key -> (key, title, format)
+    key: (key, title, fmt) for key, title, fmt in (
+        ("experiment", "experiment", "{}"),
+        ("attacker", "attacker", "{}"),
+        ("mode", "mode", "{}"),
+        ("victim", "victim", "{}"),
+        ("knowledge", "knowledge", "{}"),
+        ("attack", "attack", "{}"),
+        ("features", "features", "{}"),
+        ("seeds", "seeds", "{}"),
+        ("attack_accuracy", "accuracy", "{:.3f}"),
+        ("paper_attack_accuracy", "paper", "{:.3f}"),
+        ("auc", "AUC", "{:.3f}"),
+        ("tpr_at_0.1pct_fpr", "TPR@0.1%FPR", "{:.3f}"),
+        ("tpr_at_1pct_fpr", "TPR@1%FPR", "{:.3f}"),
+        ("target_train_accuracy", "model acc members", "{:.3f}"),
+        ("target_test_accuracy", "model acc non-members", "{:.3f}"),
+        ("global_test_accuracy_drop", "drop vs passive", "{:.3f}"),
+    )
+}
+
+
+def columns(*keys: str) -> tuple[tuple[str, str, str], ...]:
+    """The (key, title, format) triples of `keys`, in that order, for `markdown_table`."""
+    return tuple(COLUMNS[key] for key in keys)
+
+
+TABLE_COLUMNS = columns("experiment", "attacker", "mode", "victim", "knowledge", "attack",
+                        "attack_accuracy", "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr",
+                        "target_train_accuracy", "target_test_accuracy")
 
 
 UNRESOLVED_FPR = {"tpr_at_0.1pct_fpr": 0.001, "tpr_at_1pct_fpr": 0.01}
