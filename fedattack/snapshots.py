@@ -307,8 +307,9 @@ class SnapshotStore:
         if name not in available and (self.root / name).is_dir():
             raise SnapshotCorrupted(self.root / name / MANIFEST, "missing (it lists the "
                                     "snapshots of the files beside it)")
-        if name not in available:
-            raise KeyError(f"no view {name!r} in {self.root}; available views: {available}")
+        if name not in available:  # the whole folder gone: a damaged run, not a bug
+            raise SnapshotCorrupted(self.root / name, "the view's folder is missing (views "
+                                    f"present: {', '.join(available) or 'none'})")
         return View(self, name)
 
     def records(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from fedattack import snapshots
 from fedattack.snapshots import SnapshotCorrupted, SnapshotRecord, SnapshotStore, View
@@ -265,11 +267,36 @@ def test_views_are_isolated(tmp_path):
     assert store.view("global").records() == [upload]
 
 
-def test_unknown_view_lists_available(tmp_path):
+def test_a_missing_view_is_a_damaged_run_that_lists_the_views_present(tmp_path):
     store = SnapshotStore(tmp_path)
     store.write("global", "global", 0, {"w": np.zeros(1)})
-    with pytest.raises(KeyError, match="global"):
+    with pytest.raises(SnapshotCorrupted, match="views present: global"):
         store.view("local-9")
+
+
+def test_a_deleted_view_folder_fails_the_attack_with_one_line(tmp_path):
+    """A finished stand-alone run whose whole snapshots/standalone folder was deleted: the
+    attack stops with one line (exit 2) naming the folder, and keeps run.json."""
+    from typer.testing import CliRunner
+
+    from fedattack.cli import app
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "tiny", "scenario": "standalone",
+        "data": {"dataset": "purchase100-synth", "num_records": 600, "train_size": 100,
+                 "nonmember_size": 200,
+                 "knowledge": {"train_members": 20, "train_nonmembers": 20, "test_members": 20,
+                               "test_nonmembers": 20}},
+        "training": {"epochs": 1}, "attack": {"attacks": ["threshold-loss"]}}))
+    out = tmp_path / "run"
+    assert CliRunner().invoke(app, ["run", str(config), "--out", str(out)]).exit_code == 0
+    (out / "results.json").unlink()  # the attack is to be redone from the recorded snapshots
+    shutil.rmtree(out / "snapshots" / "standalone")
+    result = CliRunner().invoke(app, ["run", str(config), "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "snapshots/standalone" in result.output and "Traceback" not in result.output
+    assert (out / "run.json").is_file()
 
 
 def test_crash_before_manifest_rename_keeps_previous_state(tmp_path, monkeypatch):
