@@ -218,19 +218,21 @@ class FederationConfig(Strict):
 
 LayerRef = int | str
 
-ATTACK_NAMES = (
-    "whitebox",  # Nasr et al.: gradients + output + loss + label, supervised
-    "whitebox-outputs",  # activations of every layer + output + loss + label, no gradients
-    "blackbox",  # the same network on the output vector and label only
-    "shadow",  # the white-box attack trained on shadow models (Shokri et al.)
-    "unsupervised",  # encoder-decoder + spectral clustering, no membership knowledge
-    "threshold-loss",
-    "threshold-confidence",
-    "threshold-logit-confidence",  # log(p / (1 - p)) of the true class, from the logits (LiRA)
-    "threshold-entropy",
-    "lira-offline", "lira-online",  # Carlini et al. 2022, against reference models
-    "rmia-offline", "rmia-online",  # Zarifzadeh et al. 2024, against reference models
-)
+def attack_names() -> list[str]:
+    """The registered attacks (fedattack.attacks.registry), which the config accepts."""
+    from fedattack.attacks import registry
+
+    return registry.names()
+
+
+def _check_attack_name(name: str) -> str:
+    from fedattack.attacks import registry
+
+    registry.get(name)  # ValueError naming the accepted attacks
+    return name
+
+
+AttackName = Annotated[str, AfterValidator(_check_attack_name)]
 
 
 class FeatureConfig(Strict):
@@ -273,10 +275,19 @@ class ReferenceConfig(Strict):
 
 
 class AttackConfig(Strict):
-    """The offline membership inference run on the recorded snapshots (Nasr et al.)."""
+    """The offline membership inference run on the recorded snapshots (Nasr et al.).
 
-    attacks: list[Literal[ATTACK_NAMES]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["whitebox", "blackbox", "threshold-loss"]
+    Besides the keys below, an attack registered with parameters (a pydantic model) takes them
+    under its own name: ``attack: {attacks: [toy], toy: {strength: 2}}``; the resolved config
+    spells out the defaults of every listed attack's parameters. ``params(name)`` reads them.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
+
+    attacks: list[AttackName] = Field(
+        default_factory=lambda: ["whitebox", "blackbox", "threshold-loss"],
+        description="registered attack names (fedattack.attacks.registry); an attack's own "
+        "parameters go under its name in this block",
     )
     snapshots: list[NonNegInt] | Literal["recorded"] = Field(
         default="recorded",
@@ -310,6 +321,38 @@ class AttackConfig(Strict):
     memory_mb: Annotated[float, Field(ge=1, le=2**24)] = 256.0
     shadow_models: PositiveInt = 1
     references: ReferenceConfig = ReferenceConfig()
+
+    @model_validator(mode="after")
+    def _attack_parameters(self) -> AttackConfig:
+        """Each key beyond the fields is a listed attack's parameters, validated by its model."""
+        from fedattack.attacks import registry
+
+        extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
+        for key in list(extra):
+            try:
+                params = registry.get(key).params
+            except ValueError:
+                params = None
+            if params is None:
+                accepted = [*type(self).model_fields, *(n for n, a in
+                            registry.registered().items() if a.params is not None)]
+                close = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"attack.{key}: unknown key{hint} (accepted: "
+                                 f"{', '.join(accepted)})")
+            if key not in self.attacks:
+                raise ValueError(f"attack.{key}: parameters of an attack not in attack.attacks")
+            if not isinstance(extra[key], params):
+                extra[key] = params.model_validate(extra[key])
+        for name in self.attacks:
+            params = registry.get(name).params
+            if params is not None and name not in extra:
+                extra[name] = params()
+        return self
+
+    def params(self, name: str) -> Any:
+        """The parameters of attack `name` (its registered pydantic model), or None."""
+        return (self.__pydantic_extra__ or {}).get(name)
 
 
 FEDERATED_MODES = ("passive", "gradient-ascent", "isolating", "isolating-gradient-ascent")
@@ -556,13 +599,12 @@ def _check_attack(exp: Experiment) -> None:
     attack = exp.attack
     if attack is None:
         return
-    if "shadow" in attack.attacks:
-        if exp.scenario != "standalone":
-            raise ValueError(f"attack.attacks: the shadow attack is for the standalone scenario, "
-                             f"not {exp.scenario!r}")
-        if exp.data.shadow_size < 4:
-            raise ValueError("attack.attacks: the shadow attack needs data.shadow_size >= 4 "
-                             f"records (got {exp.data.shadow_size})")
+    from fedattack.attacks import registry
+
+    for name in attack.attacks:  # the scenarios, attackers and checks each attack declares
+        reason = registry.get(name).refusal(exp)
+        if reason:
+            raise ValueError(reason)
     if exp.scenario != "federated" or attack.snapshots == "recorded":
         return
     fed = exp.federation
@@ -700,7 +742,6 @@ def experiment_yaml(exp: Experiment) -> str:
     return yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False)
 
 
-AttackName = Literal[ATTACK_NAMES]  # type: ignore[valid-type]
 Accuracy = Annotated[float, Field(ge=0, le=1)]
 
 

@@ -110,9 +110,6 @@ def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:
     return dataset, splits
 
 
-NETWORK_ATTACKS = ("whitebox", "shadow", "unsupervised")  # the attack network on attack.features
-
-
 def observed_snapshots(exp: Experiment) -> int:
     """T, the number of model snapshots the attacker observes."""
     if exp.scenario == "standalone":
@@ -166,10 +163,11 @@ def _mb(n: float) -> str:
 def check_attack(exp: Experiment, dataset: Dataset) -> None:
     """The attack's layers exist in the model, one record's features fit in attack.memory_mb and
     the attack network fits in this machine's memory; ConfigError naming the key otherwise."""
+    from fedattack.attacks import registry
     from fedattack.features import FeatureExtractor, FeatureSpec
 
     cfg = exp.attack
-    if cfg is None or not set(cfg.attacks) & set(NETWORK_ATTACKS):
+    if cfg is None or not any(registry.get(name).reads_features for name in cfg.attacks):
         return
     model = initial_model(exp, dataset)
     feats = cfg.features

@@ -11,15 +11,16 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from fedattack import progress, reporting
-from fedattack.attacks import ThresholdAttack, UnsupervisedAttack, WhiteBoxAttack
-from fedattack.attacks.references import REFERENCE_ATTACKS, reference_attack
+from fedattack.attacks import ThresholdAttack, WhiteBoxAttack, registry
+from fedattack.attacks.references import reference_attack
+from fedattack.attacks.registry import AttackOutcome
 from fedattack.attacks.threshold import threshold_scores
 from fedattack.config import AttackConfig, Experiment
 from fedattack.data import (
@@ -42,15 +43,7 @@ from fedattack.metrics import (
 )
 from fedattack.snapshots import SnapshotStore, View, local_view
 from fedattack.training import evaluate as evaluate_model
-from fedattack.training import resolve_device, set_weights, train_model
-
-KNOWLEDGE_OF = {
-    "whitebox": "supervised", "whitebox-outputs": "supervised", "blackbox": "supervised",
-    "shadow": "shadow", "unsupervised": "unsupervised", "threshold-loss": "supervised",
-    "threshold-confidence": "supervised", "threshold-entropy": "supervised",
-    **dict.fromkeys(REFERENCE_ATTACKS, "reference"),  # population records, unlabelled
-    "threshold-logit-confidence": "supervised",
-}
+from fedattack.training import resolve_device, set_weights
 
 
 @dataclass(frozen=True)
@@ -62,19 +55,6 @@ class Observation:
     view: str
     labels: list[str]  # one per snapshot, e.g. "final", "before", "round-10"
     models: list[torch.nn.Module]
-
-
-@dataclass
-class AttackOutcome:
-    """Scores (higher = member) for the targets; hard predictions where the attack makes them."""
-
-    attack: str
-    features: str
-    scores: np.ndarray
-    predictions: np.ndarray | None = None
-    threshold: float = 0.5
-    extra: dict | None = None
-    training: dict | None = None  # a learnt attack's training record (see training_record)
 
 
 LOSS_ONLY = FeatureSpec(gradients=(), activations=(), output=False, loss=True, label=False)
@@ -221,110 +201,18 @@ class AttackRunner:
         return AttackOutcome(f"threshold-{kind}", kind, attack.predict_proba(summaries),
                              predictions=attack.predict(summaries))
 
-    def unsupervised(self) -> AttackOutcome:
-        # The paper's encoder (N(0, 0.01), unstandardised inputs) reads probabilities in [0, 1].
-        spec = replace(self.spec, output_scale="probability")
-        c, ex = self.cfg, self.extractor(spec)
-        targets = self.features("unsupervised-targets", spec, self.knowledge.targets)
-        summaries = ex.scalar_summaries(self.dataset, self.knowledge.targets)
-        attack = UnsupervisedAttack(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
-                                    kernels=c.kernels, device=self.device, seed=self.exp.seed)
-        attack.fit(targets, summaries)
-        return AttackOutcome("unsupervised", describe(spec),
-                             attack.predict_proba(targets, summaries),
-                             predictions=attack.predict(targets, summaries),
-                             extra={"embedding": attack.embed(targets)})
+    def reference(self, name: str) -> AttackOutcome:
+        """LiRA or RMIA (`name`): the last snapshot against reference models."""
+        scores, extra = reference_attack(name, self.exp, self.run_dir, self.knowledge,
+                                         self.dataset, self.obs.models[-1], self.device, self.log)
+        return AttackOutcome(name, "reference-calibrated", scores, extra=extra)
 
-    def shadow(self) -> AttackOutcome:
-        """Shokri et al.: shadow models of the same architecture, trained like the target on the
-        attacker's own data (half in, half out); the attack is trained on them and applied to
-        the target model's features."""
-        if self.exp.scenario != "standalone":
-            raise ValueError("the shadow-model attack is implemented for the standalone scenario")
-        shadow = self.knowledge.shadow
-        if len(shadow) < 4:
-            raise ValueError("the shadow attack needs data.shadow_size >= 4 records")
-        rng = np.random.default_rng(self.exp.seed + 7)
-        members, nonmembers, member_loss, nonmember_loss, ins, outs = [], [], [], [], [], []
-        for s in range(self.cfg.shadow_models):
-            order = rng.permutation(shadow)
-            s_in, s_out = np.sort(order[: len(order) // 2]), np.sort(order[len(order) // 2:])
-            model = self.train_shadow(s, s_in, s_out)
-            members.append(self.features(f"shadow{s}-in", self.spec, s_in, [model]))
-            nonmembers.append(self.features(f"shadow{s}-out", self.spec, s_out, [model]))
-            ins.append(s_in)
-            outs.append(s_out)
-            member_loss.append(self.loss_scores(s_in, [model]))
-            nonmember_loss.append(self.loss_scores(s_out, [model]))
-        reference = (np.concatenate(member_loss), np.concatenate(nonmember_loss))
-        ins, outs = np.concatenate(ins), np.concatenate(outs)
-        attack = self.whitebox_attack("shadow").fit(
-            ConcatSource(members), ConcatSource(nonmembers), reference=reference,
-            classes=self.classes(ins, outs))
-        targets = self.features("shadow-targets", self.spec, self.knowledge.targets)
-        return AttackOutcome("shadow", describe(self.spec), attack.decision_function(targets),
-                             threshold=0.0, training=training_record(attack))
-
-    def train_shadow(self, s: int, s_in: np.ndarray, s_out: np.ndarray) -> torch.nn.Module:
-        self.log(f"  shadow model {s}: training on {len(s_in)} records")
-        seed = self.exp.seed + 1000 + s
-        shadow_exp = self.exp.model_copy(update={"seed": seed})
-        model = initial_model(shadow_exp, self.dataset).to(self.device)
-        train_model(model, self.dataset, s_in, s_out, self.exp.training,
-                    self.exp.training.epochs, self.device, seed)
-        return model.cpu()
+    describe = staticmethod(describe)
+    training_record = staticmethod(training_record)
 
     def run(self, name: str) -> AttackOutcome:
-        if name == "whitebox":
-            return self.supervised(name, self.spec)
-        if name == "blackbox":
-            return self.supervised(name, FeatureSpec.black_box(self.spec.output_scale))
-        if name == "whitebox-outputs":
-            return self.supervised(name, FeatureSpec.all_activations(self.obs.models[0],
-                                                                     self.spec.output_scale))
-        if name.startswith("threshold-"):
-            return self.threshold(name.removeprefix("threshold-"))
-        if name == "unsupervised":
-            return self.unsupervised()
-        if name == "shadow":
-            return self.shadow()
-        if name in REFERENCE_ATTACKS:  # the last snapshot, against reference models
-            scores, extra = reference_attack(name, self.exp, self.run_dir, self.knowledge,
-                                             self.dataset, self.obs.models[-1], self.device,
-                                             self.log)
-            return AttackOutcome(name, "reference-calibrated", scores, extra=extra)
-        raise ValueError(f"unknown attack {name!r}")
-
-
-class ConcatSource:
-    """Several feature sources seen as one (the shadow models' features, concatenated)."""
-
-    def __init__(self, sources) -> None:
-        self.sources = list(sources)
-        self.offsets = np.cumsum([0] + [len(s) for s in self.sources])
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    def shapes(self):
-        return self.sources[0].shapes()
-
-    def take(self, rows: np.ndarray) -> dict[str, torch.Tensor]:
-        rows = np.asarray(rows)
-        which = np.searchsorted(self.offsets, rows, side="right") - 1
-        parts, order = [], []
-        for i, src in enumerate(self.sources):
-            sel = np.nonzero(which == i)[0]
-            if len(sel):
-                parts.append(src.take(rows[sel] - self.offsets[i]))
-                order.append(sel)
-        inverse = np.argsort(np.concatenate(order))
-        return {k: torch.cat([p[k] for p in parts])[inverse] for k in parts[0]}
-
-    def batches(self, order=None, batch_size: int = 256):
-        order = np.arange(len(self)) if order is None else np.asarray(order)
-        for start in range(0, len(order), batch_size):
-            yield self.take(order[start:start + batch_size])
+        """Attack `name`, as registered (fedattack.attacks.registry), on this observation."""
+        return registry.get(name).run(self)
 
 
 def evaluate(run_dir: Path, knowledge: Knowledge, outcome: AttackOutcome,
@@ -415,7 +303,7 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
                         "training": outcome.training}
         results.append({
             "experiment": exp.name, "scenario": exp.scenario, "attacker": obs.attacker,
-            "mode": obs.mode, "knowledge": KNOWLEDGE_OF[name], "attack": name,
+            "mode": obs.mode, "knowledge": registry.get(name).knowledge, "attack": name,
             "features": outcome.features, "victim": victim, "snapshots": ",".join(obs.labels),
             **metrics,
             **read_model,

@@ -15,7 +15,6 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from fedattack.attacks import (
-    ATTACKS,
     AttackNetwork,
     TensorSource,
     ThresholdAttack,
@@ -552,22 +551,3 @@ def test_best_threshold_beats_every_other_threshold(seed):
 
     grid = np.arange(-1.0, 10.0, 0.25)
     assert accuracy(best_threshold(members, nonmembers)) == max(accuracy(t) for t in grid)
-
-
-# --- the registry ------------------------------------------------------------------------------
-
-
-def test_registry_builds_every_attack():
-    assert set(ATTACKS) == {
-        "whitebox",
-        "unsupervised",
-        "threshold-loss",
-        "threshold-confidence",
-        "threshold-logit-confidence",
-        "threshold-entropy",
-    }
-    assert isinstance(ATTACKS["whitebox"](epochs=3), WhiteBoxAttack)
-    assert isinstance(ATTACKS["unsupervised"](), UnsupervisedAttack)
-    for kind in ("loss", "confidence", "logit-confidence", "entropy"):
-        attack = ATTACKS[f"threshold-{kind}"]()
-        assert isinstance(attack, ThresholdAttack) and attack.kind == kind

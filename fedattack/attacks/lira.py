@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_ndtr
 
+from .registry import AttackOutcome, register
+
 VARIANCES = ("per-example", "global")
 MIN_STD = 1e-6  # floor on a fitted standard deviation (identical reference signals)
 
@@ -103,3 +105,20 @@ def lira_online(target: np.ndarray, references: np.ndarray, in_mask: np.ndarray,
     mu_in, s_in = gaussian_fit(r, m, variance, "IN")
     mu_out, s_out = gaussian_fit(r, ~m, variance, "OUT")
     return _log_normal(t, mu_in, s_in) - _log_normal(t, mu_out, s_out)
+
+
+# --- registered attacks -------------------------------------------------------------------------
+
+
+@register("lira-offline", knowledge="reference",
+          description="Carlini et al.: Gaussian likelihood of the logit-confidence under OUT "
+          "reference models that never saw the targets")
+def run_lira_offline(ctx) -> AttackOutcome:
+    return ctx.reference("lira-offline")
+
+
+@register("lira-online", knowledge="reference",
+          description="Carlini et al.: likelihood ratio of IN and OUT reference models, each "
+          "target in half of them")
+def run_lira_online(ctx) -> AttackOutcome:
+    return ctx.reference("lira-online")

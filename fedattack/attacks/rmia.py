@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .registry import AttackOutcome, register
+
 A_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 
 
@@ -106,3 +108,19 @@ def tune_a(refs: np.ndarray, in_mask: np.ndarray, pseudo_target: int, pair: int,
         aucs[a] = float(roc_auc_score(labels[usable], s))
     best = max(grid, key=lambda a: (aucs[a], -grid.index(a)))
     return best, aucs
+
+
+# --- registered attacks -------------------------------------------------------------------------
+
+
+@register("rmia-offline", knowledge="reference",
+          description="Zarifzadeh et al.: ratio of the target's likelihood to population "
+          "records', against OUT references with the a calibration")
+def run_rmia_offline(ctx) -> AttackOutcome:
+    return ctx.reference("rmia-offline")
+
+
+@register("rmia-online", knowledge="reference",
+          description="Zarifzadeh et al.: RMIA against IN and OUT reference models")
+def run_rmia_online(ctx) -> AttackOutcome:
+    return ctx.reference("rmia-online")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .registry import register
 from .whitebox import balanced_accuracy
 
 ORIENTATION = {"loss": -1.0, "confidence": 1.0, "logit-confidence": 1.0, "entropy": -1.0}
@@ -96,3 +97,18 @@ class ThresholdAttack:
     ) -> float:
         """Balanced accuracy of :meth:`predict` on the given members and non-members."""
         return balanced_accuracy(self.predict(member_summaries), self.predict(nonmember_summaries))
+
+
+# --- registered attacks: one threshold per summary ---------------------------------------------
+
+
+def _registered(kind: str, description: str) -> None:
+    register(f"threshold-{kind}", knowledge="supervised", description=description)(
+        lambda ctx: ctx.threshold(kind))
+
+
+_registered("loss", "-loss at the last snapshot, thresholded on the known records")
+_registered("confidence", "the true class's probability, thresholded on the known records")
+_registered("logit-confidence", "log(p / (1 - p)) of the true class, from the logits (LiRA's "
+            "statistic), thresholded on the known records")
+_registered("entropy", "-entropy of the prediction vector, thresholded on the known records")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from sklearn.cluster import SpectralClustering
 from torch import nn
 
 from .network import AttackNetwork
+from .registry import AttackOutcome, register
 from .whitebox import ADAM_EPS, FeatureSource, network_outputs, seeded, to_device
 
 TARGETS = ("loss", "correct", "confidence", "entropy", "grad_norm")
@@ -185,3 +187,24 @@ class UnsupervisedAttack:
             return embeddings
         members_higher = embeddings[labels == 1].mean() >= embeddings[labels == 0].mean()
         return embeddings if members_higher else -embeddings
+
+
+# --- registered attack ----------------------------------------------------------------------------
+
+
+@register("unsupervised", knowledge="unsupervised", reads_features=True,
+          description="Nasr et al.: an encoder-decoder on the targets' features, spectral "
+          "clustering of the embeddings, no membership knowledge")
+def run_unsupervised(ctx) -> AttackOutcome:
+    # The paper's encoder (N(0, 0.01), unstandardised inputs) reads probabilities in [0, 1].
+    spec = replace(ctx.spec, output_scale="probability")
+    c, ex = ctx.cfg, ctx.extractor(spec)
+    targets = ctx.features("unsupervised-targets", spec, ctx.knowledge.targets)
+    summaries = ex.scalar_summaries(ctx.dataset, ctx.knowledge.targets)
+    attack = UnsupervisedAttack(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
+                                kernels=c.kernels, device=ctx.device, seed=ctx.exp.seed)
+    attack.fit(targets, summaries)
+    return AttackOutcome("unsupervised", ctx.describe(spec),
+                         attack.predict_proba(targets, summaries),
+                         predictions=attack.predict(targets, summaries),
+                         extra={"embedding": attack.embed(targets)})

@@ -28,6 +28,7 @@ from scipy.stats import rankdata
 from torch import Tensor, nn
 
 from .network import AttackNetwork
+from .registry import AttackOutcome, register
 
 Batch = dict[str, Tensor]
 
@@ -495,3 +496,31 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     """The logistic function in float64, without overflow warnings for large negative logits."""
     logits = np.asarray(logits, dtype=np.float64)
     return np.exp(-np.logaddexp(0.0, -logits))
+
+
+# --- registered attacks: the attack network on white-box, output-layer or black-box features --
+
+
+@register("whitebox", knowledge="supervised", reads_features=True,
+          description="Nasr et al.: the attack network on attack.features (per-layer gradients, "
+          "output, loss, label) over the observed snapshots, trained on known members")
+def run_whitebox(ctx) -> AttackOutcome:
+    return ctx.supervised("whitebox", ctx.spec)
+
+
+@register("whitebox-outputs", knowledge="supervised",
+          description="the attack network on every layer's activations, output, loss and label "
+          "(no gradients)")
+def run_whitebox_outputs(ctx) -> AttackOutcome:
+    from fedattack.features import FeatureSpec
+
+    spec = FeatureSpec.all_activations(ctx.obs.models[0], ctx.spec.output_scale)
+    return ctx.supervised("whitebox-outputs", spec)
+
+
+@register("blackbox", knowledge="supervised",
+          description="the same attack network on the prediction vector and the label only")
+def run_blackbox(ctx) -> AttackOutcome:
+    from fedattack.features import FeatureSpec
+
+    return ctx.supervised("blackbox", FeatureSpec.black_box(ctx.spec.output_scale))

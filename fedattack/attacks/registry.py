@@ -1,0 +1,156 @@
+"""The attack registry: every membership attack, by name, with what it needs and where it runs.
+
+An attack is one module under ``fedattack/attacks/`` whose run function is registered with one
+decorator (as Opacus registers its grad samplers)::
+
+    @register("threshold-loss", knowledge="supervised", description="-loss, threshold fitted "
+              "on the known records")
+    def threshold_loss(ctx):
+        return ctx.threshold("loss")
+
+The decorator declares the attack's name, the knowledge it needs (`KNOWLEDGE`), the scenarios
+and attackers it can run on, whether it trains the attack network on ``attack.features`` (whose
+memory `fedattack validate` checks), its parameters as a pydantic model (given in the experiment
+under the attack's own name in the ``attack:`` block, ``attack: {toy: {strength: 2}}``, as
+LeakPro's attacks own their configs) and a ``check(experiment)`` that refuses, with one line, an
+experiment the attack cannot run. The config's accepted attack names, the offline stage's
+dispatch and the knowledge column of every result come from here, so they cannot disagree.
+
+A run function takes the attack context (`fedattack.membership.AttackRunner`: the observed
+models, the attacker's knowledge, feature extraction, the loss threshold) and returns an
+`AttackOutcome`: one score per target, higher meaning member. This module imports nothing of the
+project, so that the config can read the registry without importing torch.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# What an attack needs besides the observed models (the "knowledge" column of a result):
+KNOWLEDGE = {
+    "supervised": "labelled known members and non-members of the victim",
+    "shadow": "shadow data of the same distribution, no member of the victim",
+    "unsupervised": "nothing but the unlabelled targets",
+    "reference": "unlabelled population records, to train reference models on",
+    "observed": "nothing beyond the attacker's view (e.g. the other participants' uploads)",
+}
+SCENARIOS = ("standalone", "finetune", "federated")
+ATTACKERS = ("standalone", "global", "local")  # who observes: see fedattack.membership.observe
+BUILTINS = "fedattack.attacks"  # the package whose modules register the built-in attacks
+
+
+@dataclass
+class AttackOutcome:
+    """Scores (higher = member) for the targets; hard predictions where the attack makes them."""
+
+    attack: str
+    features: str
+    scores: Any  # np.ndarray of float64, one per target
+    predictions: Any = None  # np.ndarray of 0/1, where the attack thresholds itself
+    threshold: float = 0.5
+    extra: dict | None = None
+    training: dict | None = None  # a learnt attack's training record
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One registered attack."""
+
+    name: str
+    run: Callable[[Any], AttackOutcome]
+    knowledge: str
+    description: str
+    params: type | None = None  # a pydantic model: `attack.<name>` in the experiment
+    scenarios: tuple[str, ...] = SCENARIOS
+    attackers: tuple[str, ...] = ATTACKERS
+    reads_features: bool = False  # trains the attack network on attack.features
+    # check(experiment) refuses with ValueError("needs ..."), read as "the <name> attack needs ..."
+    check: Callable[[Any], None] | None = field(default=None, compare=False)
+
+    def refusal(self, exp: Any) -> str | None:
+        """Why this attack cannot run in `exp` (one line), or None."""
+        if exp.scenario not in self.scenarios:
+            return (f"attack.attacks: the {self.name} attack is for the "
+                    f"{' or '.join(self.scenarios)} scenario, not {exp.scenario!r}")
+        attacker = attacker_of(exp)
+        if attacker not in self.attackers:
+            return (f"attack.attacks: the {self.name} attack is for the "
+                    f"{' or '.join(self.attackers)} attacker, not the {attacker} one")
+        if self.check is not None:
+            try:
+                self.check(exp)
+            except ValueError as err:
+                return f"attack.attacks: the {self.name} attack {err}"
+        return None
+
+
+_REGISTRY: dict[str, Attack] = {}
+_builtins_loaded = False
+
+
+def register(name: str, *, knowledge: str, description: str, params: type | None = None,
+             scenarios: tuple[str, ...] = SCENARIOS, attackers: tuple[str, ...] = ATTACKERS,
+             reads_features: bool = False,
+             check: Callable[[Any], None] | None = None) -> Callable:
+    """Register the decorated run function as attack `name` (see the module docstring)."""
+    if knowledge not in KNOWLEDGE:
+        raise ValueError(f"attack {name!r}: knowledge {knowledge!r} is not one of "
+                         f"{', '.join(KNOWLEDGE)}")
+    unknown = sorted(set(scenarios) - set(SCENARIOS)) + sorted(set(attackers) - set(ATTACKERS))
+    if unknown or not scenarios or not attackers:
+        raise ValueError(f"attack {name!r}: unknown or no scenarios/attackers {unknown}")
+    if params is not None and not hasattr(params, "model_validate"):
+        raise ValueError(f"attack {name!r}: params must be a pydantic model")
+
+    def decorate(run: Callable[[Any], AttackOutcome]) -> Callable[[Any], AttackOutcome]:
+        if name in _REGISTRY:
+            raise ValueError(f"attack {name!r} is already registered "
+                             f"(by {_REGISTRY[name].run.__module__})")
+        _REGISTRY[name] = Attack(name, run, knowledge, description, params, tuple(scenarios),
+                                 tuple(attackers), reads_features, check)
+        return run
+
+    return decorate
+
+
+def unregister(name: str) -> None:
+    """Remove attack `name` (for tests that register a toy attack)."""
+    _REGISTRY.pop(name, None)
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        importlib.import_module(BUILTINS)
+
+
+def registered() -> dict[str, Attack]:
+    """Every registered attack by name, the built-in ones first in their declared order."""
+    _load_builtins()
+    return dict(_REGISTRY)
+
+
+def names() -> list[str]:
+    return list(registered())
+
+
+def get(name: str) -> Attack:
+    """The attack called `name`; ValueError naming the accepted ones otherwise."""
+    attacks = registered()
+    if name in attacks:
+        return attacks[name]
+    close = difflib.get_close_matches(name, list(attacks), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown attack {name!r}{hint} (accepted: {', '.join(attacks)})")
+
+
+def attacker_of(exp: Any) -> str:
+    """Who observes in `exp`: the stand-alone attacker, the aggregator or a participant."""
+    if exp.scenario in ("standalone", "finetune"):
+        return "standalone"
+    return "global" if exp.attacker is not None and exp.attacker.kind == "global" else "local"
