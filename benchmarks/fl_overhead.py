@@ -32,7 +32,7 @@ from fedattack.training import (
     set_weights,
     train_epoch,
 )
-from strategies.recording import weighted_average
+from strategies.inner import weighted_average
 
 REPO = Path(__file__).resolve().parents[1]
 

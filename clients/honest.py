@@ -12,12 +12,7 @@ from flwr.common import ConfigRecord, RecordDict
 from fedattack import protocol
 from fedattack.config import Experiment, PrivacyConfig
 from fedattack.data import Dataset, Splits
-from fedattack.experiment import (
-    cached_dataset,
-    experiment_dataset,
-    experiment_splits,
-    initial_model,
-)
+from fedattack.experiment import cached_dataset, experiment_splits, initial_model
 from fedattack.privacy import share_largest, train_private
 from fedattack.training import (
     BatchDataset,
@@ -39,6 +34,7 @@ def experiment_setup(exp_json: str, data_root: str | None) -> tuple[Experiment, 
     return exp, dataset, experiment_splits(exp, dataset)
 
 
+PROXIMAL_MU = "proximal_mu"  # the key flwr.server.strategy.FedProx puts in the fit config
 ACCOUNTANT = "dp-accountant"  # state key: this node's DP-SGD accountant history
 
 
@@ -87,7 +83,8 @@ class HonestClient(NumPyClient):
                  config) -> tuple[torch.nn.Module, dict]:
         """The global model trained on `data[indices]` (with DP-SGD under `privacy`)."""
         device = resolve_device(exp.device)
-        model = initial_model(exp, experiment_dataset(exp))
+        _, dataset, _ = self.setup(config)  # this node's copy (its data-path), for the shapes
+        model = initial_model(exp, dataset)
         set_weights(model, parameters)
         model.to(device)
         optimizer = make_optimizer(model, exp.training)
@@ -99,10 +96,14 @@ class HonestClient(NumPyClient):
         if privacy is not None and privacy.noise_multiplier is not None:
             return model, self.train_private(exp, data, indices, model, optimizer, device,
                                              generator)
+        # FedProx (Flower's strategy sends proximal_mu): the local loss gains
+        # proximal_mu / 2 * ||w - w_global||^2, w_global the model received this round.
+        mu = float(config.get(PROXIMAL_MU, 0.0))
+        proximal = (mu, [p.detach().clone() for p in model.parameters()]) if mu > 0 else None
         stats: dict = {}
         for _ in range(exp.federation.local_epochs):
             stats = train_epoch(model, data, indices, optimizer, exp.training.batch_size,
-                                device, generator)
+                                device, generator, proximal=proximal)
         return model, stats
 
     def train_private(self, exp: Experiment, data: BatchDataset, indices: np.ndarray, model,

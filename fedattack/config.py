@@ -183,6 +183,58 @@ class TrainConfig(Strict):
     )
 
 
+# Flower's strategies by name, and the server-side parameters each takes (Flower's defaults apply
+# to those not given). The clients' learning rate is training.lr whatever the strategy.
+STRATEGY_PARAMETERS = {
+    "fedavg": (),
+    "fedavgm": ("server_learning_rate", "server_momentum"),
+    "fedprox": ("proximal_mu",),
+    "fedadam": ("eta", "beta_1", "beta_2", "tau"),
+    "fedyogi": ("eta", "beta_1", "beta_2", "tau"),
+    "fedadagrad": ("eta", "tau"),
+}
+Unit = Annotated[float, Field(ge=0, lt=1)]
+
+
+class StrategyConfig(Strict):
+    """The aggregation rule: one of Flower's strategies, which the recording and malicious
+    aggregators wrap (strategies/). ``strategy: fedadam`` or ``strategy: {name: fedadam, eta:
+    0.01}``. FedAvg here averages in float64 in partition order (bit-identical for a seed);
+    the others are Flower's own classes. FedProx's clients add the proximal term
+    ``proximal_mu / 2 * ||w - w_global||^2`` to their local loss."""
+
+    name: Literal[tuple(STRATEGY_PARAMETERS)] = "fedavg"  # type: ignore[valid-type]
+    server_learning_rate: Annotated[float, Field(gt=0)] | None = None
+    server_momentum: Unit | None = None
+    proximal_mu: Annotated[float, Field(gt=0)] | None = None
+    eta: Annotated[float, Field(gt=0)] | None = None
+    beta_1: Unit | None = None
+    beta_2: Unit | None = None
+    tau: Annotated[float, Field(gt=0)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_alone(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _parameters_of_the_strategy(self) -> StrategyConfig:
+        allowed = STRATEGY_PARAMETERS[self.name]
+        for key in type(self).model_fields:
+            if key != "name" and getattr(self, key) is not None and key not in allowed:
+                owners = [n for n, keys in STRATEGY_PARAMETERS.items() if key in keys]
+                raise ValueError(f"federation.strategy.{key} is a parameter of "
+                                 f"{', '.join(owners)}, not {self.name}")
+        if self.name == "fedprox" and self.proximal_mu is None:
+            raise ValueError("federation.strategy: fedprox needs proximal_mu (e.g. 0.01)")
+        return self
+
+    def options(self) -> dict[str, float]:
+        """The given parameters, as keyword arguments of the Flower strategy."""
+        return {k: getattr(self, k) for k in STRATEGY_PARAMETERS[self.name]
+                if getattr(self, k) is not None}
+
+
 class FederationConfig(Strict):
     """Federated averaging over Flower: participants, rounds, what the aggregator records."""
 
@@ -196,6 +248,7 @@ class FederationConfig(Strict):
         default=None, description="CPUs per simulated client; default: spread the machine's cores"
     )
     client_gpus: Annotated[float, Field(ge=0)] = 0.0
+    strategy: StrategyConfig = StrategyConfig()
 
     @model_validator(mode="after")
     def _rounds_in_range(self) -> FederationConfig:
@@ -535,6 +588,10 @@ class Experiment(Strict):
                              f"{self.scenario!r}")
         _check_partition(self)
         _check_attack(self)
+        if self.federation.strategy.name == "fedprox" and self.privacy is not None and \
+                self.privacy.noise_multiplier is not None:
+            raise ValueError("federation.strategy: fedprox's proximal term is not implemented "
+                             "under DP-SGD (privacy.noise_multiplier); use another strategy")
         if self.gan is None:
             return self
         n = self.federation.num_participants

@@ -95,16 +95,18 @@ def train_epoch(
     batch_size: int,
     device: torch.device,
     generator: torch.Generator,
+    proximal: tuple[float, list[torch.Tensor]] | None = None,
 ) -> dict[str, float]:
     """One pass over `indices` in an order drawn from `generator` (a CPU generator).
 
-    Mini-batches of `batch_size` (the last one may be smaller), cross-entropy loss. Returns the
-    mean training loss and accuracy over the epoch, as measured during it.
+    Mini-batches of `batch_size` (the last one may be smaller), cross-entropy loss, plus
+    FedProx's ``mu / 2 * ||w - anchor||^2`` where ``proximal = (mu, anchor)``. Returns the mean
+    training (cross-entropy) loss and accuracy over the epoch, as measured during it.
     """
     idx = _as_indices(indices, "train_epoch")
     order = idx[torch.randperm(idx.size, generator=generator).numpy()]
     batches = (order[start : start + batch_size] for start in range(0, order.size, batch_size))
-    return train_on_batches(model, dataset, batches, optimizer, device)
+    return train_on_batches(model, dataset, batches, optimizer, device, proximal)
 
 
 def train_on_batches(
@@ -113,9 +115,11 @@ def train_on_batches(
     batches: Iterable[np.ndarray],
     optimizer: torch.optim.Optimizer,
     device: torch.device,
+    proximal: tuple[float, list[torch.Tensor]] | None = None,
 ) -> dict[str, float]:
-    """One optimizer step per batch of indices, cross-entropy loss; the mean training loss and
-    accuracy over the examples seen, as measured during the pass."""
+    """One optimizer step per batch of indices, cross-entropy loss (plus the proximal term, see
+    `train_epoch`); the mean cross-entropy loss and accuracy over the examples seen, as measured
+    during the pass."""
     model.train()
     total_loss = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -128,6 +132,12 @@ def train_on_batches(
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         loss.backward()
+        if proximal is not None:  # the gradient of mu / 2 * ||w - anchor||^2
+            mu, anchor = proximal
+            with torch.no_grad():
+                for p, a in zip(model.parameters(), anchor, strict=True):
+                    if p.grad is not None:
+                        p.grad.add_(p - a, alpha=mu)
         optimizer.step()
         total_loss += loss.detach() * y.shape[0]
         correct += (logits.detach().argmax(1) == y).sum()

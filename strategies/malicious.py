@@ -1,6 +1,6 @@
 """The malicious aggregator: the global attacker of Nasr et al. (Sections II-B, II-C, IV-D/E).
 
-Passive, it is the recording FedAvg: every participant's upload at the observed rounds is the
+Passive, it is the recording strategy: every participant's upload at the observed rounds is the
 global attacker's view. Active, it adds two manipulations, alone or together:
 
 - gradient ascent (eq. 2): at each ascent round the model it broadcasts is first moved up the
@@ -13,7 +13,7 @@ global attacker's view. Active, it adds two manipulations, alone or together:
   (its model) is also handed to ``on_isolated`` (run.json's test accuracy of the victim's model).
 
 Which node is which participant is learnt from the partition id each participant reports with its
-first accepted upload (``RecordingFedAvg.partition_of``: a refused upload teaches it nothing);
+first accepted upload (``RecordingStrategy.partition_of``: a refused upload teaches it nothing);
 isolation therefore starts at round 2 at the earliest. A model sent to an isolated
 participant is recorded as kind ``sent`` with its partition id.
 """
@@ -28,13 +28,14 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 
 from fedattack.config import AttackerConfig
-from strategies.recording import RecordingFedAvg, weighted_average
+from strategies.recording import RecordingStrategy
 
 log = logging.getLogger(__name__)
 
 
-class MaliciousAggregator(RecordingFedAvg):
-    """FedAvg that records, ascends on target records and isolates target participants.
+class MaliciousAggregator(RecordingStrategy):
+    """A recording strategy that ascends on target records and isolates target participants;
+    the inner strategy (any Flower strategy) aggregates what it lets through.
 
     Args:
         attacker: the ``attacker`` block of the experiment (kind ``global``).
@@ -44,7 +45,7 @@ class MaliciousAggregator(RecordingFedAvg):
             mode is active.
         on_isolated: ``(round, partition, weights)`` called with each isolated participant's
             upload, or None.
-        kwargs: passed to RecordingFedAvg.
+        kwargs: passed to RecordingStrategy (the inner strategy among them).
     """
 
     def __init__(self, *, attacker: AttackerConfig, isolated: set[int],
@@ -93,7 +94,7 @@ class MaliciousAggregator(RecordingFedAvg):
                 if pid in self.isolated:
                     self.on_isolated(server_round, pid, weights)
         if not self.isolating(server_round + 1):
-            aggregate = weighted_average([(w, n) for _, w, n in accepted])
+            aggregate = self.delegate(server_round, accepted)
             if not ascending:
                 return aggregate
             return self.ascended(aggregate, self._broadcast, "global")
@@ -102,11 +103,11 @@ class MaliciousAggregator(RecordingFedAvg):
                 start = self.started_from.get(pid, self._broadcast)
                 self.own_model[pid] = (self.ascended(weights, start, str(pid)) if ascending
                                        else weights)
-        others = [(w, n) for pid, w, n in accepted if pid not in self.isolated]
+        others = [(pid, w, n) for pid, w, n in accepted if pid not in self.isolated]
         if not others:  # everyone is isolated: the shared model stands still
             log.warning("round %d: every participant is isolated", server_round)
             return self._broadcast
-        return weighted_average(others)
+        return self.delegate(server_round, others)
 
     def ascended(self, weights: NDArrays, start: NDArrays, who: str) -> NDArrays:
         """`weights` moved up the target loss; what the step did goes into the round's log."""

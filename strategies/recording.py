@@ -1,10 +1,11 @@
-"""FedAvg that records what the aggregator observes: the global attacker's view.
+"""The recording aggregator: any Flower strategy, wrapped so that it records what the aggregator
+observes (the global attacker's view), as Flower's DP strategies wrap an inner one.
 
 For every round listed in the config it writes, into the snapshot store's "global" view, the model
-it broadcast, each participant's upload and the new aggregate. Aggregation is done here rather
-than by Flower's ``aggregate_inplace`` for two reasons: results are averaged in partition order, so
-the same seed gives bit-identical models whatever order clients answer in; and every upload is
-checked (shapes, finiteness) before it can poison the average.
+it broadcast, each participant's upload and the new aggregate. Every upload is checked (partition
+id, example count, metrics, shapes, finiteness) before the inner strategy sees it, and the
+accepted ones are handed to the inner strategy in partition order, so the same seed gives
+bit-identical models whatever order clients answer in (strategies.inner.OrderedFedAvg).
 """
 
 from __future__ import annotations
@@ -18,20 +19,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.common import (
+    Code,
+    EvaluateIns,
+    EvaluateRes,
     FitIns,
     FitRes,
     NDArrays,
     Parameters,
     Scalar,
+    Status,
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import FedAvg
+from flwr.server.strategy import Strategy
 
 from fedattack.protocol import PARTITION_ID, FederationFailed
 from fedattack.snapshots import SnapshotStore
+from strategies.inner import inner_strategy
 
 log = logging.getLogger(__name__)
 
@@ -126,22 +132,6 @@ def check_num_examples(num_examples, partition_size: int) -> int:
     return int(num_examples)
 
 
-def weighted_average(uploads: list[tuple[NDArrays, int]]) -> NDArrays:
-    """FedAvg of (weights, num_examples) pairs, in the given order, in float64.
-
-    Integer tensors (e.g. BatchNorm's num_batches_tracked) are rounded back to their dtype.
-    """
-    total = sum(n for _, n in uploads)
-    averaged = []
-    for layer in zip(*(w for w, _ in uploads), strict=True):
-        acc = np.zeros(layer[0].shape, dtype=np.float64)
-        for tensor, (_, n) in zip(layer, uploads, strict=True):
-            acc += tensor.astype(np.float64) * (n / total)
-        dtype = layer[0].dtype
-        averaged.append(np.rint(acc).astype(dtype) if dtype.kind in "iu" else acc.astype(dtype))
-    return averaged
-
-
 def check_upload(weights: NDArrays, reference: NDArrays) -> None:
     """Raise RejectedUpload unless weights match the reference shapes and dtypes and are all
     finite."""
@@ -164,8 +154,8 @@ def read_upload(parameters: Parameters) -> NDArrays:
         raise RejectedUpload(f"unreadable tensors ({type(err).__name__}: {err})") from None
 
 
-class RecordingFedAvg(FedAvg):
-    """FedAvg over all participants each round, recording the aggregator's observations.
+class RecordingStrategy(Strategy):
+    """A Flower strategy (``inner``) that records the aggregator's observations around it.
 
     Every upload is untrusted: one whose partition id, num_examples, fit metrics or tensors do not
     check out is refused (logged with the reason, listed in the round's log) and the round goes
@@ -173,17 +163,20 @@ class RecordingFedAvg(FedAvg):
     node keeps the partition it first uploaded as; two uploads of one round that claim the same
     partition are both refused, unless one comes from the node that holds it. A round in which no
     upload was accepted, or a full disk, fails the run (``failure``): the remaining rounds send
-    nothing and evaluate nothing, and ``on_failure`` is told why.
+    nothing and evaluate nothing, and ``on_failure`` is told why. Sampling, the fit config and
+    aggregation are the inner strategy's; evaluation is delegated to it too.
 
     Args:
         store: where observations are written (view "global").
         record_round: which rounds to record.
         weight_names: tensor names of the model, in the order of Flower's parameter list.
-        fit_config: ``round -> config`` sent to every participant (learning rate, epochs...).
+        fit_config: ``round -> config`` sent to every participant (learning rate, epochs...),
+            when the inner strategy is built here.
         partition_sizes: the number of training records of each partition, by partition id.
         on_round: called after each aggregation with (round, RoundLog).
         on_failure: called once with the exception that failed the run.
-        kwargs: passed to FedAvg (initial_parameters, evaluate_fn, min clients...).
+        inner: the strategy to wrap; None: `strategies.inner.OrderedFedAvg` built from
+            ``fit_config`` and ``kwargs`` (initial_parameters, evaluate_fn, min clients...).
     """
 
     def __init__(
@@ -192,15 +185,19 @@ class RecordingFedAvg(FedAvg):
         store: SnapshotStore,
         record_round: Callable[[int], bool],
         weight_names: list[str],
-        fit_config: Callable[[int], dict[str, Scalar]],
         partition_sizes: list[int],
+        fit_config: Callable[[int], dict[str, Scalar]] | None = None,
         on_round: Callable[[int, RoundLog], None] | None = None,
         on_failure: Callable[[Exception], None] | None = None,
+        inner: Strategy | None = None,
         **kwargs,
     ) -> None:
-        kwargs.setdefault("fraction_evaluate", 0.0)
-        kwargs.setdefault("accept_failures", True)
-        super().__init__(on_fit_config_fn=fit_config, **kwargs)
+        super().__init__()
+        if inner is None:
+            inner = inner_strategy("fedavg", on_fit_config_fn=fit_config, **kwargs)
+        elif kwargs or fit_config is not None:
+            raise TypeError("with an inner strategy, its options are the inner strategy's")
+        self.inner = inner
         self.store = store
         self.record_round = record_round
         self.weight_names = weight_names
@@ -210,11 +207,12 @@ class RecordingFedAvg(FedAvg):
         self.round_logs: list[RoundLog] = []
         self.partition_of: dict[str, int] = {}  # node id -> partition id, from accepted uploads
         self.node_of: dict[int, str] = {}  # partition id -> the node that holds it
+        self.proxy_of: dict[int, ClientProxy] = {}  # partition id -> its proxy this round
         self.failure: Exception | None = None
         self._broadcast: NDArrays | None = None
 
     def __repr__(self) -> str:
-        return f"RecordingFedAvg(accept_failures={self.accept_failures})"
+        return f"{type(self).__name__}({self.inner!r})"
 
     # -- failing the run -------------------------------------------------------------------
 
@@ -250,25 +248,44 @@ class RecordingFedAvg(FedAvg):
 
     # -- Flower hooks ----------------------------------------------------------------------
 
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        return self.inner.initialize_parameters(client_manager)
+
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
-        """Send the current global model to every participant; record it as global round-1."""
+        """The inner strategy's instructions (the global model to the participants it samples);
+        the model is recorded as global round-1."""
         if self.failure is not None:
             return []
         self._broadcast = parameters_to_ndarrays(parameters)
         with self.disk_guard():
             if self.record_round(server_round):
                 self.record("global", server_round - 1, self._broadcast)
-            return super().configure_fit(server_round, parameters, client_manager)
+            return self.inner.configure_fit(server_round, parameters, client_manager)
         return []
 
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        if self.failure is not None:
+            return []
+        return self.inner.configure_evaluate(server_round, parameters, client_manager)
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        return self.inner.aggregate_evaluate(server_round, results, failures)
+
     def evaluate(self, server_round: int, parameters: Parameters):
-        """Evaluate centrally, unless the run has failed."""
+        """Evaluate centrally (the inner strategy's evaluate_fn), unless the run has failed."""
         if self.failure is not None:
             return None
         with self.disk_guard():
-            return super().evaluate(server_round, parameters)
+            return self.inner.evaluate(server_round, parameters)
         return None
 
     def check(self, proxy: ClientProxy, res: FitRes) -> tuple[int, NDArrays, int]:
@@ -314,6 +331,7 @@ class RecordingFedAvg(FedAvg):
                 group = []
             for proxy, res, weights, n in group:
                 self.bind(proxy.cid, pid)
+                self.proxy_of[pid] = proxy
                 accepted.append((pid, weights, n))
                 log_.accepted.append(pid)
                 log_.metrics[pid] = dict(res.metrics)
@@ -362,7 +380,11 @@ class RecordingFedAvg(FedAvg):
         if recording:
             for pid, weights, _ in accepted:
                 self.record("upload", server_round, weights, partition=pid)
-        aggregate = self.aggregate(server_round, accepted)
+        try:
+            aggregate = self.aggregate(server_round, accepted)
+        except FederationFailed as err:  # the inner strategy produced no model
+            self.fail(err)
+            return None, {}
         if recording:
             self.record("global", server_round, aggregate)
         if self.on_round:
@@ -371,7 +393,28 @@ class RecordingFedAvg(FedAvg):
 
     def aggregate(self, server_round: int, accepted: list[tuple[int, NDArrays, int]]) -> NDArrays:
         """The new global model; subclasses (malicious aggregators) hook in here."""
-        return weighted_average([(w, n) for _, w, n in accepted])
+        return self.delegate(server_round, accepted)
+
+    def delegate(self, server_round: int, uploads: list[tuple[int, NDArrays, int]]) -> NDArrays:
+        """The inner strategy's aggregate of checked (partition, weights, num_examples) uploads,
+        in the order given (partition order)."""
+        results = [(self.proxy_of[pid], FitRes(Status(Code.OK, "accepted"),
+                                               ndarrays_to_parameters(weights), n, {}))
+                   for pid, weights, n in uploads]
+        parameters, _ = self.inner.aggregate_fit(server_round, results, [])
+        if parameters is None:
+            raise FederationFailed(f"round {server_round}: {self.inner!r} aggregated nothing "
+                                   f"from {len(uploads)} accepted uploads")
+        # In the model's dtypes: Flower's FedOpt strategies compute (and return) float64, which
+        # the next round's float32 uploads would no longer match.
+        return [_as_dtype(a, w.dtype) for a, w in
+                zip(parameters_to_ndarrays(parameters), uploads[0][1], strict=True)]
+
+
+def _as_dtype(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if array.dtype == dtype:
+        return array
+    return np.rint(array).astype(dtype) if dtype.kind in "iu" else array.astype(dtype)
 
 
 def one_line(text: str, limit: int = 300) -> str:

@@ -30,8 +30,9 @@ from fedattack.training import (
     set_weights,
     weight_names,
 )
+from strategies.inner import inner_strategy
 from strategies.malicious import MaliciousAggregator
-from strategies.recording import RecordingFedAvg, RoundLog
+from strategies.recording import RecordingStrategy, RoundLog
 
 
 class GlobalModelLog:
@@ -100,7 +101,7 @@ class GlobalModelLog:
 def build_strategy(
     exp: Experiment, run_dir: Path, on_round: Callable[[int, dict], None] | None = None,
     on_failure: Callable[[Exception], None] | None = None,
-) -> RecordingFedAvg:
+) -> RecordingStrategy:
     """The aggregator for this experiment, with its run directory prepared; `on_failure` is told
     why the run failed, if it does (run.json says it too, where the disk allows)."""
     dataset, splits = prepare_run(exp, run_dir)
@@ -120,29 +121,33 @@ def build_strategy(
                 protocol.LR: lr_at(exp.training, server_round - 1),
                 protocol.EXPERIMENT: exp_json}
 
-    strategy = aggregator_class(exp)(
-        **attacker_options(exp, dataset, splits, log),
-        store=SnapshotStore(run_dir / SNAPSHOT_DIR),
-        record_round=exp.federation.records,
-        weight_names=weight_names(model),
-        fit_config=fit_config,
-        partition_sizes=[len(p) for p in splits.partitions],
-        on_round=log.on_round,
-        on_failure=failed,
+    inner = inner_strategy(
+        exp.federation.strategy,
+        on_fit_config_fn=fit_config,
         initial_parameters=ndarrays_to_parameters(weights),
         evaluate_fn=log.evaluate_fn,
         fraction_fit=1.0,
         min_fit_clients=n,
         min_available_clients=n,
     )
+    strategy = aggregator_class(exp)(
+        **attacker_options(exp, dataset, splits, log),
+        inner=inner,
+        store=SnapshotStore(run_dir / SNAPSHOT_DIR),
+        record_round=exp.federation.records,
+        weight_names=weight_names(model),
+        partition_sizes=[len(p) for p in splits.partitions],
+        on_round=log.on_round,
+        on_failure=failed,
+    )
     return strategy
 
 
-def aggregator_class(exp: Experiment) -> type[RecordingFedAvg]:
+def aggregator_class(exp: Experiment) -> type[RecordingStrategy]:
     """The malicious aggregator when the experiment's attacker is the aggregator."""
     if exp.attacker is not None and exp.attacker.kind == "global":
         return MaliciousAggregator
-    return RecordingFedAvg
+    return RecordingStrategy
 
 
 def attacker_options(exp: Experiment, dataset, splits, log: GlobalModelLog | None = None) -> dict:

@@ -8,7 +8,7 @@ from fedattack import protocol
 from fedattack.config import Experiment
 from fedattack.snapshots import SnapshotStore
 from fedattack.training import lr_at
-from strategies.recording import weighted_average
+from strategies.inner import weighted_average
 
 
 def assert_uploads_replay_and_globals_are_fedavg(store: SnapshotStore, exp: Experiment,

@@ -23,8 +23,9 @@ from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR
 from fedattack.io import read_json
 from fedattack.protocol import FederationFailed
 from fedattack.snapshots import SnapshotStore
+from strategies.inner import weighted_average
 from strategies.malicious import MaliciousAggregator
-from strategies.recording import RecordingFedAvg, weighted_average
+from strategies.recording import RecordingStrategy
 from tests.flower_fakes import client_manager, fit_res
 from tests.hostile_participants import ALL_BAD_IN_ROUND_2, MIXED, damage
 
@@ -41,7 +42,7 @@ def honest_metrics(pid):
     return {"partition_id": pid, "train_loss": 0.7, "train_accuracy": 0.6}
 
 
-def strategy_for(tmp_path, cls=RecordingFedAvg, failures=None, **kwargs):
+def strategy_for(tmp_path, cls=RecordingStrategy, failures=None, **kwargs):
     rng = np.random.default_rng(0)
     return cls(store=SnapshotStore(tmp_path / "snapshots"), record_round=lambda r: True,
                weight_names=NAMES, fit_config=lambda r: {"server-round": r},

@@ -16,8 +16,8 @@ from fedattack.data import knowledge_of
 from fedattack.experiment import SNAPSHOT_DIR, cached_dataset, experiment_splits, initial_model
 from fedattack.snapshots import SnapshotStore
 from fedattack.training import get_weights
+from strategies.inner import weighted_average
 from strategies.malicious import MaliciousAggregator
-from strategies.recording import weighted_average
 from tests.flower_fakes import client_manager, fit_res
 
 NAMES = ["w", "b"]

@@ -5,7 +5,8 @@ import pytest
 from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 
 from fedattack.snapshots import SnapshotStore
-from strategies.recording import RecordingFedAvg, check_upload, weighted_average
+from strategies.inner import weighted_average
+from strategies.recording import RecordingStrategy, check_upload
 from tests.flower_fakes import client_manager, fit_res
 
 NAMES = ["w", "b", "count"]
@@ -24,7 +25,7 @@ def setup(tmp_path):
     rng = np.random.default_rng(0)
     store = SnapshotStore(tmp_path / "snapshots")
     initial = model_weights(rng)
-    strategy = RecordingFedAvg(
+    strategy = RecordingStrategy(
         store=store,
         record_round=lambda r: r in (1, 3),
         weight_names=NAMES,
@@ -94,7 +95,7 @@ def test_aggregate_independent_of_arrival_order(tmp_path):
     outcomes = []
     for order in ([0, 1, 2], [2, 0, 1]):
         store = SnapshotStore(tmp_path / str(order))
-        strategy = RecordingFedAvg(
+        strategy = RecordingStrategy(
             store=store,
             record_round=lambda r: True,
             weight_names=NAMES,
