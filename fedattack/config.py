@@ -249,9 +249,15 @@ class FederationConfig(Strict):
     )
     client_gpus: Annotated[float, Field(ge=0)] = 0.0
     strategy: StrategyConfig = StrategyConfig()
+    clients_per_round: PositiveInt | None = Field(
+        default=None, description="participants sampled each round (Flower's fraction_fit = "
+        "clients_per_round / num_participants), seeded by the experiment's seed; default: all")
 
     @model_validator(mode="after")
     def _rounds_in_range(self) -> FederationConfig:
+        if self.clients_per_round is not None and self.clients_per_round > self.num_participants:
+            raise ValueError(f"federation.clients_per_round {self.clients_per_round} exceeds "
+                             f"num_participants={self.num_participants}")
         if isinstance(self.record_rounds, list):
             late = [r for r in self.record_rounds if r > self.rounds]
             if late:
@@ -259,6 +265,11 @@ class FederationConfig(Strict):
                     f"record_rounds {late} exceed rounds={self.rounds}; accepted: 1..{self.rounds}"
                 )
         return self
+
+    @property
+    def sampled(self) -> int:
+        """How many participants train each round."""
+        return self.clients_per_round or self.num_participants
 
     def records(self, server_round: int) -> bool:
         """Whether the aggregator records this round."""
@@ -588,6 +599,10 @@ class Experiment(Strict):
                              f"{self.scenario!r}")
         _check_partition(self)
         _check_attack(self)
+        if self.attacker is not None and self.attacker.isolating and \
+                self.federation.sampled < self.federation.num_participants:
+            raise ValueError("attacker.mode: isolation sends a victim its own model every round, "
+                             "which client sampling (federation.clients_per_round) breaks")
         if self.federation.strategy.name == "fedprox" and self.privacy is not None and \
                 self.privacy.noise_multiplier is not None:
             raise ValueError("federation.strategy: fedprox's proximal term is not implemented "

@@ -106,12 +106,28 @@ def observe(exp: Experiment, store: SnapshotStore, dataset: Dataset,
                        load_models(view, records, exp, dataset))
 
 
+class Unobserved(ValueError):
+    """The attacker observed nothing of a victim: it was sampled in none of the rounds."""
+
+
 def observed_rounds(exp: Experiment, view: View, kind: str, partition: int | None) -> list[int]:
-    """The rounds of `attack.snapshots` (default: every recorded one), checked to be on disk."""
+    """The rounds of `attack.snapshots` (default: every recorded one), checked to be on disk.
+
+    Under client sampling a participant's uploads (and a malicious participant's received models)
+    exist only for the rounds it was sampled in: its observation is then the listed rounds it
+    took part in, and `Unobserved` if there is none."""
     recorded = sorted({r.round for r in view.records(kind=kind, partition=partition)
                        if r.round > 0})
     cfg = exp.attack or AttackConfig()
     rounds = recorded if cfg.snapshots == "recorded" else list(cfg.snapshots)
+    fed = exp.federation
+    if fed.sampled < fed.num_participants:
+        rounds = [r for r in rounds if r in recorded]
+        if not rounds:
+            who = f"participant {partition}" if partition is not None else "the attacker"
+            raise Unobserved(f"{who} was sampled in none of the observed rounds "
+                             f"({cfg.snapshots if cfg.snapshots != 'recorded' else 'recorded'})")
+        return rounds
     missing = sorted(set(rounds) - set(recorded))
     if missing or not rounds:
         raise ValueError(f"attack.snapshots {missing or rounds} were not recorded in view "
@@ -369,14 +385,22 @@ def run_attacks(exp: Experiment, run_dir: str | Path,
     run_dir = Path(run_dir)
     dataset = experiment_dataset(exp)
     victims = victim_names(run_dir)
-    results, reports = [], []
+    results, reports, observed = [], [], []
     for victim in victims:
-        rows, report = attack_victim(exp, run_dir, dataset, victim, log)
+        try:
+            rows, report = attack_victim(exp, run_dir, dataset, victim, log)
+        except Unobserved as err:  # client sampling left this victim out of every round seen
+            log(f"{exp.name}: {victim} not attacked: {err}")
+            continue
         results += rows
         reports.append(report)
+        observed.append(victim)
+    if not observed:
+        raise Unobserved(f"{exp.name}: no victim was observed in the recorded rounds; record "
+                         "more rounds (federation.record_rounds) or sample more clients")
     global_attacker = exp.attacker is not None and exp.attacker.kind == "global"
-    if global_attacker and len(victims) > 1:  # fine-tuning's victims ask different questions
-        results += average_over_victims(results, victims, reports)
+    if global_attacker and len(observed) > 1:  # fine-tuning's victims ask different questions
+        results += average_over_victims(results, observed, reports)
     return AttackReport(results, reports)
 
 

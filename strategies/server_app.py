@@ -33,6 +33,7 @@ from fedattack.training import (
 from strategies.inner import inner_strategy
 from strategies.malicious import MaliciousAggregator
 from strategies.recording import RecordingStrategy, RoundLog
+from strategies.sampling import SeededClientManager
 
 
 class GlobalModelLog:
@@ -126,8 +127,8 @@ def build_strategy(
         on_fit_config_fn=fit_config,
         initial_parameters=ndarrays_to_parameters(weights),
         evaluate_fn=log.evaluate_fn,
-        fraction_fit=1.0,
-        min_fit_clients=n,
+        fraction_fit=exp.federation.sampled / n,
+        min_fit_clients=exp.federation.sampled,
         min_available_clients=n,
     )
     strategy = aggregator_class(exp)(
@@ -186,7 +187,8 @@ def make_server_app(
         run_dir = Path(str(run_config[protocol.RUN_DIR]))
         strategy = build_strategy(exp, run_dir, on_round, on_failure)
         return ServerAppComponents(strategy=strategy,
-                                   config=ServerConfig(num_rounds=exp.federation.rounds))
+                                   config=ServerConfig(num_rounds=exp.federation.rounds),
+                                   client_manager=SeededClientManager(exp.seed))
 
     return ServerApp(server_fn=server_fn)
 
