@@ -28,7 +28,6 @@ from fedattack.data import (
     Knowledge,
     load_knowledge,
     load_membership,
-    victim_groups,
     victim_names,
 )
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, experiment_dataset, initial_model
@@ -41,7 +40,8 @@ from fedattack.metrics import (
     percentile_interval,
     roc_curve,
 )
-from fedattack.snapshots import SnapshotStore, View, local_view
+from fedattack.observation import Unobserved, observed_rounds, sight_of
+from fedattack.snapshots import SnapshotStore, View
 from fedattack.training import evaluate as evaluate_model
 from fedattack.training import resolve_device, set_weights
 
@@ -82,57 +82,19 @@ def load_models(view: View, records, exp: Experiment, dataset: Dataset) -> list[
 
 def observe(exp: Experiment, store: SnapshotStore, dataset: Dataset,
             victim: str) -> Observation:
-    """The snapshots the experiment's attacker observed of `victim`, by scenario and attacker."""
-    if exp.scenario in ("standalone", "finetune"):
-        view = store.view("standalone")
-        tags = ["final"] if exp.scenario == "standalone" else ["before", "after"]
-        records = [view.records(kind="model", tag=tag)[0] for tag in tags]
-        attacker = "standalone" if exp.scenario == "standalone" else "standalone-finetune"
-        return Observation(attacker, "passive", view.name, tags,
-                           load_models(view, records, exp, dataset))
-    a = exp.attacker
-    if a is None:  # the global models, as every participant receives them
-        attacker, mode, view, kind, partition = "local", "passive", store.view("global"), \
-            "global", None
-    elif a.kind == "global":  # the victim participant's own uploads
-        (partition,) = {name: owners for name, owners, _ in victim_groups(exp)}[victim]
-        attacker, mode, view, kind = "global", a.mode, store.view("global"), "upload"
-    else:  # the global models the malicious participant received
-        attacker, mode, kind, partition = "local", a.mode, "sent", a.participant
-        view = store.view(local_view(a.participant))
-    rounds = observed_rounds(exp, view, kind, partition)
-    records = [view.records(kind=kind, round=r, partition=partition)[0] for r in rounds]
-    return Observation(attacker, mode, view.name, [f"round-{r}" for r in rounds],
+    """The snapshots the experiment's attacker observed of `victim` (see fedattack.observation)."""
+    sight = sight_of(exp, victim)
+    view = store.view(sight.view)
+    if sight.tags:
+        labels = list(sight.tags)
+        records = [view.records(kind=sight.kind, tag=tag)[0] for tag in sight.tags]
+    else:
+        rounds = observed_rounds(exp, view, sight.kind, sight.partition)
+        labels = [f"round-{r}" for r in rounds]
+        records = [view.records(kind=sight.kind, round=r, partition=sight.partition)[0]
+                   for r in rounds]
+    return Observation(sight.attacker, sight.mode, view.name, labels,
                        load_models(view, records, exp, dataset))
-
-
-class Unobserved(ValueError):
-    """The attacker observed nothing of a victim: it was sampled in none of the rounds."""
-
-
-def observed_rounds(exp: Experiment, view: View, kind: str, partition: int | None) -> list[int]:
-    """The rounds of `attack.snapshots` (default: every recorded one), checked to be on disk.
-
-    Under client sampling a participant's uploads (and a malicious participant's received models)
-    exist only for the rounds it was sampled in: its observation is then the listed rounds it
-    took part in, and `Unobserved` if there is none."""
-    recorded = sorted({r.round for r in view.records(kind=kind, partition=partition)
-                       if r.round > 0})
-    cfg = exp.attack or AttackConfig()
-    rounds = recorded if cfg.snapshots == "recorded" else list(cfg.snapshots)
-    fed = exp.federation
-    if fed.sampled < fed.num_participants:
-        rounds = [r for r in rounds if r in recorded]
-        if not rounds:
-            who = f"participant {partition}" if partition is not None else "the attacker"
-            raise Unobserved(f"{who} was sampled in none of the observed rounds "
-                             f"({cfg.snapshots if cfg.snapshots != 'recorded' else 'recorded'})")
-        return rounds
-    missing = sorted(set(rounds) - set(recorded))
-    if missing or not rounds:
-        raise ValueError(f"attack.snapshots {missing or rounds} were not recorded in view "
-                         f"{view.name!r} ({kind}); recorded: {recorded}")
-    return rounds
 
 
 def describe(spec: FeatureSpec) -> str:

@@ -36,12 +36,12 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from fedattack.protocol import PARTITION_ID, FederationFailed
-from fedattack.snapshots import SnapshotStore
+from fedattack.snapshots import GLOBAL_VIEW, SnapshotStore
 from strategies.inner import inner_strategy
 
 log = logging.getLogger(__name__)
 
-VIEW = "global"
+VIEW = GLOBAL_VIEW  # the aggregator's observations
 
 
 class RejectedUpload(ValueError):

@@ -21,6 +21,7 @@ from fedattack.active import GradientAscent, ascent_for
 from fedattack.config import Experiment, load_experiment
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, initial_model, prepare_run
 from fedattack.io import write_json
+from fedattack.observation import aggregator_grants
 from fedattack.snapshots import SnapshotStore
 from fedattack.training import (
     evaluate,
@@ -152,19 +153,20 @@ def aggregator_class(exp: Experiment) -> type[RecordingStrategy]:
 
 
 def attacker_options(exp: Experiment, dataset, splits, log: GlobalModelLog | None = None) -> dict:
-    """MaliciousAggregator's arguments: whom it isolates, how it ascends, who evaluates the
-    isolated participants' models."""
-    a = exp.attacker
-    if a is None or a.kind != "global":
+    """MaliciousAggregator's arguments, from what the threat model grants it
+    (fedattack.observation.aggregator_grants): whom it isolates, how it ascends, who evaluates
+    the isolated participants' models."""
+    grants = aggregator_grants(exp)
+    if grants is None:
         return {}
-    victims = splits.victims
-    isolated = {p for v in victims for p in v.partitions} if a.isolating else set()
     ascend = None
-    if a.active:
-        targets = np.unique(np.concatenate([v.targets() for v in victims]))
+    if grants.ascends:
+        targets = np.unique(np.concatenate([v.targets() for v in splits.victims]))
         ascend = target_ascent(exp, dataset, targets)
+    isolated = set(grants.isolated)
     on_isolated = log.evaluate_isolated if (log is not None and isolated) else None
-    return {"attacker": a, "isolated": isolated, "ascend": ascend, "on_isolated": on_isolated}
+    return {"attacker": grants.attacker, "isolated": isolated, "ascend": ascend,
+            "on_isolated": on_isolated}
 
 
 def target_ascent(exp: Experiment, dataset, targets: np.ndarray) -> GradientAscent:

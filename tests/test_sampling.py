@@ -9,7 +9,7 @@ from flwr.server import client_manager as flower_client_manager
 from flwr.server.client_manager import SimpleClientManager
 
 from fedattack.config import ConfigError, parse_experiment
-from fedattack.membership import Unobserved, observed_rounds
+from fedattack.observation import Unobserved, observed_rounds
 from fedattack.snapshots import SnapshotStore
 from strategies.sampling import SeededClientManager
 from tests.flower_fakes import FakeProxy

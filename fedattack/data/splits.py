@@ -6,10 +6,11 @@ set), the attacker's shadow data, and the member pool the training sets are draw
 
 An attack is about a *victim*: the union of some participants' training sets (all of them in the
 stand-alone scenario; one participant for each target of a global federated attacker; the other
-participants for a local attacker; D or D-delta when fine-tuning, see :func:`victim_groups`). For
-each victim, the attacker's known members and the member targets are disjoint draws from the
-victim's records; its known non-members and the non-member targets, from the non-members, or
-from the records of the `against` partitions (Table IX distinguishes D from D-delta).
+participants for a local attacker; D or D-delta when fine-tuning: the threat model's
+:func:`fedattack.observation.victim_groups`). For each victim, the attacker's known members and
+the member targets are disjoint draws from the victim's records; its known non-members and the
+non-member targets, from the non-members, or from the records of the `against` partitions
+(Table IX distinguishes D from D-delta).
 
 In the run directory, `splits/membership.npz` holds what only the evaluation may read and
 `splits/knowledge.npz` what an attacker may read; arrays of a victim are stored under
@@ -36,6 +37,7 @@ from fedattack.io import (
     write_checksums,
     write_json,
 )
+from fedattack.observation import ALL, victim_groups
 
 if TYPE_CHECKING:
     from fedattack.config import Experiment
@@ -47,7 +49,6 @@ SIZES_FILE = "splits.json"
 
 
 SEP = "__"  # between a victim's name and an array name in the .npz files
-ALL = "all"  # the victim of stand-alone attacks and of a federation without attacker
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,30 +108,6 @@ def _by_name(victims, name: str):
         if v.name == name:
             return v
     raise KeyError(f"no victim {name!r}; known: {', '.join(v.name for v in victims)}")
-
-
-FINETUNE_VICTIMS = (  # Table IX's three columns: partition 0 is D, partition 1 is D-delta
-    ("D-vs-nonmembers", (0,), ()),
-    ("D-delta-vs-nonmembers", (1,), ()),
-    ("D-vs-D-delta", (0,), (1,)),
-)
-
-
-def victim_groups(exp: Experiment) -> list[tuple[str, tuple[int, ...], tuple[int, ...]]]:
-    """(name, member partitions, negative partitions) of each victim the experiment's attacker
-    attacks; no negative partitions means the held-out non-members."""
-    if exp.scenario == "finetune":
-        return list(FINETUNE_VICTIMS)
-    count = exp.federation.num_participants if exp.scenario == "federated" else 1
-    everyone = tuple(range(count))
-    attacker = exp.attacker if exp.scenario == "federated" else None
-    if attacker is None:
-        return [(ALL, everyone, ())]
-    if attacker.kind == "local":
-        others = tuple(p for p in everyone if p != attacker.participant)
-        return [(f"others-of-{attacker.participant}", others, ())]
-    targets = everyone if attacker.targets == "all" else tuple(attacker.targets)
-    return [(f"participant-{p}", (p,), ()) for p in targets]
 
 
 def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = None) -> Splits:
