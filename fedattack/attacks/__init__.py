@@ -3,13 +3,15 @@
 Importing this package registers the built-in attacks, in this order: the Nasr et al. attack
 network on white-box, output-layer and black-box features (`whitebox`), the shadow-model attack
 (`shadow`), the unsupervised attack (`unsupervised`), loss and confidence thresholds
-(`threshold`), LiRA (`lira`) and RMIA (`rmia`) against reference models (`references`). An attack
+(`threshold`), LiRA (`lira`) and RMIA (`rmia`) against reference models (`references`), and the
+federated attacks that read only the attacker's view: FedMIA (`fedmia`), Li et al.'s gradient
+cosine and difference (`gradcos`) and the loss series over rounds (`loss_series`). An attack
 is added with one new module and one import line here (or, outside the package, by importing a
 module that calls `registry.register`).
 """
 
 from . import whitebox  # noqa: I001 (the import order is the order attacks are listed in)
-from . import shadow, unsupervised, threshold, lira, rmia
+from . import shadow, unsupervised, threshold, lira, rmia, fedmia, gradcos, loss_series
 from .lira import lira_offline, lira_online
 from .network import AttackNetwork
 from .registry import AttackOutcome, register
@@ -26,9 +28,12 @@ __all__ = [
     "ThresholdAttack",
     "UnsupervisedAttack",
     "WhiteBoxAttack",
+    "fedmia",
+    "gradcos",
     "lira",
     "lira_offline",
     "lira_online",
+    "loss_series",
     "register",
     "rmia",
     "rmia_scores",

@@ -1,0 +1,141 @@
+"""What the federated attacks that need no reference training read, and the signals they take.
+
+The aggregator's view (``"global"``) holds, for each recorded round t, every participant's upload
+``upload-r<t>-p<j>``, the model it broadcast at the round's start (``global-r<t-1>``) and the
+aggregate (``global-r<t>``). A participant's update of round t is ``global_{t-1} - upload_t^j``
+(the direction its local training moved the model, up to sign: plain SGD gives the learning rate
+times the sum of its gradients). :func:`federated_rounds` loads, for the rounds an attack observes
+(``attack.snapshots``), the victim's uploads, the other participants' uploads and the broadcast
+models, and nothing else.
+
+Signals (float64, one per model and record): :func:`per_record_losses` (cross-entropy) and
+:func:`gradient_alignment` (the per-record gradient at a model, dotted with given update vectors,
+and the norms both need for cosine and difference). Only the observed models and the target
+records' inputs and labels are read; never the ground truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GRAD_CHUNK_BYTES = 256 * 2**20  # per-record gradients held at once, at most
+
+
+@dataclass
+class FederatedRounds:
+    """The global attacker's observation of one victim over the observed rounds."""
+
+    rounds: list[int]
+    victim: int  # the victim's partition id
+    others: list[int]  # the other participants' partition ids (the reference models)
+    broadcast: list[nn.Module]  # global_{t-1}, the model every participant trained from
+    victim_uploads: list[nn.Module]  # upload_t of the victim
+    other_uploads: list[list[nn.Module]]  # [round][other] upload_t of the others
+
+
+def _load(view, record, exp, dataset) -> nn.Module:
+    from fedattack.experiment import initial_model
+    from fedattack.training import set_weights
+
+    model = initial_model(exp, dataset)
+    set_weights(model, view.read_arrays(record))
+    return model.eval()
+
+
+def victim_partition(ctx) -> int:
+    """The partition id of the global attacker's victim (``participant-<p>``)."""
+    return int(ctx.knowledge.victim.removeprefix("participant-"))
+
+
+def federated_rounds(ctx) -> FederatedRounds:
+    """Uploads and broadcast models of the observed rounds, from the global attacker's view."""
+    from fedattack.experiment import SNAPSHOT_DIR
+    from fedattack.snapshots import GLOBAL_VIEW, SnapshotStore
+
+    exp = ctx.exp
+    if ctx.obs.view != GLOBAL_VIEW:
+        raise ValueError(f"needs the aggregator's view, not {ctx.obs.view!r}")
+    view = SnapshotStore(Path(ctx.run_dir) / SNAPSHOT_DIR).view(GLOBAL_VIEW)
+    victim = victim_partition(ctx)
+    others = [p for p in range(exp.federation.num_participants) if p != victim]
+    rounds = [int(label.removeprefix("round-")) for label in ctx.obs.labels]
+    broadcast, mine, theirs = [], [], []
+    for t in rounds:
+        sent = view.records(kind="global", round=t - 1)
+        if not sent:
+            raise ValueError(f"needs the model broadcast at round {t} (global round {t - 1}), "
+                             "which was not recorded")
+        broadcast.append(_load(view, sent[0], exp, ctx.dataset))
+        mine.append(_load(view, view.records(kind="upload", round=t, partition=victim)[0],
+                          exp, ctx.dataset))
+        row = []
+        for p in others:
+            found = view.records(kind="upload", round=t, partition=p)
+            if not found:
+                raise ValueError(f"needs participant {p}'s upload of round {t}, not recorded")
+            row.append(_load(view, found[0], exp, ctx.dataset))
+        theirs.append(row)
+    if not others:
+        raise ValueError("needs at least one participant besides the victim")
+    return FederatedRounds(rounds, victim, others, broadcast, mine, theirs)
+
+
+def flat_parameters(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+
+
+def update(before: nn.Module, after: nn.Module) -> torch.Tensor:
+    """``before - after`` over the trainable parameters, flattened (float64)."""
+    return flat_parameters(before) - flat_parameters(after)
+
+
+@torch.no_grad()
+def per_record_losses(models: list[nn.Module], dataset, indices: np.ndarray, device,
+                      batch: int = 512) -> np.ndarray:
+    """(M, N) cross-entropy of each model on each record, float64."""
+    out = np.empty((len(models), len(indices)), np.float64)
+    for m, model in enumerate(models):
+        model = model.to(device).eval()
+        for start in range(0, len(indices), batch):
+            x, y = dataset.batch(indices[start:start + batch])
+            logits = model(x.to(device)).double()
+            out[m, start:start + batch] = F.cross_entropy(
+                logits, y.to(device), reduction="none").cpu().numpy()
+    return out
+
+
+def gradient_alignment(model: nn.Module, dataset, indices: np.ndarray, updates: torch.Tensor,
+                       device) -> tuple[np.ndarray, np.ndarray]:
+    """Per-record loss gradients g_i at `model`: their dot products with each row of `updates`
+    (K, P) as a (K, N) array, and their squared norms (N,), float64."""
+    from torch.func import functional_call, grad, vmap
+
+    model = model.to(device).eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+    size = sum(v.numel() for v in params.values())
+    u = torch.as_tensor(updates, dtype=torch.float64).to(device)
+    if u.ndim != 2 or u.shape[1] != size:
+        raise ValueError(f"updates must be (K, {size}), got {tuple(u.shape)}")
+
+    def loss(p, x, y):
+        logits = functional_call(model, (p, buffers), (x.unsqueeze(0),))
+        return F.cross_entropy(logits, y.unsqueeze(0))
+
+    per_record = vmap(grad(loss), in_dims=(None, 0, 0))
+    chunk = max(1, min(512, GRAD_CHUNK_BYTES // (8 * size)))
+    dots = np.empty((u.shape[0], len(indices)), np.float64)
+    norms = np.empty(len(indices), np.float64)
+    for start in range(0, len(indices), chunk):
+        x, y = dataset.batch(indices[start:start + chunk])
+        g = per_record(params, x.to(device), y.to(device))
+        flat = torch.cat([g[k].reshape(len(y), -1) for k in params], dim=1).double()
+        dots[:, start:start + len(y)] = (u @ flat.T).cpu().numpy()
+        norms[start:start + len(y)] = (flat * flat).sum(dim=1).cpu().numpy()
+    return dots, norms
