@@ -155,3 +155,53 @@ def test_global_passive_attacker_runs_the_federated_attacks(tmp_path):
     # an overfitting 300-record federation leaks: each attack beats a coin on the mean victim
     for attack in ("fedmia", "gradcos", "loss-series"):
         assert rows[("mean of 2", attack)]["auc"] > 0.55, attack
+
+
+# --- auditing DP ------------------------------------------------------------------------------
+
+
+def test_clopper_pearson_closed_forms():
+    from fedattack.audit import clopper_pearson_lower, clopper_pearson_upper
+
+    # 0 of n: upper bound 1 - alpha^(1/n); n of n: lower bound alpha^(1/n)
+    assert clopper_pearson_upper(0, 100) == pytest.approx(1 - 0.05 ** (1 / 100), rel=1e-10)
+    assert clopper_pearson_lower(100, 100) == pytest.approx(0.05 ** (1 / 100), rel=1e-10)
+    assert clopper_pearson_lower(0, 10) == 0.0 and clopper_pearson_upper(10, 10) == 1.0
+    # 1 of 2, upper: the p with Pr[X <= 1 | p] = 1 - p^2 = 0.05
+    assert clopper_pearson_upper(1, 2) == pytest.approx(math.sqrt(0.95), rel=1e-10)
+
+
+def test_epsilon_lower_bound_hand_computed():
+    from fedattack.audit import epsilon_lower_bound
+
+    labels = np.r_[np.ones(100), np.zeros(100)]
+    perfect = np.r_[np.linspace(2, 3, 100), np.linspace(0, 1, 100)]
+    a = 0.05 ** (1 / 100)  # TPR lower bound at TPR 1; the FPR upper bound at FPR 0 is 1 - a
+    got = epsilon_lower_bound(labels, perfect, delta=0.0)
+    assert got["epsilon_lower_bound"] == pytest.approx(math.log(a / (1 - a)), rel=1e-9)
+    assert got["tpr_lower"] == pytest.approx(a) and got["fpr_upper"] == pytest.approx(1 - a)
+    assert got["threshold"] == pytest.approx(2.0)
+    with_delta = epsilon_lower_bound(labels, perfect, delta=0.01)["epsilon_lower_bound"]
+    assert with_delta == pytest.approx(math.log((a - 0.01) / (1 - a)), rel=1e-9)
+    # one tied score: the only test says "member" to all (TPR = FPR = 1) or to none: no bound
+    assert epsilon_lower_bound(labels, np.zeros(200), 1e-5)["epsilon_lower_bound"] == 0.0
+    # the reversed test (flagging non-members) is bounded through the second inequality
+    flipped = epsilon_lower_bound(labels, -perfect, delta=0.0)
+    assert flipped["epsilon_lower_bound"] == pytest.approx(0.0)
+
+
+def test_epsilon_lower_bound_half_right():
+    from fedattack.audit import clopper_pearson_lower, clopper_pearson_upper, epsilon_lower_bound
+
+    # 100 + 100 targets; the first threshold catches 50 members and no non-member
+    labels = np.r_[np.ones(100), np.zeros(100)]
+    scores = np.r_[np.full(50, 9.0), np.ones(50), np.ones(100)]
+    low, high = clopper_pearson_lower(50, 100), clopper_pearson_upper(0, 100)
+    expected = math.log(low / high)  # > the backward bound log((1 - high) / (1 - low))
+    assert expected > math.log((1 - high) / (1 - low))
+    assert epsilon_lower_bound(labels, scores, 0.0)["epsilon_lower_bound"] == pytest.approx(
+        expected, rel=1e-9)
+    # with 10 + 10 targets the same rates bound nothing at 95%
+    small = epsilon_lower_bound(np.r_[np.ones(10), np.zeros(10)],
+                                np.r_[np.full(5, 9.0), np.ones(15)], 0.0)
+    assert small["epsilon_lower_bound"] == 0.0
