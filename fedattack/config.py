@@ -125,10 +125,22 @@ class DataConfig(Strict):
         default=0, description="records reserved for the attacker's shadow models"
     )
     knowledge: KnowledgeSizes = KnowledgeSizes()
-    partition: Literal["iid", "by-class"] = Field(
+    partition: Literal["iid", "by-class", "dirichlet", "quantity"] = Field(
         default="iid", description="iid: random records; by-class: each participant only holds "
-        "records of its classes (Hitaj et al.'s set-up, where the victim alone owns a class)"
+        "records of its classes (Hitaj et al.'s set-up, where the victim alone owns a class); "
+        "dirichlet: label (and quantity) skew as Flower Datasets' DirichletPartitioner, each "
+        "class divided in Dirichlet(alpha) proportions; quantity: Dirichlet(alpha) partition "
+        "sizes, random records (fedattack.data.partition)"
     )
+    alpha: Annotated[float, Field(gt=0)] | list[Annotated[float, Field(gt=0)]] | None = Field(
+        default=None, description="dirichlet, quantity: the concentration (one, or one per "
+        "participant); small is skewed, large is near IID")
+    min_partition_size: PositiveInt = Field(
+        default=10, description="dirichlet, quantity: fewest records a participant may hold "
+        "(dirichlet redraws, at most 10 times, until every participant has them)")
+    self_balancing: bool = Field(
+        default=False, description="dirichlet: a participant above the average size gets no "
+        "records of later classes (DirichletPartitioner's self_balancing)")
     classes: dict[NonNegInt, list[NonNegInt]] | None = Field(
         default=None, description="by-class: participant -> the classes it draws its records "
         "from; default: class c goes to participant c mod num_participants"
@@ -655,12 +667,21 @@ class Experiment(Strict):
 def _check_partition(exp: Experiment) -> None:
     """by-class partitions: disjoint records, and a class list for every participant if any."""
     data, n = exp.data, exp.federation.num_participants
+    if data.classes is not None and data.partition != "by-class":
+        raise ValueError("data.classes is for data.partition: by-class")
+    skewed = data.partition in ("dirichlet", "quantity")
+    if (data.alpha is not None) != skewed:
+        raise ValueError("data.alpha is for data.partition dirichlet or quantity, which need it")
+    if skewed and isinstance(data.alpha, list) and len(data.alpha) != n:
+        raise ValueError(f"data.alpha lists {len(data.alpha)} concentrations for {n} "
+                         "participants")
     if data.partition == "iid":
-        if data.classes is not None:
-            raise ValueError("data.classes is for data.partition: by-class")
         return
     if exp.scenario != "federated" or data.overlap:
-        raise ValueError("data.partition by-class needs the federated scenario without overlap")
+        raise ValueError(f"data.partition {data.partition} needs the federated scenario without "
+                         "overlap")
+    if skewed:
+        return
     if data.classes is not None and sorted(data.classes) != list(range(n)):
         raise ValueError(f"data.classes must list the classes of each participant 0..{n - 1}")
 

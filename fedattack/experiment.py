@@ -12,13 +12,14 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fedattack.config import ConfigError, Experiment, experiment_yaml, load_experiment
 from fedattack.data import Dataset, Splits, load_dataset, make_splits
 from fedattack.data.splits import ensure_splits
 from fedattack.features import resolve_layers
-from fedattack.io import inside, remove_file, remove_tree, write_atomic
+from fedattack.io import inside, remove_file, remove_tree, write_atomic, write_json
 from fedattack.models import build_model
 from fedattack.privacy import check_private_model
 
@@ -107,7 +108,30 @@ def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:
     run_dir = claim_run_dir(exp, run_dir)
     splits = experiment_splits(exp, dataset)
     ensure_splits(splits, run_dir)
+    if exp.scenario == "federated":
+        write_class_counts(exp, dataset, splits, run_dir)
     return dataset, splits
+
+
+CLASS_COUNTS = "class-counts.json"  # in the run directory: what each participant holds
+
+
+def write_class_counts(exp: Experiment, dataset: Dataset, splits: Splits, run_dir: Path) -> None:
+    """Each participant's number of records of each class (json) and their heat map (figure),
+    once per run."""
+    from fedattack.data.partition import class_counts
+    from fedattack.reporting import plot_class_counts
+
+    path = inside(run_dir, CLASS_COUNTS)
+    if path.exists():
+        return
+    counts = class_counts(np.asarray(dataset.y), splits.partitions, dataset.num_classes)
+    figure = inside(run_dir, Path("figures") / "class_counts.png")
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    plot_class_counts(counts, figure, f"{exp.name}: records per class of each participant "
+                      f"({exp.data.partition})")
+    write_json(path, {"partition": exp.data.partition, "alpha": exp.data.alpha,
+                      "sizes": [int(sum(c)) for c in counts], "counts": counts})
 
 
 def observed_snapshots(exp: Experiment) -> int:

@@ -165,6 +165,24 @@ def plot_per_class(per_class: dict[int, float], path: str | Path, title: str,
     plt.close(fig)
 
 
+def plot_class_counts(counts: list[list[int]], path: str | Path, title: str) -> None:
+    """Records of each class (columns) held by each participant (rows), as a heat map, with each
+    participant's total: how skewed a non-IID partition is."""
+    plt = _pyplot()
+    grid = np.asarray(counts, dtype=float)
+    fig, ax = plt.subplots(figsize=(max(6.0, grid.shape[1] * 0.07 + 2),
+                                    max(2.5, grid.shape[0] * 0.25 + 1.2)))
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set(xlabel="class", ylabel="participant", title=title)
+    totals = grid.sum(axis=1).astype(int)
+    if grid.shape[0] <= 40:
+        ax.set_yticks(range(grid.shape[0]), [f"{p} ({n})" for p, n in enumerate(totals)])
+    fig.colorbar(image, ax=ax, label="records")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_norms_over_rounds(rounds: Sequence[str], norms: np.ndarray, labels: np.ndarray,
                            path: str | Path, title: str) -> None:
     """Gradient norm of member and non-member targets at each observed snapshot (Figs. 3, 7):

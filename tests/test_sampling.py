@@ -9,6 +9,7 @@ from flwr.server import client_manager as flower_client_manager
 from flwr.server.client_manager import SimpleClientManager
 
 from fedattack.config import ConfigError, parse_experiment
+from fedattack.io import read_json
 from fedattack.observation import Unobserved, observed_rounds
 from fedattack.snapshots import SnapshotStore
 from strategies.sampling import SeededClientManager
@@ -103,13 +104,14 @@ def test_a_victim_is_observed_in_the_rounds_it_was_sampled_in(tmp_path):
         observed_rounds(listed, view, "upload", 0)
 
 
-def test_a_sampled_federation_in_a_flower_simulation(tmp_path):
+def test_a_sampled_non_iid_federation_in_a_flower_simulation(tmp_path):
     from fedattack.runner import run_experiment
 
     exp = parse_experiment({
         "name": "sampled", "seed": 2, "scenario": "federated",
         "data": {"dataset": "purchase100-synth", "num_records": 3000, "train_size": 100,
-                 "nonmember_size": 300,
+                 "nonmember_size": 300, "partition": "dirichlet", "alpha": 1.0,
+                 "min_partition_size": 45,
                  "knowledge": {"train_members": 20, "train_nonmembers": 20, "test_members": 20,
                                "test_nonmembers": 20}},
         "federation": {"num_participants": 8, "clients_per_round": 2, "rounds": 3},
@@ -122,6 +124,8 @@ def test_a_sampled_federation_in_a_flower_simulation(tmp_path):
     victims = {r["victim"] for r in results}
     assert victims == {f"participant-{p}" for p in seen} | ({f"mean of {len(seen)}"}
                                                              if len(seen) > 1 else set())
+    counts = read_json(tmp_path / "run" / "class-counts.json")
+    assert min(counts["sizes"]) >= 45 and len(set(counts["sizes"])) > 1
     store = SnapshotStore(tmp_path / "run" / "snapshots")
     for server_round, accepted in enumerate(taking_part, start=1):
         uploads = store.records(view="global", kind="upload", round=server_round)

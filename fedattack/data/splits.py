@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedattack.data import partition
 from fedattack.data.files import save_npz
 from fedattack.io import (
     CHECKSUMS,
@@ -173,6 +174,8 @@ def _partitions(pool: np.ndarray, exp: Experiment, rng: np.random.Generator,
     size = exp.data.train_size
     if exp.data.partition == "by-class":
         return _class_partitions(pool, exp, labels)
+    if exp.data.partition in ("dirichlet", "quantity"):
+        return _skewed_partitions(pool[: exp.federation.num_participants * size], exp, labels)
     if exp.scenario == "federated":
         count = exp.federation.num_participants
         if exp.data.overlap:
@@ -185,6 +188,21 @@ def _partitions(pool: np.ndarray, exp: Experiment, rng: np.random.Generator,
             raise ValueError(f"train_size {size} is too small to hold back a fine-tuning share")
         return [train[:base], train[base:]]
     return [train]
+
+
+def _skewed_partitions(pool: np.ndarray, exp: Experiment,
+                       labels: np.ndarray | None) -> list[np.ndarray]:
+    """The IID training records (the same pool) dealt out with label or quantity skew."""
+    data, n = exp.data, exp.federation.num_participants
+    if data.partition == "quantity":
+        positions = partition.quantity(len(pool), n, data.alpha, data.min_partition_size,
+                                       seed=exp.seed)
+    else:
+        if labels is None:
+            raise ValueError("data.partition dirichlet needs the dataset's labels")
+        positions = partition.dirichlet(labels[pool], n, data.alpha, data.min_partition_size,
+                                        data.self_balancing, shuffle=True, seed=exp.seed)
+    return [pool[p] for p in positions]
 
 
 def participant_classes(exp: Experiment, num_classes: int) -> list[list[int]]:

@@ -1,0 +1,136 @@
+"""Non-IID partitions: Dirichlet label skew and quantity skew (Flower Datasets' semantics)."""
+
+import numpy as np
+import pytest
+
+from fedattack.config import ConfigError, parse_experiment
+from fedattack.data import partition
+from fedattack.experiment import CLASS_COUNTS, experiment_dataset, prepare_run
+from fedattack.io import read_json
+
+
+def labels_of(classes: int, per_class: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).permutation(np.repeat(np.arange(classes), per_class))
+
+
+def shares(labels, parts, classes):
+    """shares[k, j]: the fraction of class k's records that partition j holds."""
+    counts = np.array(partition.class_counts(labels, parts, classes), dtype=float).T
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def test_dirichlet_partitions_are_disjoint_cover_everything_and_are_seeded():
+    labels = labels_of(10, 100)
+    parts = partition.dirichlet(labels, 5, 0.5, min_partition_size=10, seed=3)
+    everything = np.concatenate(parts)
+    assert len(everything) == len(labels) and len(np.unique(everything)) == len(labels)
+    assert min(len(p) for p in parts) >= 10
+    again = partition.dirichlet(labels, 5, 0.5, min_partition_size=10, seed=3)
+    assert all((a == b).all() for a, b in zip(parts, again, strict=True))
+    other = partition.dirichlet(labels, 5, 0.5, min_partition_size=10, seed=4)
+    assert not all(len(a) == len(b) and (a == b).all() for a, b in zip(parts, other, strict=True))
+
+
+@pytest.mark.parametrize("alpha", [0.2, 0.5, 2.0])
+def test_each_class_is_divided_in_dirichlet_alpha_proportions(alpha):
+    """Dir(alpha, ..., alpha) over K partitions: each share has mean 1/K and variance
+    (1/K)(1 - 1/K)/(K alpha + 1). 200 classes of 2,000 records (rounding is negligible): the
+    sample mean and variance of the 1,000 shares agree within their sampling error."""
+    k = 5
+    labels = labels_of(200, 2000)
+    parts = partition.dirichlet(labels, k, alpha, min_partition_size=0, seed=11)
+    p = shares(labels, parts, 200)
+    expected = (1 / k) * (1 - 1 / k) / (k * alpha + 1)
+    assert abs(p.mean() - 1 / k) < 1e-3
+    assert 0.8 < p.var() / expected < 1.2, (p.var(), expected)
+
+
+def test_small_alpha_skews_and_large_alpha_tends_to_iid():
+    labels = labels_of(10, 300)
+    skewed = shares(labels, partition.dirichlet(labels, 6, 0.05, min_partition_size=0, seed=1),
+                    10)
+    flat = shares(labels, partition.dirichlet(labels, 6, 1000.0, min_partition_size=0, seed=1),
+                  10)
+    assert skewed.max(axis=1).mean() > 0.7  # most of a class in one partition
+    assert np.abs(flat - 1 / 6).max() < 0.03
+
+
+def test_min_partition_size_redraws_and_refuses_after_ten_draws():
+    labels = labels_of(4, 50)
+    with pytest.raises(ValueError, match="after 10 draws some participant still held fewer "
+                                         "than min_partition_size=60"):
+        partition.dirichlet(labels, 4, 0.05, min_partition_size=60, seed=0)
+
+
+def test_self_balancing_stops_feeding_partitions_above_the_average():
+    labels = labels_of(20, 100)
+    parts = partition.dirichlet(labels, 4, 0.1, min_partition_size=0, self_balancing=True,
+                                seed=2)
+    average = len(labels) / 4
+    # a partition passes the average only with the class that took it past: at most one class
+    assert max(len(p) for p in parts) <= average + 100
+    unbalanced = partition.dirichlet(labels, 4, 0.1, min_partition_size=0, seed=2)
+    assert max(len(p) for p in parts) <= max(len(p) for p in unbalanced)
+
+
+def test_per_partition_concentrations_are_accepted_and_checked():
+    labels = labels_of(5, 100)
+    parts = partition.dirichlet(labels, 3, [10.0, 10.0, 0.1], min_partition_size=0, seed=0)
+    assert len(parts) == 3
+    with pytest.raises(ValueError, match="3 positive numbers"):
+        partition.dirichlet(labels, 3, [1.0, 2.0], seed=0)
+
+
+def test_quantity_skew_deals_random_records_into_dirichlet_sizes():
+    parts = partition.quantity(1000, 5, 0.3, min_partition_size=20, seed=0)
+    sizes = [len(p) for p in parts]
+    assert sum(sizes) == 1000 and min(sizes) >= 20 and max(sizes) > 300
+    assert len(np.unique(np.concatenate(parts))) == 1000
+    with pytest.raises(ValueError, match="cannot give 5 participants 300 each"):
+        partition.quantity(1000, 5, 0.3, min_partition_size=300)
+
+
+FEDERATED = {
+    "name": "skewed", "seed": 0, "scenario": "federated",
+    "data": {"dataset": "purchase100-synth", "num_records": 6000, "train_size": 500,
+             "nonmember_size": 1000, "partition": "dirichlet", "alpha": 0.3,
+             "knowledge": {"train_members": 20, "train_nonmembers": 20, "test_members": 20,
+                           "test_nonmembers": 20}},
+    "federation": {"num_participants": 4, "rounds": 1},
+}
+
+
+def test_a_dirichlet_experiment_keeps_the_iid_members_and_writes_its_class_counts(tmp_path):
+    exp = parse_experiment(FEDERATED)
+    iid = parse_experiment({**FEDERATED, "data": {**FEDERATED["data"], "partition": "iid",
+                                                  "alpha": None}})
+    dataset = experiment_dataset(exp)
+    _, splits = prepare_run(exp, tmp_path / "run")
+    _, iid_splits = prepare_run(iid, tmp_path / "iid")
+    # the same records train the federation; only who holds which changes
+    np.testing.assert_array_equal(np.sort(np.concatenate(splits.partitions)),
+                                  np.sort(np.concatenate(iid_splits.partitions)))
+    np.testing.assert_array_equal(splits.nonmembers, iid_splits.nonmembers)
+    assert len({len(p) for p in splits.partitions}) > 1  # quantity skew comes with it
+    written = read_json(tmp_path / "run" / CLASS_COUNTS)
+    assert written["partition"] == "dirichlet" and written["sizes"] == \
+        [len(p) for p in splits.partitions]
+    assert [sum(c) for c in written["counts"]] == written["sizes"]
+    assert len(written["counts"][0]) == dataset.num_classes
+    assert (tmp_path / "run" / "figures" / "class_counts.png").stat().st_size > 0
+    for victim in splits.victims:  # targets drawn from the victim's own (skewed) partition
+        members = np.concatenate([splits.partitions[p] for p in victim.partitions])
+        assert np.isin(victim.target_members, members).all()
+
+
+@pytest.mark.parametrize("data, phrase", [
+    ({"partition": "dirichlet"}, "data.alpha is for data.partition dirichlet or quantity, which "
+                                 "need it"),
+    ({"alpha": 0.5}, "data.alpha is for data.partition dirichlet or quantity"),
+    ({"partition": "dirichlet", "alpha": [1.0, 2.0]}, "lists 2 concentrations for 4"),
+    ({"partition": "quantity", "alpha": -1}, "alpha"),
+])
+def test_bad_partition_settings_are_refused(data, phrase):
+    base = {k: v for k, v in FEDERATED["data"].items() if k not in ("partition", "alpha")}
+    with pytest.raises(ConfigError, match=phrase):
+        parse_experiment({**FEDERATED, "data": {**base, **data}})
