@@ -32,6 +32,10 @@ class Participant(NumPyClient):
             partition_id, data_root, threads, state)
         self.run_dir = run_dir
 
+    def get_properties(self, config) -> dict:
+        """The partition this node holds, which the aggregator samples participants by."""
+        return {protocol.PARTITION_ID: self.partition_id}
+
     def fit(self, parameters, config):
         exp, _, _ = experiment_setup(str(config[protocol.EXPERIMENT]), self.data_root)
         role = ROLES[exp.role_of(self.partition_id)]

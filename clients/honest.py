@@ -120,10 +120,6 @@ class HonestClient(NumPyClient):
             {"noise": noise, "rate": rate, "steps": steps})
         return {**done.stats, "epsilon": done.epsilon}
 
-    def get_properties(self, config) -> dict:
-        """The partition this node holds, which the aggregator samples participants by."""
-        return {protocol.PARTITION_ID: self.partition_id}
-
     def fit(self, parameters, config):
         model, stats, n = self.local_train(parameters, config)
         exp, _, _ = self.setup(config)

@@ -119,7 +119,9 @@ def test_a_sampled_non_iid_federation_in_a_flower_simulation(tmp_path):
         "attack": {"attacks": ["threshold-loss"]}})
     record, results = run_experiment(exp, tmp_path / "run", show_progress=False)
     taking_part = [r["accepted"] for r in record["rounds"]]
-    assert len(taking_part) == 3 and all(len(a) == 2 for a in taking_part)
+    # every node said its partition: the draw is the seed's, over partitions 0..7 in order
+    draw = random.Random(exp.seed)
+    assert taking_part == [sorted(draw.sample(range(8), 2)) for _ in range(3)]
     seen = sorted({p for a in taking_part for p in a})
     victims = {r["victim"] for r in results}
     assert victims == {f"participant-{p}" for p in seen} | ({f"mean of {len(seen)}"}
