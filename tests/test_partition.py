@@ -1,5 +1,8 @@
 """Non-IID partitions: Dirichlet label skew and quantity skew (Flower Datasets' semantics)."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -55,9 +58,9 @@ def test_small_alpha_skews_and_large_alpha_tends_to_iid():
     assert np.abs(flat - 1 / 6).max() < 0.03
 
 
-def test_min_partition_size_redraws_and_refuses_after_ten_draws():
+def test_min_partition_size_redraws_and_refuses_after_eleven_draws():
     labels = labels_of(4, 50)
-    with pytest.raises(ValueError, match="after 10 draws some participant still held fewer "
+    with pytest.raises(ValueError, match="after 11 draws some participant still held fewer "
                                          "than min_partition_size=60"):
         partition.dirichlet(labels, 4, 0.05, min_partition_size=60, seed=0)
 
@@ -134,3 +137,17 @@ def test_bad_partition_settings_are_refused(data, phrase):
     base = {k: v for k, v in FEDERATED["data"].items() if k not in ("partition", "alpha")}
     with pytest.raises(ConfigError, match=phrase):
         parse_experiment({**FEDERATED, "data": {**base, **data}})
+
+
+def test_dirichlet_gives_flwr_datasets_own_partitions():
+    """Index lists written by flwr-datasets 0.6.1's own DirichletPartitioner
+    (tests/data/make_flwr_datasets_partitions.py), reproduced draw for draw: scalar and
+    per-partition alpha, self_balancing, no shuffle, and a seed met only at the 11th draw."""
+    fixture = json.loads((Path(__file__).parent / "data" / "flwr_datasets_partitions.json")
+                         .read_text())
+    labels = np.array(fixture["labels"])
+    for case in fixture["cases"]:
+        got = partition.dirichlet(labels, case["num_partitions"], case["alpha"],
+                                  case["min_partition_size"], case["self_balancing"],
+                                  case["shuffle"], case["seed"])
+        assert [p.tolist() for p in got] == case["partitions"], case
