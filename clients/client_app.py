@@ -4,6 +4,8 @@ A node learns its role (honest, or one of the malicious participants) from the e
 server sends with every fit instruction, via :meth:`fedattack.config.Experiment.role_of`; the
 class that plays each role is looked up in :data:`ROLES`. Whatever a role must remember across
 rounds lives in the node's ``Context.state``, which Flower keeps for the node between rounds.
+Each fit config is parsed once into a :class:`clients.round.RoundContext` (with this node's
+``data-path``) and handed to the role.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from flwr.client import ClientApp, NumPyClient
 from flwr.common import Context, RecordDict
 
 from clients.gan_attacker import GanAttacker
-from clients.honest import HonestClient, experiment_setup
+from clients.honest import HonestClient
 from clients.local_attacker import LocalAttacker
+from clients.round import RoundContext
 from fedattack import protocol
 
 ROLES: dict[str, type[HonestClient]] = {
@@ -37,11 +40,11 @@ class Participant(NumPyClient):
         return {protocol.PARTITION_ID: self.partition_id}
 
     def fit(self, parameters, config):
-        exp, _, _ = experiment_setup(str(config[protocol.EXPERIMENT]), self.data_root)
-        role = ROLES[exp.role_of(self.partition_id)]
+        ctx = RoundContext.parse(config, self.partition_id, self.data_root)
+        role = ROLES[ctx.exp.role_of(self.partition_id)]
         client = role(self.partition_id, self.data_root, self.threads, state=self.state,
                       run_dir=self.run_dir)
-        return client.fit(parameters, config)
+        return client.fit_round(ctx, parameters)
 
 
 def make_client_app(overrides: dict | None = None) -> ClientApp:

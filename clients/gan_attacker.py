@@ -21,10 +21,10 @@ import torch
 from flwr.common import ArrayRecord
 
 from clients.honest import HonestClient, round_seed
-from fedattack import protocol
+from clients.round import RoundContext
 from fedattack.config import Experiment
 from fedattack.data import Dataset
-from fedattack.experiment import SNAPSHOT_DIR, initial_model
+from fedattack.experiment import SNAPSHOT_DIR
 from fedattack.gan import (
     WithGenerated,
     build_generator,
@@ -53,30 +53,29 @@ class GanAttacker(HonestClient):
 
     defended = False
 
-    def local_train(self, parameters, config) -> tuple[torch.nn.Module, dict, int]:
-        exp, dataset, indices = self.setup(config)
-        server_round = int(config[protocol.SERVER_ROUND])
-        if server_round < exp.gan.start_round:
-            return super().local_train(parameters, config)
+    def local_train(self, ctx: RoundContext, parameters) -> tuple[torch.nn.Module, dict, int]:
+        exp, dataset, indices = ctx.exp, ctx.dataset, ctx.indices
+        if ctx.server_round < exp.gan.start_round:
+            return super().local_train(ctx, parameters)
         # A seed apart from the one train_on shuffles with.
         rng = torch.Generator().manual_seed(
-            round_seed(exp.seed, server_round, self.partition_id) + 1)
+            round_seed(exp.seed, ctx.server_round, self.partition_id) + 1)
         generator, optimizer = self.restore_generator(exp, dataset)
-        losses = train_generator(generator, self.discriminator(exp, dataset, parameters),
+        losses = train_generator(generator, self.discriminator(ctx, parameters),
                                  optimizer, exp.gan.victim_class, exp.gan.generator_steps,
                                  exp.gan.generator_batch, rng)
         fakes = generate(generator, generator.noise(exp.gan.samples_per_round, rng))
         self.keep_generator(generator, optimizer)
-        self.record_samples(exp, server_round, generator)
+        self.record_samples(exp, ctx.server_round, generator)
         data = WithGenerated(dataset, fakes, exp.gan.fake_label(dataset.num_classes))
-        model, stats = self.train_on(exp, data, np.concatenate([indices, data.indices()]),
-                                     parameters, config)
+        model, stats = self.train_on(ctx, data, np.concatenate([indices, data.indices()]),
+                                     parameters)
         stats = {**stats, "generator_loss_first": losses[0], "generator_loss_last": losses[-1]}
         return model, stats, len(indices)
 
     @staticmethod
-    def discriminator(exp: Experiment, dataset: Dataset, parameters) -> torch.nn.Module:
-        model = initial_model(exp, dataset)
+    def discriminator(ctx: RoundContext, parameters) -> torch.nn.Module:
+        model = ctx.model()
         set_weights(model, parameters)
         return freeze(model)
 

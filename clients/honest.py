@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 import torch
 from flwr.client import NumPyClient
 from flwr.common import ConfigRecord, RecordDict
 
+from clients.round import RoundContext
 from fedattack import protocol
 from fedattack.config import Experiment, PrivacyConfig
-from fedattack.data import Dataset, Splits
-from fedattack.experiment import cached_dataset, experiment_splits, initial_model
 from fedattack.privacy import share_largest, train_private
 from fedattack.training import (
     BatchDataset,
@@ -25,16 +22,6 @@ from fedattack.training import (
     train_epoch,
 )
 
-
-@lru_cache(maxsize=4)
-def experiment_setup(exp_json: str, data_root: str | None) -> tuple[Experiment, Dataset, Splits]:
-    """Parse the experiment sent by the server and derive this node's data, once per process."""
-    exp = Experiment.model_validate_json(exp_json)
-    dataset = cached_dataset(exp.data.dataset, data_root or exp.data.root, exp.data.num_records)
-    return exp, dataset, experiment_splits(exp, dataset)
-
-
-PROXIMAL_MU = "proximal_mu"  # the key flwr.server.strategy.FedProx puts in the fit config
 ACCOUNTANT = "dp-accountant"  # state key: this node's DP-SGD accountant history
 
 
@@ -63,42 +50,38 @@ class HonestClient(NumPyClient):
         if threads:
             set_torch_threads(threads)
 
-    def setup(self, config) -> tuple[Experiment, Dataset, np.ndarray]:
-        exp, dataset, splits = experiment_setup(str(config[protocol.EXPERIMENT]), self.data_root)
-        if not 0 <= self.partition_id < len(splits.partitions):
-            last = len(splits.partitions) - 1
-            raise ValueError(f"partition {self.partition_id} outside 0..{last}")
-        return exp, dataset, splits.partitions[self.partition_id]
+    def context(self, config) -> RoundContext:
+        """The fit config, parsed (the ClientApp parses it once and calls `fit_round`)."""
+        return RoundContext.parse(config, self.partition_id, self.data_root)
 
     def privacy(self, exp: Experiment) -> PrivacyConfig | None:
         return exp.privacy if self.defended else None
 
-    def local_train(self, parameters, config) -> tuple[torch.nn.Module, dict, int]:
+    def local_train(self, ctx: RoundContext, parameters) -> tuple[torch.nn.Module, dict, int]:
         """Train `parameters` on this participant's data for the configured local epochs."""
-        exp, dataset, indices = self.setup(config)
-        model, stats = self.train_on(exp, dataset, indices, parameters, config)
-        return model, stats, len(indices)
+        model, stats = self.train_on(ctx, ctx.dataset, ctx.indices, parameters)
+        return model, stats, len(ctx.indices)
 
-    def train_on(self, exp: Experiment, data: BatchDataset, indices: np.ndarray, parameters,
-                 config) -> tuple[torch.nn.Module, dict]:
-        """The global model trained on `data[indices]` (with DP-SGD under `privacy`)."""
+    def train_on(self, ctx: RoundContext, data: BatchDataset, indices: np.ndarray,
+                 parameters) -> tuple[torch.nn.Module, dict]:
+        """The global model trained on `data[indices]` (with DP-SGD under `privacy`; with
+        FedProx's proximal term when the server sent ``proximal_mu``)."""
+        exp = ctx.exp
         device = resolve_device(exp.device)
-        _, dataset, _ = self.setup(config)  # this node's copy (its data-path), for the shapes
-        model = initial_model(exp, dataset)
+        model = ctx.model()
         set_weights(model, parameters)
         model.to(device)
         optimizer = make_optimizer(model, exp.training)
-        set_lr(optimizer, float(config[protocol.LR]))
-        server_round = int(config[protocol.SERVER_ROUND])
-        generator = torch.Generator().manual_seed(round_seed(exp.seed, server_round,
+        set_lr(optimizer, ctx.lr)
+        generator = torch.Generator().manual_seed(round_seed(exp.seed, ctx.server_round,
                                                              self.partition_id))
         privacy = self.privacy(exp)
         if privacy is not None and privacy.noise_multiplier is not None:
             return model, self.train_private(exp, data, indices, model, optimizer, device,
                                              generator)
-        # FedProx (Flower's strategy sends proximal_mu): the local loss gains
-        # proximal_mu / 2 * ||w - w_global||^2, w_global the model received this round.
-        mu = float(config.get(PROXIMAL_MU, 0.0))
+        # FedProx: the local loss gains proximal_mu / 2 * ||w - w_global||^2, w_global the
+        # model received this round.
+        mu = ctx.proximal_mu
         proximal = (mu, [p.detach().clone() for p in model.parameters()]) if mu > 0 else None
         stats: dict = {}
         for _ in range(exp.federation.local_epochs):
@@ -121,10 +104,13 @@ class HonestClient(NumPyClient):
         return {**done.stats, "epsilon": done.epsilon}
 
     def fit(self, parameters, config):
-        model, stats, n = self.local_train(parameters, config)
-        exp, _, _ = self.setup(config)
+        return self.fit_round(self.context(config), parameters)
+
+    def fit_round(self, ctx: RoundContext, parameters):
+        """Flower's fit, from the parsed round context."""
+        model, stats, n = self.local_train(ctx, parameters)
         weights = get_weights(model)
-        privacy = self.privacy(exp)
+        privacy = self.privacy(ctx.exp)
         if privacy is not None:
             weights = share_largest(parameters, weights, privacy.share_fraction)
         metrics = {protocol.PARTITION_ID: self.partition_id,

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 from flwr.common import ConfigRecord
 
-from clients.honest import HonestClient, experiment_setup
-from fedattack import protocol
+from clients.honest import HonestClient
+from clients.round import RoundContext
 from fedattack.active import GradientAscent, ascent_for
 from fedattack.data import knowledge_of
-from fedattack.experiment import SNAPSHOT_DIR, initial_model
+from fedattack.experiment import SNAPSHOT_DIR
 from fedattack.snapshots import SnapshotStore, local_view
 from fedattack.training import weight_names
 
@@ -41,32 +41,29 @@ def weights_digest(weights: list[np.ndarray]) -> str:
 class LocalAttacker(HonestClient):
     """Trains like an honest participant; records what it receives; ascends when active."""
 
-    def fit(self, parameters, config):
-        exp, dataset, _ = self.setup(config)
-        server_round = int(config[protocol.SERVER_ROUND])
-        if exp.federation.records(server_round):
-            self.observe(exp, dataset, server_round, parameters)
-        weights, n, metrics = super().fit(parameters, config)
-        if exp.attacker.ascends(server_round):
-            splits = experiment_setup(str(config[protocol.EXPERIMENT]), self.data_root)[2]
-            weights = self.ascent(exp, dataset, splits)(weights, parameters)
+    def fit_round(self, ctx: RoundContext, parameters):
+        if ctx.exp.federation.records(ctx.server_round):
+            self.observe(ctx, parameters)
+        weights, n, metrics = super().fit_round(ctx, parameters)
+        if ctx.exp.attacker.ascends(ctx.server_round):
+            weights = self.ascent(ctx)(weights, parameters)
         return weights, n, metrics
 
-    def observe(self, exp, dataset, server_round: int, parameters) -> None:
+    def observe(self, ctx: RoundContext, parameters) -> None:
         """Write the received global model to this participant's view, once per round."""
         if self.run_dir is None:
             raise ValueError("a local attacker needs the run directory (run_config 'run-dir')")
         seen = self.observations()
-        if server_round in seen["rounds"]:
+        if ctx.server_round in seen["rounds"]:
             return
         store = SnapshotStore(Path(self.run_dir) / SNAPSHOT_DIR)
         view = local_view(self.partition_id)
-        if not store.records(view=view, kind="sent", round=server_round):
-            names = weight_names(initial_model(exp, dataset))
-            store.write(view, "sent", server_round, list(zip(names, parameters, strict=True)),
-                        partition=self.partition_id)
+        if not store.records(view=view, kind="sent", round=ctx.server_round):
+            names = weight_names(ctx.model())
+            store.write(view, "sent", ctx.server_round,
+                        list(zip(names, parameters, strict=True)), partition=self.partition_id)
         self.state[STATE_KEY] = ConfigRecord({
-            "rounds": [*seen["rounds"], server_round],
+            "rounds": [*seen["rounds"], ctx.server_round],
             "sha256": [*seen["sha256"], weights_digest(parameters)],
         })
 
@@ -77,10 +74,9 @@ class LocalAttacker(HonestClient):
         record = self.state[STATE_KEY]
         return {"rounds": list(record["rounds"]), "sha256": list(record["sha256"])}
 
-    def ascent(self, exp, dataset, splits) -> GradientAscent:
-        """Eq. 2 on the targets this attacker may know of (unlabelled, from its knowledge);
-        ``splits`` are the experiment's, computed once per process by ``experiment_setup``."""
-        targets = knowledge_of(splits, splits.victims[0].name).targets
-        x, y = dataset.batch(targets)
-        return ascent_for(initial_model(exp, dataset), x, y, exp.attacker)
-
+    @staticmethod
+    def ascent(ctx: RoundContext) -> GradientAscent:
+        """Eq. 2 on the targets this attacker may know of (unlabelled, from its knowledge)."""
+        targets = knowledge_of(ctx.splits, ctx.splits.victims[0].name).targets
+        x, y = ctx.dataset.batch(targets)
+        return ascent_for(ctx.model(), x, y, ctx.exp.attacker)

@@ -8,6 +8,7 @@ from flwr.common import RecordDict
 
 from clients.gan_attacker import OPTIMIZER_STATE, GanAttacker
 from clients.honest import HonestClient
+from clients.round import RoundContext
 from fedattack import protocol
 from fedattack.config import ConfigError, Experiment, GanConfig, parse_experiment
 from fedattack.data import make_splits
@@ -209,9 +210,9 @@ def test_adam_state_survives_the_round_trip_through_named_tensors():
 class RecordingAttacker(GanAttacker):
     """Remembers what it trained the global model on."""
 
-    def train_on(self, exp, data, indices, parameters, config):
+    def train_on(self, ctx, data, indices, parameters):
         self.trained_on = (data, indices)
-        return super().train_on(exp, data, indices, parameters, config)
+        return super().train_on(ctx, data, indices, parameters)
 
 
 def test_attacker_upload_is_training_on_its_own_data_and_fake_labelled_samples(tmp_path):
@@ -229,7 +230,7 @@ def test_attacker_upload_is_training_on_its_own_data_and_fake_labelled_samples(t
     assert set(data.batch(fake)[1].tolist()) == {10}  # the extra class
     # Nothing but that training: an honest participant's training on the same records (same
     # seed, same model) uploads exactly the same weights.
-    replay, _ = HonestClient(1).train_on(exp, data, indices, sent, config)
+    replay, _ = HonestClient(1).train_on(RoundContext.parse(config, 1, None), data, indices, sent)
     for got, want in zip(upload, get_weights(replay), strict=True):
         assert got.tobytes() == want.tobytes()
     assert metrics["generator_loss_last"] > 0
