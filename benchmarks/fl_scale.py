@@ -1,15 +1,16 @@
 """Federations of 10, 100 and 1,000 participants, 10 sampled per round: the Flower simulation
 against a plain PyTorch loop doing the same sampled work.
 
-Each size runs in a process of its own (so that its peak memory is its own): the Flower
-simulation of `rounds` rounds (the quickstart's model on the Purchase100 stand-in, `records`
-records per participant, `federation.clients_per_round: 10`, every round recorded), then a plain
-loop that trains, in one process, the very participants Flower sampled in each round (read from
-run.json) and averages them the same way. Printed per size: the steady-state round time of both
-(rounds 2..R: round 1 includes asking every node its partition) and their ratio (target: at most
-1.3), the peak resident memory of the process that ran the server (target: flat in the number of
-participants), and the snapshot bytes written per round against (sampled uploads + 1 global
-model) x the model's size (target: 1.0, i.e. proportional to the sampled clients only).
+Each size runs in a process of its own (so that its peak memory is its own; the synthetic
+dataset is built beforehand in another process): the Flower simulation of `rounds` rounds (the
+quickstart's model on the Purchase100 stand-in, `records` records per participant,
+`federation.clients_per_round: 10`, every round recorded), then a plain loop that trains, in one
+process, the very participants Flower sampled in each round (read from run.json), averages them
+the same way and records the same snapshots. Printed per size: the steady-state round time of
+both (rounds 2..R: round 1 includes asking every node its partition) and their ratio (target: at
+most 1.3), the peak resident memory of the process that ran the server (target: flat in the
+number of participants), and the snapshot bytes written per round against (sampled uploads + 1
+global model) x the model's size (target: 1.0, i.e. proportional to the sampled clients only).
 
     python benchmarks/fl_scale.py [--sizes 10 100 1000] [--rounds 4] [--records 20]
 """
@@ -45,11 +46,13 @@ def experiment(n: int, rounds: int, records: int):
                                   "federation": fed, "attack": None})
 
 
-def plain_loop(exp, accepted: list[list[int]], times: list[float]) -> None:
-    """FedAvg over the given participants of each round, one after the other, in one process."""
+def plain_loop(exp, accepted: list[list[int]], times: list[float], store_dir: Path) -> None:
+    """FedAvg over the given participants of each round, one after the other, in one process,
+    recording what the aggregator records (each upload and the new global model)."""
     import torch
 
     from fedattack.experiment import experiment_dataset, experiment_splits, initial_model
+    from fedattack.snapshots import SnapshotStore
     from fedattack.training import (
         evaluate,
         get_weights,
@@ -66,6 +69,9 @@ def plain_loop(exp, accepted: list[list[int]], times: list[float]) -> None:
     global_model = initial_model(exp, dataset)
     weights = get_weights(global_model)
     local = initial_model(exp, dataset)
+    names = list(global_model.state_dict())
+    store = SnapshotStore(store_dir)
+    store.write("global", "global", 0, list(zip(names, weights, strict=True)))
     for server_round, pids in enumerate(accepted, start=1):
         uploads = []
         for pid in pids:
@@ -76,7 +82,10 @@ def plain_loop(exp, accepted: list[list[int]], times: list[float]) -> None:
             idx = splits.partitions[pid]
             train_epoch(local, dataset, idx, opt, exp.training.batch_size, device, gen)
             uploads.append((get_weights(local), len(idx)))
+            store.write("global", "upload", server_round,
+                        list(zip(names, uploads[-1][0], strict=True)), partition=pid)
         weights = weighted_average(uploads)
+        store.write("global", "global", server_round, list(zip(names, weights, strict=True)))
         set_weights(global_model, weights)
         evaluate(global_model, dataset, splits.members(), device)
         evaluate(global_model, dataset, splits.nonmembers, device)
@@ -91,7 +100,7 @@ def one_size(n: int, rounds: int, records: int) -> dict:
     from fedattack.training import set_torch_threads
 
     exp = experiment(n, rounds, records)
-    experiment_splits(exp, experiment_dataset(exp))  # the data built outside the timings
+    experiment_splits(exp, experiment_dataset(exp))  # loaded (built by --build) before timing
     set_torch_threads(Resources.for_experiment(exp).total_cpus)
     flower = [time.perf_counter()]
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +113,8 @@ def one_size(n: int, rounds: int, records: int) -> dict:
         written = sum(f.stat().st_size for f in snapshots.glob("*.safetensors"))
         model_bytes = max(f.stat().st_size for f in snapshots.glob("*.safetensors"))
     plain = [time.perf_counter()]
-    plain_loop(exp, accepted, plain)
+    with tempfile.TemporaryDirectory() as tmp:
+        plain_loop(exp, accepted, plain, Path(tmp) / "snapshots")
     steady = rounds - 1
     return {
         "participants": n, "sampled": min(SAMPLED, n), "rounds": rounds,
@@ -125,17 +135,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--records", type=int, default=20)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--build", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build:  # the synthetic dataset, built and cached before the measured process
+        from fedattack.experiment import experiment_dataset, experiment_splits
+
+        exp = experiment(args.build, args.rounds, args.records)
+        experiment_splits(exp, experiment_dataset(exp))
+        return
     if args.one:
         print(json.dumps(one_size(args.one, args.rounds, args.records)))
         return
     rows = []
     for n in args.sizes:
-        done = subprocess.run([sys.executable, __file__, "--one", str(n), "--rounds",
-                               str(args.rounds), "--records", str(args.records)],
-                              capture_output=True, text=True, cwd=REPO)
-        if done.returncode != 0:
-            sys.exit(f"{n} participants failed:\n{done.stderr[-2000:]}")
+        for step in ("--build", "--one"):
+            done = subprocess.run([sys.executable, __file__, step, str(n), "--rounds",
+                                   str(args.rounds), "--records", str(args.records)],
+                                  capture_output=True, text=True, cwd=REPO)
+            if done.returncode != 0:
+                sys.exit(f"{n} participants failed:\n{done.stderr[-2000:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     base = rows[0]["server_peak_bytes"]
     print(f"{SAMPLED} participants sampled per round, {args.rounds} rounds, {args.records} "
