@@ -82,3 +82,50 @@ def epsilon_lower_bound(labels, scores, delta: float,
     return {"epsilon_lower_bound": max(0.0, float(bound[best])),
             "threshold": float(thresholds[best]), "tpr_lower": float(tpr_low[best]),
             "fpr_upper": float(fpr_high[best]), "confidence": confidence, "delta": delta}
+
+
+def audited(exp) -> bool:
+    """Whether `exp` runs under a DP defence (DP-SGD of the honest participants)."""
+    privacy = getattr(exp, "privacy", None)
+    return privacy is not None and privacy.noise_multiplier is not None
+
+
+def audit_fields(exp, labels, scores) -> dict:
+    """The result fields of one attack on one victim under DP: the bound and what attains it
+    ({} for a run without DP)."""
+    if not audited(exp):
+        return {}
+    found = epsilon_lower_bound(labels, scores, exp.privacy.delta)
+    return {"epsilon_lower_bound": found.pop("epsilon_lower_bound"), "audit": found}
+
+
+def mark_strongest(results: list[dict]) -> list[dict]:
+    """Flag (``audit_strongest``) the row of each experiment whose attack implies the largest
+    epsilon lower bound: the experiment's audit, reported beside the accountant's epsilon."""
+    best: dict[str, dict] = {}
+    for row in results:
+        if row.get("epsilon_lower_bound") is None:
+            continue
+        held = best.get(row["experiment"])
+        if held is None or row["epsilon_lower_bound"] > held["epsilon_lower_bound"]:
+            best[row["experiment"]] = row
+    for row in best.values():
+        row["audit_strongest"] = True
+    return results
+
+
+def summary_lines(results) -> list[str]:
+    """One line per audited experiment for results.md."""
+    lines = []
+    for row in results:
+        if row.get("audit_strongest"):
+            a = row["audit"]
+            eps = row.get("epsilon")
+            lines.append(
+                f"DP audit of {row['experiment']}: accountant epsilon "
+                f"{'–' if eps is None else f'{eps:.2f}'} at delta {a['delta']:g}; the strongest "
+                f"attack, {row['attack']} on {row['victim']}, implies epsilon >= "
+                f"{row['epsilon_lower_bound']:.2f} (TPR >= {a['tpr_lower']:.3f}, FPR <= "
+                f"{a['fpr_upper']:.3f}, one-sided Clopper-Pearson at "
+                f"{a['confidence'] * 100:.0f}% each).")
+    return lines

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedattack import progress, reporting
+from fedattack import audit, progress, reporting
 from fedattack.attacks import ThresholdAttack, WhiteBoxAttack, registry
 from fedattack.attacks.references import reference_attack
 from fedattack.attacks.registry import AttackOutcome
@@ -288,6 +288,7 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
             **global_accuracy(exp, run_record),
             **isolated_accuracy(run_record, victim),
             "epsilon": run_record.get("epsilon"),  # DP-SGD of the honest participants, if any
+            **audit.audit_fields(exp, labels, outcome.scores),  # under DP: epsilon's lower bound
             "attack_time_s": round(time.perf_counter() - started, 2),
             **(outcome.training or {}),
         })
@@ -337,6 +338,8 @@ def average_over_victims(results: list[dict], victims: list[str],
                 mean.pop(key, None)
             flags = [r["undertrained"] for r in rows if r["undertrained"] is not None]
             mean["undertrained"] = any(flags) if flags else None
+        for key in ("epsilon_lower_bound", "audit"):  # audits are per victim
+            mean.pop(key, None)
         averaged.append(mean)
     return averaged
 
@@ -363,7 +366,7 @@ def run_attacks(exp: Experiment, run_dir: str | Path,
     global_attacker = exp.attacker is not None and exp.attacker.kind == "global"
     if global_attacker and len(observed) > 1:  # fine-tuning's victims ask different questions
         results += average_over_victims(results, observed, reports)
-    return AttackReport(results, reports)
+    return AttackReport(audit.mark_strongest(results), reports)
 
 
 def write_report(run_dir: str | Path, exp: Experiment, report: AttackReport) -> None:

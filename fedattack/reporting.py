@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fedattack.audit import summary_lines
 from fedattack.io import write_atomic, write_json
 
 RESULTS_JSON = "results.json"
@@ -31,6 +32,8 @@ COLUMNS = {  # every column a results table can show: key -> (key, title, format
         ("target_train_accuracy", "model acc members", "{:.3f}"),
         ("target_test_accuracy", "model acc non-members", "{:.3f}"),
         ("global_test_accuracy_drop", "drop vs passive", "{:.3f}"),
+        ("epsilon", "epsilon (accountant)", "{:.2f}"),
+        ("epsilon_lower_bound", "epsilon lower bound (audit)", "{:.2f}"),
     )
 }
 
@@ -81,7 +84,13 @@ def write_results(out_dir: str | Path, records: Sequence[dict],
                   columns: Sequence[tuple] = TABLE_COLUMNS) -> None:
     out_dir = Path(out_dir)
     write_json(out_dir / RESULTS_JSON, list(records))
-    write_atomic(out_dir / RESULTS_MD, markdown_table(records, columns))
+    audited = any("epsilon_lower_bound" in r for r in records)  # a run under DP (audit.py)
+    if audited:
+        columns = (*columns, *(COLUMNS[k] for k in ("epsilon", "epsilon_lower_bound")
+                               if COLUMNS[k] not in columns))
+    lines = summary_lines(records) if audited else []
+    write_atomic(out_dir / RESULTS_MD, markdown_table(records, columns)
+                 + "".join(f"\n{line}\n" for line in lines))
 
 
 def _pyplot():

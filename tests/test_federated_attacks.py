@@ -205,3 +205,33 @@ def test_epsilon_lower_bound_half_right():
     small = epsilon_lower_bound(np.r_[np.ones(10), np.zeros(10)],
                                 np.r_[np.full(5, 9.0), np.ones(15)], 0.0)
     assert small["epsilon_lower_bound"] == 0.0
+
+
+def test_audit_fields_strongest_and_report(tmp_path):
+    from types import SimpleNamespace
+
+    from fedattack import audit, reporting
+    from fedattack.io import read_json
+
+    labels = np.r_[np.ones(100), np.zeros(100)]
+    perfect = np.r_[np.linspace(2, 3, 100), np.linspace(0, 1, 100)]
+    plain = SimpleNamespace(privacy=None)
+    dp = SimpleNamespace(privacy=SimpleNamespace(noise_multiplier=1.0, delta=1e-5))
+    assert audit.audit_fields(plain, labels, perfect) == {}
+    strong = audit.audit_fields(dp, labels, perfect)
+    weak = audit.audit_fields(dp, labels, np.zeros(200))
+    assert strong["epsilon_lower_bound"] > 3 and weak["epsilon_lower_bound"] == 0.0
+    rows = audit.mark_strongest([
+        {"experiment": "dp", "attack": "a", "victim": "v", "epsilon": 8.0, **weak},
+        {"experiment": "dp", "attack": "b", "victim": "v", "epsilon": 8.0, **strong},
+    ])
+    assert "audit_strongest" not in rows[0] and rows[1]["audit_strongest"]
+    reporting.write_results(tmp_path, rows)
+    md = (tmp_path / "results.md").read_text()
+    assert "epsilon lower bound (audit)" in md and "| 8.00 |" in md
+    assert f"implies epsilon >= {strong['epsilon_lower_bound']:.2f}" in md
+    assert read_json(tmp_path / "results.json")[1]["epsilon_lower_bound"] == pytest.approx(
+        strong["epsilon_lower_bound"])
+    # a run without DP keeps its table as it was
+    reporting.write_results(tmp_path, [{"experiment": "plain", "attack": "a", "epsilon": None}])
+    assert "audit" not in (tmp_path / "results.md").read_text()

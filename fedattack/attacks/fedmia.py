@@ -11,7 +11,8 @@ every participant's upload ``upload_t^j`` and, for the cosine statistic, the bro
 Per round t and target x, with the statistic
 
 * ``loss``: ``s_j = -loss(x; upload_t^j)``;
-* ``cosine``: ``s_j = cos(grad loss(x; global_{t-1}), global_{t-1} - upload_t^j)``,
+* ``cosine``: ``s_j = cos(grad loss(x; global_{t-1}), global_{t-1} - upload_t^j)`` (under
+  isolation the victim's gradient and update are taken from the model sent to it),
 
 a Gaussian N(mu, sigma^2) is fitted to the non-victims' values (sigma per record, or pooled over
 records: ``fedmia.variance``, as LiRA's) and the victim's value scored by the one-sided test
@@ -29,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from .lira import lira_offline
+from .observed import scored
 from .registry import AttackOutcome, register
 
 
@@ -72,8 +74,9 @@ def signals(ctx, statistic: str):
         if statistic == "loss":
             s = -per_record_losses(uploads, ctx.dataset, targets, ctx.device)
         else:
-            u = [update(before, m) for m in uploads]
-            dots, g2 = gradient_alignment(before, ctx.dataset, targets,
+            start = obs.victim_start[t]
+            u = [update(start, uploads[0]), *(update(before, m) for m in uploads[1:])]
+            dots, g2 = gradient_alignment(start, ctx.dataset, targets,
                                           np.stack([x.numpy() for x in u]), ctx.device)
             unorm = np.array([float(x.norm()) for x in u])[:, None]
             den = np.sqrt(g2)[None, :] * unorm
@@ -90,7 +93,7 @@ def signals(ctx, statistic: str):
 def run_fedmia(ctx) -> AttackOutcome:
     p = ctx.cfg.params("fedmia")
     victim, others, obs = signals(ctx, p.statistic)
-    return AttackOutcome("fedmia", f"{p.statistic}-vs-other-uploads",
+    return scored("fedmia", f"{p.statistic}-vs-other-uploads",
                          fedmia_scores(victim, others, p.variance),
-                         extra={"rounds": obs.rounds, "references": obs.others,
+                  extra={"rounds": obs.rounds, "references": obs.others,
                                 "statistic": p.statistic, "variance": p.variance})

@@ -3,10 +3,11 @@ federated learning against overparameterized models"): a record's loss gradient 
 participant trained from points along that participant's update when the record was in its data.
 
 Reads from the aggregator's view (``"global"``), for each observed round t (``attack.snapshots``):
-the broadcast model ``global_{t-1}`` and the victim's upload ``upload_t``; the victim's update is
-``u_t = global_{t-1} - upload_t``. For each target record, g_t is its cross-entropy gradient at
-``global_{t-1}`` (all trainable parameters, flattened). Nothing else (no known records, no
-reference models, no other participant's upload).
+the broadcast model ``global_{t-1}`` (under isolation, the model sent to the victim, ``sent_t``)
+and the victim's upload ``upload_t``; the victim's update is ``u_t = global_{t-1} - upload_t``.
+For each target record, g_t is its cross-entropy gradient at ``global_{t-1}`` (all trainable
+parameters, flattened). Nothing else (no known records, no reference models, no other
+participant's upload).
 
 * ``gradcos``: the mean over the observed rounds of ``cos(g_t, u_t)`` (higher = member).
 * ``graddiff``: the mean over rounds of ``||u_t|| - ||u_t - g_t||``, how much shorter the update
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .observed import scored
 from .registry import AttackOutcome, register
 
 
@@ -62,7 +64,7 @@ def victim_alignment(ctx):
     obs = federated_rounds(ctx)
     targets = ctx.knowledge.targets
     dots, norms, unorms = [], [], []
-    for before, after in zip(obs.broadcast, obs.victim_uploads, strict=True):
+    for before, after in zip(obs.victim_start, obs.victim_uploads, strict=True):
         u = update(before, after)
         d, g2 = gradient_alignment(before, ctx.dataset, targets, u[None, :], ctx.device)
         dots.append(d[0])
@@ -76,8 +78,8 @@ def victim_alignment(ctx):
           "broadcast model with the victim's update, averaged over the observed rounds")
 def run_gradcos(ctx) -> AttackOutcome:
     dots, norms, unorms, rounds = victim_alignment(ctx)
-    return AttackOutcome("gradcos", "gradient-cosine", cosine_scores(dots, norms, unorms),
-                         extra={"rounds": rounds, "update_norms": unorms.tolist()})
+    return scored("gradcos", "gradient-cosine", cosine_scores(dots, norms, unorms),
+                  extra={"rounds": rounds, "update_norms": unorms.tolist()})
 
 
 @register("graddiff", knowledge="observed", scenarios=("federated",), attackers=("global",),
@@ -85,5 +87,5 @@ def run_gradcos(ctx) -> AttackOutcome:
           "a target's gradient is subtracted, averaged over the observed rounds")
 def run_graddiff(ctx) -> AttackOutcome:
     dots, norms, unorms, rounds = victim_alignment(ctx)
-    return AttackOutcome("graddiff", "gradient-difference", difference_scores(dots, norms, unorms),
-                         extra={"rounds": rounds, "update_norms": unorms.tolist()})
+    return scored("graddiff", "gradient-difference", difference_scores(dots, norms, unorms),
+                  extra={"rounds": rounds, "update_norms": unorms.tolist()})

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
+from .observed import scored
 from .registry import AttackOutcome, register
 
 
@@ -60,6 +61,6 @@ def run_loss_series(ctx) -> AttackOutcome:
     p = ctx.cfg.params("loss-series")
     rounds = [int(label.removeprefix("round-")) for label in ctx.obs.labels]
     losses = per_record_losses(ctx.obs.models, ctx.dataset, ctx.knowledge.targets, ctx.device)
-    return AttackOutcome("loss-series", f"loss-{p.statistic}-over-rounds",
+    return scored("loss-series", f"loss-{p.statistic}-over-rounds",
                          loss_series_scores(losses, rounds, p.statistic),
-                         extra={"rounds": rounds, "statistic": p.statistic})
+                  extra={"rounds": rounds, "statistic": p.statistic})

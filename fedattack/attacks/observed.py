@@ -4,7 +4,8 @@ The aggregator's view (``"global"``) holds, for each recorded round t, every par
 ``upload-r<t>-p<j>``, the model it broadcast at the round's start (``global-r<t-1>``) and the
 aggregate (``global-r<t>``). A participant's update of round t is ``global_{t-1} - upload_t^j``
 (the direction its local training moved the model, up to sign: plain SGD gives the learning rate
-times the sum of its gradients). :func:`federated_rounds` loads, for the rounds an attack observes
+times the sum of its gradients); an isolated victim's is ``sent_t - upload_t``, from the model the
+aggregator sent it alone. :func:`federated_rounds` loads, for the rounds an attack observes
 (``attack.snapshots``), the victim's uploads, the other participants' uploads and the broadcast
 models, and nothing else.
 
@@ -34,7 +35,9 @@ class FederatedRounds:
     rounds: list[int]
     victim: int  # the victim's partition id
     others: list[int]  # the other participants' partition ids (the reference models)
-    broadcast: list[nn.Module]  # global_{t-1}, the model every participant trained from
+    broadcast: list[nn.Module]  # global_{t-1}, the model the participants trained from
+    victim_start: list[nn.Module]  # what the victim trained from: global_{t-1}, or under
+    # isolation the model the aggregator sent it (``sent_t`` of its partition)
     victim_uploads: list[nn.Module]  # upload_t of the victim
     other_uploads: list[list[nn.Module]]  # [round][other] upload_t of the others
 
@@ -65,13 +68,15 @@ def federated_rounds(ctx) -> FederatedRounds:
     victim = victim_partition(ctx)
     others = [p for p in range(exp.federation.num_participants) if p != victim]
     rounds = [int(label.removeprefix("round-")) for label in ctx.obs.labels]
-    broadcast, mine, theirs = [], [], []
+    broadcast, start, mine, theirs = [], [], [], []
     for t in rounds:
         sent = view.records(kind="global", round=t - 1)
         if not sent:
             raise ValueError(f"needs the model broadcast at round {t} (global round {t - 1}), "
                              "which was not recorded")
         broadcast.append(_load(view, sent[0], exp, ctx.dataset))
+        own = view.records(kind="sent", round=t, partition=victim)
+        start.append(_load(view, own[0], exp, ctx.dataset) if own else broadcast[-1])
         mine.append(_load(view, view.records(kind="upload", round=t, partition=victim)[0],
                           exp, ctx.dataset))
         row = []
@@ -83,7 +88,7 @@ def federated_rounds(ctx) -> FederatedRounds:
         theirs.append(row)
     if not others:
         raise ValueError("needs at least one participant besides the victim")
-    return FederatedRounds(rounds, victim, others, broadcast, mine, theirs)
+    return FederatedRounds(rounds, victim, others, broadcast, start, mine, theirs)
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
@@ -139,3 +144,12 @@ def gradient_alignment(model: nn.Module, dataset, indices: np.ndarray, updates: 
         dots[:, start:start + len(y)] = (u @ flat.T).cpu().numpy()
         norms[start:start + len(y)] = (flat * flat).sum(dim=1).cpu().numpy()
     return dots, norms
+
+
+def scored(name: str, features: str, scores: np.ndarray, extra: dict):
+    """The outcome of an attack without a fitted threshold: its hard decisions cut at the median
+    target score (the evaluation is balanced by design, so half the targets are called members;
+    no label is read)."""
+    from .registry import AttackOutcome
+
+    return AttackOutcome(name, features, scores, threshold=float(np.median(scores)), extra=extra)
