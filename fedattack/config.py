@@ -247,6 +247,54 @@ class StrategyConfig(Strict):
                 if getattr(self, k) is not None}
 
 
+class SecAggConfig(Strict):
+    """Secure aggregation with Flower's SecAgg+ (Bell et al. 2020): ``SecAggPlusWorkflow`` on the
+    server, ``secaggplus_mod`` on the clients. Each participant's upload is quantised and masked;
+    the aggregator recovers only their weighted sum, so the global attacker observes only the
+    aggregate. ``secure_aggregation: true`` takes these defaults; the parameters are Flower's:
+    an int counts shares (neighbours), a float is a fraction of the sampled participants.
+    Every parameter is clipped to +-``clipping_range`` before quantisation."""
+
+    num_shares: Annotated[float, Field(gt=0)] | PositiveInt = 1.0
+    reconstruction_threshold: Annotated[float, Field(gt=0, le=1)] | PositiveInt = 0.5
+    clipping_range: Annotated[float, Field(gt=0)] = 8.0
+    quantization_range: Annotated[int, Field(gt=1, le=2**30)] = 2**22
+    modulus_range: Annotated[int, Field(gt=2, le=2**32)] = 2**32
+
+
+
+CLIENT_DP_CLIPPING = ("server-fixed", "client-fixed", "server-adaptive", "client-adaptive")
+
+
+class ClientDPConfig(Strict):
+    """Client-level DP (McMahan et al. 2018) with Flower's wrappers: each participant's update
+    (upload minus the model it received) is clipped to ``clipping_norm`` in L2, by the server
+    (``server-*``, the aggregator sees the raw uploads) or by the client's mod before upload
+    (``client-*``: ``fixedclipping_mod`` / ``adaptiveclipping_mod``), and Gaussian noise of
+    ``noise_multiplier * clipping_norm / clients_per_round`` is added to the average. Adaptive
+    clipping (Andrew et al. 2021) starts from ``clipping_norm`` and moves it towards the
+    ``target_clipped_quantile`` of the update norms. The average is unweighted (every sampled
+    participant weighs 1, as DP-FedAvg), so that one participant moves it by at most
+    ``clipping_norm / clients_per_round``; epsilon at ``delta`` is accounted (Opacus' RDP
+    accountant) for the sampled Gaussian mechanism over the rounds."""
+
+    clipping: Literal[CLIENT_DP_CLIPPING] = "server-fixed"  # type: ignore[valid-type]
+    noise_multiplier: Annotated[float, Field(ge=0)] = 1.0
+    clipping_norm: Annotated[float, Field(gt=0)] = 1.0
+    target_clipped_quantile: Annotated[float, Field(ge=0, le=1)] = 0.5
+    clip_norm_lr: Annotated[float, Field(gt=0)] = 0.2
+    clipped_count_stddev: Annotated[float, Field(ge=0)] | None = None
+    delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+
+    @property
+    def adaptive(self) -> bool:
+        return self.clipping.endswith("adaptive")
+
+    @property
+    def on_clients(self) -> bool:
+        return self.clipping.startswith("client")
+
+
 class FederationConfig(Strict):
     """Federated averaging over Flower: participants, rounds, what the aggregator records."""
 
@@ -264,6 +312,18 @@ class FederationConfig(Strict):
     clients_per_round: PositiveInt | None = Field(
         default=None, description="participants sampled each round (Flower's fraction_fit = "
         "clients_per_round / num_participants), seeded by the experiment's seed; default: all")
+    secure_aggregation: SecAggConfig | None = Field(
+        default=None, description="Flower's SecAgg+: the aggregator sees only the aggregate")
+    client_dp: ClientDPConfig | None = Field(
+        default=None, description="client-level DP with Flower's DP wrappers (clip + noise)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _true_for_defaults(cls, data: Any) -> Any:
+        """``secure_aggregation: true`` takes Flower's defaults, ``false`` turns it off."""
+        if isinstance(data, dict) and isinstance(data.get("secure_aggregation"), bool):
+            data = {**data, "secure_aggregation": {} if data["secure_aggregation"] else None}
+        return data
 
     @model_validator(mode="after")
     def _rounds_in_range(self) -> FederationConfig:
@@ -615,6 +675,7 @@ class Experiment(Strict):
                 self.federation.sampled < self.federation.num_participants:
             raise ValueError("attacker.mode: isolation sends a victim its own model every round, "
                              "which client sampling (federation.clients_per_round) breaks")
+        _check_defences(self)
         if self.federation.strategy.name == "fedprox" and self.privacy is not None and \
                 self.privacy.noise_multiplier is not None:
             raise ValueError("federation.strategy: fedprox's proximal term is not implemented "
@@ -662,6 +723,42 @@ class Experiment(Strict):
         if self.gan is not None and self.gan.attacker == partition_id:
             return "gan-attacker"
         return "honest"
+
+
+def _check_defences(exp: Experiment) -> None:
+    """Secure aggregation and client-level DP: what they cannot be combined with."""
+    fed, a = exp.federation, exp.attacker
+    if (fed.secure_aggregation or fed.client_dp) and exp.scenario != "federated":
+        raise ValueError("federation.secure_aggregation and client_dp are for the federated "
+                         f"scenario, not {exp.scenario!r}")
+    isolating = a is not None and a.isolating
+    if fed.secure_aggregation is not None:
+        if fed.sampled < 2:
+            raise ValueError("federation.secure_aggregation needs at least 2 participants per "
+                             f"round (SecAgg+ masks pairwise); this federation has {fed.sampled}")
+        if isolating:
+            raise ValueError("attacker.mode: isolation needs the victim's own upload, which "
+                             "SecAgg+ hides: the aggregator sees only the sum of the sampled "
+                             "participants' uploads")
+        if fed.client_dp is not None and not fed.client_dp.on_clients:
+            raise ValueError(f"federation.client_dp.clipping: {fed.client_dp.clipping} clips each "
+                             "upload on the server, which sees no upload under SecAgg+; use "
+                             "client-fixed or client-adaptive")
+    dp = fed.client_dp
+    if dp is not None and dp.adaptive and dp.noise_multiplier > 0:
+        stddev = dp.clipped_count_stddev
+        given = stddev is not None
+        stddev = stddev if given else fed.sampled / 20
+        if dp.noise_multiplier >= 2 * stddev:
+            raise ValueError(
+                f"federation.client_dp: adaptive clipping splits noise_multiplier "
+                f"{dp.noise_multiplier:g} between the update and the clipped count, whose noise "
+                f"clipped_count_stddev ({stddev:g}{'' if given else ' = clients_per_round / 20'})"
+                " must exceed noise_multiplier / 2; raise it or lower noise_multiplier")
+    if fed.client_dp is not None and isolating:
+        raise ValueError("attacker.mode: an isolated victim is sent a model outside the noised "
+                         "aggregate, so client-level DP would not cover it; isolation is refused "
+                         "under federation.client_dp")
 
 
 def _check_partition(exp: Experiment) -> None:

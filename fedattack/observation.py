@@ -6,7 +6,9 @@ Three questions, answered here together so that a defence that changes what an a
 - :func:`victim_groups`: whom the experiment's attacker attacks (the victims), as the union of
   some participants' training sets; the split draws each victim's knowledge and targets from it.
 - :func:`sight_of`: which view of the snapshot store the attacker reads for a victim, and which
-  records of it (the victim's uploads, the global models received, the stand-alone model);
+  records of it (the victim's uploads, the global models received, the stand-alone model; under
+  SecAgg+ the aggregator's view holds no upload, and it reads the aggregates, in every observed
+  round whether or not the victim was sampled in it);
   :func:`observed_rounds` resolves the rounds it reads.
 - :func:`aggregator_grants`: what a malicious aggregator is allowed to do (isolate, ascend), which
   ``strategies/server_app.py`` turns into the aggregator's arguments.
@@ -77,6 +79,9 @@ def sight_of(exp: Experiment, victim: str) -> Sight:
     a = exp.attacker
     if a is None:  # the global models, as every participant receives them
         return Sight("local", "passive", GLOBAL_VIEW, "global")
+    if a.kind == "global" and exp.federation.secure_aggregation is not None:
+        # SecAgg+: no upload is seen, only the sum of each round's sampled participants'
+        return Sight("global", a.mode, GLOBAL_VIEW, "global")
     if a.kind == "global":  # the victim participant's own uploads
         (partition,) = {name: owners for name, owners, _ in victim_groups(exp)}[victim]
         return Sight("global", a.mode, GLOBAL_VIEW, "upload", partition)

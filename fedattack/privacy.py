@@ -102,3 +102,20 @@ def share_largest(received: list[np.ndarray], trained: list[np.ndarray],
         mask = np.abs(updates[i]) >= threshold
         shared[i] = np.where(mask, trained[i], received[i]).astype(trained[i].dtype)
     return shared
+
+
+def client_level_epsilon(noise_multiplier: float, sample_rate: float, rounds: int,
+                         delta: float) -> float:
+    """Client-level DP's epsilon at `delta` after `rounds` rounds (Opacus' RDP accountant for the
+    sampled Gaussian mechanism: each participant sampled with probability `sample_rate` per
+    round, its clipped update's sensitivity covered by noise of `noise_multiplier` times the
+    clip; fixed-size sampling is accounted as Poisson sampling at that rate, as is usual).
+    Adaptive clipping spends the same budget (Flower splits `noise_multiplier` between the update
+    and the clipped-count query, Andrew et al. 2021). Infinite without noise."""
+    if noise_multiplier <= 0:
+        return float("inf")
+    from opacus.accountants import RDPAccountant
+
+    accountant = RDPAccountant()
+    accountant.history = [(float(noise_multiplier), float(sample_rate), int(rounds))]
+    return float(accountant.get_epsilon(delta))

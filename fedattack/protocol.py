@@ -9,6 +9,7 @@ EXPERIMENT = "experiment"  # fit config: the resolved experiment as JSON
 SERVER_ROUND = "server-round"  # fit config
 LR = "lr"  # fit config: this round's learning rate
 PARTITION_ID = "partition_id"  # fit metrics: who uploaded
+CLIENT_CLIPPING = "client-clipping"  # fit config: "fixed" | "adaptive" (client-level DP's mod)
 
 
 class FederationFailed(RuntimeError):

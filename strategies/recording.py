@@ -6,6 +6,14 @@ it broadcast, each participant's upload and the new aggregate. Every upload is c
 id, example count, metrics, shapes, finiteness) before the inner strategy sees it, and the
 accepted ones are handed to the inner strategy in partition order, so the same seed gives
 bit-identical models whatever order clients answer in (strategies.inner.OrderedFedAvg).
+
+Under secure aggregation (Flower's SecAggPlusWorkflow drives the round) the aggregator never
+holds an upload: the workflow hands every participant's result with the unmasked *sum* of the
+round's masked uploads in place of its parameters. The recorder then records the broadcast and
+the aggregate only, checks each participant's cleartext metrics and example count, and checks the
+aggregate as a whole; a participant whose metrics are refused is listed as refused, but its
+masked upload is in the sum (no secure aggregation can take one out: the price of not seeing
+uploads is not being able to vet them).
 """
 
 from __future__ import annotations
@@ -81,6 +89,7 @@ UPLOAD_METRICS = {
     "epsilon": False,  # DP-SGD: the privacy spent so far (inf without noise)
     "generator_loss_first": False,  # the GAN attacker's generator
     "generator_loss_last": False,
+    "norm_bit": False,  # client-side adaptive clipping (Flower's adaptiveclipping_mod)
 }
 
 
@@ -110,6 +119,10 @@ def check_metrics(metrics: dict, num_partitions: int) -> int:
         if key not in metrics:
             continue
         value = metrics[key]
+        if key == "norm_bit":
+            if not isinstance(value, bool | np.bool_) and value not in (0, 1):
+                raise RejectedUpload(f"fit metric 'norm_bit' is {value!r}, not a bool")
+            continue
         if not is_number(value) or np.isnan(value):
             raise RejectedUpload(f"fit metric {key!r} is {value!r}, not a number")
         if key == "epsilon" and value < 0:
@@ -177,6 +190,12 @@ class RecordingStrategy(Strategy):
         on_failure: called once with the exception that failed the run.
         inner: the strategy to wrap; None: `strategies.inner.OrderedFedAvg` built from
             ``fit_config`` and ``kwargs`` (initial_parameters, evaluate_fn, min clients...).
+        secure_aggregation: the round is run by SecAgg+: results carry the aggregate, not
+            uploads (see the module docstring).
+        uniform_weights: every accepted upload weighs 1 in the inner strategy's average
+            (client-level DP: one participant moves the average by at most clip / sampled).
+        noise_seed: seeds numpy's global generator before each aggregation, from which Flower's
+            DP wrappers draw their noise (so the same seed gives the same run); None: untouched.
     """
 
     def __init__(
@@ -190,6 +209,9 @@ class RecordingStrategy(Strategy):
         on_round: Callable[[int, RoundLog], None] | None = None,
         on_failure: Callable[[Exception], None] | None = None,
         inner: Strategy | None = None,
+        secure_aggregation: bool = False,
+        uniform_weights: bool = False,
+        noise_seed: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__()
@@ -210,6 +232,9 @@ class RecordingStrategy(Strategy):
         self.proxy_of: dict[int, ClientProxy] = {}  # partition id -> its proxy this round
         self.failure: Exception | None = None
         self._broadcast: NDArrays | None = None
+        self.secure_aggregation = secure_aggregation
+        self.uniform_weights = uniform_weights
+        self.noise_seed = noise_seed
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
@@ -296,8 +321,14 @@ class RecordingStrategy(Strategy):
             raise RejectedUpload(f"claims partition {pid}, but this node uploaded as "
                                  f"partition {held} before")
         n = check_num_examples(res.num_examples, self.partition_sizes[pid])
+        if self.secure_aggregation:  # the parameters are the round's aggregate: checked once
+            return pid, None, n
         weights = read_upload(res.parameters)
         check_upload(weights, self._broadcast)
+        if self.uniform_weights and all(np.array_equal(w, b) for w, b in
+                                        zip(weights, self._broadcast, strict=True)):
+            raise RejectedUpload("its update is zero (the model it was sent), which Flower's "
+                                 "DP clipping cannot scale (it divides by the update's norm)")
         return pid, weights, n
 
     def accept(self, server_round: int, results: list[tuple[ClientProxy, FitRes]], log_: RoundLog):
@@ -370,6 +401,14 @@ class RecordingStrategy(Strategy):
                 round_log.refuse(None, None, one_line(f"failed: {failure!r}"))
         accepted = self.accept(server_round, results, round_log)
         self.round_logs.append(round_log)
+        if self.secure_aggregation and accepted:
+            try:
+                aggregate = self.secure_aggregate(results)
+            except RejectedUpload as err:
+                round_log.refuse(None, None, f"the secure aggregate: {err}")
+                accepted = []
+            else:
+                accepted = [(pid, aggregate, n) for pid, _, n in accepted]
         if not accepted:
             if self.on_round:
                 self.on_round(server_round, round_log)
@@ -377,7 +416,7 @@ class RecordingStrategy(Strategy):
                                        f"({round_log.reasons()})"))
             return None, {}
         recording = self.record_round(server_round)
-        if recording:
+        if recording and not self.secure_aggregation:
             for pid, weights, _ in accepted:
                 self.record("upload", server_round, weights, partition=pid)
         try:
@@ -391,6 +430,17 @@ class RecordingStrategy(Strategy):
             self.on_round(server_round, round_log)
         return ndarrays_to_parameters(aggregate), {"accepted": len(accepted)}
 
+    def secure_aggregate(self, results: list[tuple[ClientProxy, FitRes]]) -> NDArrays:
+        """The round's aggregate under SecAgg+ (every result carries the same one), in the model's
+        dtypes; RejectedUpload unless its shapes match and it is finite."""
+        aggregate = read_upload(results[0][1].parameters)
+        if len(aggregate) != len(self._broadcast):
+            raise RejectedUpload(f"{len(aggregate)} tensors, expected {len(self._broadcast)}")
+        aggregate = [_as_dtype(a, ref.dtype) for a, ref in
+                     zip(aggregate, self._broadcast, strict=True)]
+        check_upload(aggregate, self._broadcast)
+        return aggregate
+
     def aggregate(self, server_round: int, accepted: list[tuple[int, NDArrays, int]]) -> NDArrays:
         """The new global model; subclasses (malicious aggregators) hook in here."""
         return self.delegate(server_round, accepted)
@@ -399,8 +449,12 @@ class RecordingStrategy(Strategy):
         """The inner strategy's aggregate of checked (partition, weights, num_examples) uploads,
         in the order given (partition order)."""
         results = [(self.proxy_of[pid], FitRes(Status(Code.OK, "accepted"),
-                                               ndarrays_to_parameters(weights), n, {}))
+                                               ndarrays_to_parameters(weights),
+                                               1 if self.uniform_weights else n,
+                                               self.inner_metrics(server_round, pid)))
                    for pid, weights, n in uploads]
+        if self.noise_seed is not None:  # Flower's DP noise comes from numpy's global generator
+            np.random.seed((self.noise_seed * 1_000_003 + server_round) % 2**32)
         parameters, _ = self.inner.aggregate_fit(server_round, results, [])
         if parameters is None:
             raise FederationFailed(f"round {server_round}: {self.inner!r} aggregated nothing "
@@ -409,6 +463,17 @@ class RecordingStrategy(Strategy):
         # the next round's float32 uploads would no longer match.
         return [_as_dtype(a, w.dtype) for a, w in
                 zip(parameters_to_ndarrays(parameters), uploads[0][1], strict=True)]
+
+
+    def inner_metrics(self, server_round: int, pid: int) -> dict[str, Scalar]:
+        """The fit metrics the inner strategy reads: adaptive clipping's ``norm_bit`` (whether
+        the participant's update was clipped), where the participant reported it."""
+        logs = [r for r in self.round_logs if r.server_round == server_round]
+        metrics = logs[-1].metrics.get(pid, {}) if logs else {}
+        return {k: metrics[k] for k in INNER_METRICS if k in metrics}
+
+
+INNER_METRICS = ("norm_bit",)
 
 
 def _as_dtype(array: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -4,6 +4,13 @@
 go); see fedattack.protocol. The same app serves ``flwr run .`` (keys from pyproject.toml and
 --run-config)
 and the programmatic simulation (keys passed to :func:`make_server_app` as overrides).
+
+A federation runs Flower's legacy server loop over the strategy (``start_grid``, as
+``ServerApp(server_fn=...)`` does), or, under ``federation.secure_aggregation``, Flower's
+``DefaultWorkflow`` with the ``SecAggPlusWorkflow`` as its fit workflow (the clients' side is
+``secaggplus_mod``, in clients/client_app.py). Client-level DP wraps the inner strategy in
+Flower's own DP wrapper (strategies/client_dp.py: server- or client-side, fixed or adaptive
+clipping), which the recording (and malicious) aggregator wraps in turn.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 from flwr.common import Context, ndarrays_to_parameters
-from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+from flwr.server import Grid, LegacyContext, ServerApp, ServerAppComponents, ServerConfig
+from flwr.server.compat.app import start_grid
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from fedattack import protocol
 from fedattack.active import GradientAscent, ascent_for
@@ -22,6 +31,7 @@ from fedattack.config import Experiment, load_experiment
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, initial_model, prepare_run
 from fedattack.io import write_json
 from fedattack.observation import aggregator_grants
+from fedattack.privacy import client_level_epsilon
 from fedattack.snapshots import SnapshotStore
 from fedattack.training import (
     evaluate,
@@ -31,6 +41,7 @@ from fedattack.training import (
     set_weights,
     weight_names,
 )
+from strategies.client_dp import client_dp
 from strategies.inner import inner_strategy
 from strategies.malicious import MaliciousAggregator
 from strategies.recording import RecordingStrategy, RoundLog
@@ -97,6 +108,17 @@ class GlobalModelLog:
         spent = [m["epsilon"] for m in round_log.metrics.values() if "epsilon" in m]
         if spent:  # DP-SGD: the largest epsilon any participant has spent so far
             entry["epsilon"] = self.record["epsilon"] = max(spent)
+        dp = self.exp.federation.client_dp
+        if dp is not None:  # client-level DP: the accountant's epsilon after this round
+            fed = self.exp.federation
+            eps = client_level_epsilon(dp.noise_multiplier, fed.sampled / fed.num_participants,
+                                       server_round, dp.delta)
+            entry["client_epsilon"] = self.record["client_epsilon"] = eps
+            if spent:
+                entry["dp_sgd_epsilon"] = self.record["dp_sgd_epsilon"] = max(spent)
+            # a client-level guarantee covers each of the participant's records: the tighter
+            # of the two bounds every record's membership
+            entry["epsilon"] = self.record["epsilon"] = min(eps, max(spent)) if spent else eps
         self.record["rounds"].append(entry)
 
 
@@ -118,10 +140,14 @@ def build_strategy(
         if on_failure:
             on_failure(error)
 
+    dp = exp.federation.client_dp
+    clipping = {} if dp is None or not dp.on_clients else {
+        protocol.CLIENT_CLIPPING: "adaptive" if dp.adaptive else "fixed"}
+
     def fit_config(server_round: int) -> dict:
         return {protocol.SERVER_ROUND: server_round,
                 protocol.LR: lr_at(exp.training, server_round - 1),
-                protocol.EXPERIMENT: exp_json}
+                protocol.EXPERIMENT: exp_json, **clipping}
 
     inner = inner_strategy(
         exp.federation.strategy,
@@ -134,7 +160,10 @@ def build_strategy(
     )
     strategy = aggregator_class(exp)(
         **attacker_options(exp, dataset, splits, log),
-        inner=inner,
+        inner=client_dp(exp, inner),
+        secure_aggregation=exp.federation.secure_aggregation is not None,
+        uniform_weights=dp is not None,
+        noise_seed=exp.seed if dp is not None else None,
         store=SnapshotStore(run_dir / SNAPSHOT_DIR),
         record_round=exp.federation.records,
         weight_names=weight_names(model),
@@ -183,17 +212,45 @@ def make_server_app(
     """A ServerApp whose run_config is completed by `overrides` (used by the simulation runner);
     `on_failure` is told why the run failed, if it does."""
 
-    def server_fn(context: Context) -> ServerAppComponents:
+    def components(context: Context) -> tuple[Experiment, ServerAppComponents]:
         run_config = {**context.run_config, **(overrides or {})}
         exp = load_experiment(run_config[protocol.CONFIG_PATH])
         run_dir = Path(str(run_config[protocol.RUN_DIR]))
         strategy = build_strategy(exp, run_dir, on_round, on_failure)
-        return ServerAppComponents(strategy=strategy,
-                                   config=ServerConfig(num_rounds=exp.federation.rounds),
-                                   client_manager=SeededClientManager(exp.seed))
+        return exp, ServerAppComponents(strategy=strategy,
+                                        config=ServerConfig(num_rounds=exp.federation.rounds),
+                                        client_manager=SeededClientManager(exp.seed))
 
-    return ServerApp(server_fn=server_fn)
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        exp, parts = components(context)
+        secagg = exp.federation.secure_aggregation
+        if secagg is None:  # what ServerApp(server_fn=...) runs
+            start_grid(grid=grid, config=parts.config, strategy=parts.strategy,
+                       client_manager=parts.client_manager)
+            return
+        legacy = LegacyContext(context=context, config=parts.config, strategy=parts.strategy,
+                               client_manager=parts.client_manager)
+        workflow = secure_aggregation_workflow(exp, parts.strategy.partition_sizes)
+        DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
+
+    return app
+
+
+def secure_aggregation_workflow(exp: Experiment, partition_sizes: list[int]) -> SecAggPlusWorkflow:
+    """Flower's SecAgg+ fit workflow for ``federation.secure_aggregation``. Its weights are the
+    participants' example counts (under client-level DP, 1 each), at most the largest
+    partition's size (`max_weight`: each upload is scaled by its weight over it before
+    quantisation)."""
+    cfg = exp.federation.secure_aggregation
+    max_weight = 1 if exp.federation.client_dp is not None else max(partition_sizes)
+    return SecAggPlusWorkflow(num_shares=cfg.num_shares,
+                              reconstruction_threshold=cfg.reconstruction_threshold,
+                              max_weight=max_weight, clipping_range=cfg.clipping_range,
+                              quantization_range=cfg.quantization_range,
+                              modulus_range=cfg.modulus_range)
 
 
 app = make_server_app()
-

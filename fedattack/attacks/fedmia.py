@@ -88,6 +88,7 @@ def signals(ctx, statistic: str):
 
 @register("fedmia", knowledge="observed", params=FedMIAParams, scenarios=("federated",),
           attackers=("global",), check=_check,
+          reads_uploads=True,
           description="Zhu et al.: each target's loss (or gradient cosine) under the victim's "
           "upload against a Gaussian of the other participants', summed over the rounds")
 def run_fedmia(ctx) -> AttackOutcome:

@@ -74,6 +74,7 @@ def victim_alignment(ctx):
 
 
 @register("gradcos", knowledge="observed", scenarios=("federated",), attackers=("global",),
+          reads_uploads=True,
           description="Li et al.: cosine of each target's gradient at the "
           "broadcast model with the victim's update, averaged over the observed rounds")
 def run_gradcos(ctx) -> AttackOutcome:
@@ -83,6 +84,7 @@ def run_gradcos(ctx) -> AttackOutcome:
 
 
 @register("graddiff", knowledge="observed", scenarios=("federated",), attackers=("global",),
+          reads_uploads=True,
           description="Li et al.: how much shorter the victim's update gets once "
           "a target's gradient is subtracted, averaged over the observed rounds")
 def run_graddiff(ctx) -> AttackOutcome:

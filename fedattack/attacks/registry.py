@@ -68,6 +68,7 @@ class Attack:
     scenarios: tuple[str, ...] = SCENARIOS
     attackers: tuple[str, ...] = ATTACKERS
     reads_features: bool = False  # trains the attack network on attack.features
+    reads_uploads: bool = False  # reads individual uploads: refused under secure aggregation
     # check(experiment) refuses with ValueError("needs ..."), read as "the <name> attack needs ..."
     check: Callable[[Any], None] | None = field(default=None, compare=False)
 
@@ -80,6 +81,11 @@ class Attack:
         if attacker not in self.attackers:
             return (f"attack.attacks: the {self.name} attack is for the "
                     f"{' or '.join(self.attackers)} attacker, not the {attacker} one")
+        fed = getattr(exp, "federation", None)
+        if self.reads_uploads and getattr(fed, "secure_aggregation", None) is not None:
+            return (f"attack.attacks: the {self.name} attack reads each participant's upload, "
+                    "which secure aggregation (federation.secure_aggregation) hides from the "
+                    "aggregator: it sees only their sum")
         if self.check is not None:
             try:
                 self.check(exp)
@@ -94,7 +100,7 @@ _builtins_loaded = False
 
 def register(name: str, *, knowledge: str, description: str, params: type | None = None,
              scenarios: tuple[str, ...] = SCENARIOS, attackers: tuple[str, ...] = ATTACKERS,
-             reads_features: bool = False,
+             reads_features: bool = False, reads_uploads: bool = False,
              check: Callable[[Any], None] | None = None) -> Callable:
     """Register the decorated run function as attack `name` (see the module docstring)."""
     if knowledge not in KNOWLEDGE:
@@ -111,7 +117,8 @@ def register(name: str, *, knowledge: str, description: str, params: type | None
             raise ValueError(f"attack {name!r} is already registered "
                              f"(by {_REGISTRY[name].run.__module__})")
         _REGISTRY[name] = Attack(name, run, knowledge, description, params, tuple(scenarios),
-                                 tuple(attackers), reads_features, check)
+                                 tuple(attackers), reads_features=reads_features,
+                                 reads_uploads=reads_uploads, check=check)
         return run
 
     return decorate
