@@ -84,18 +84,31 @@ def epsilon_lower_bound(labels, scores, delta: float,
             "fpr_upper": float(fpr_high[best]), "confidence": confidence, "delta": delta}
 
 
-def audited(exp) -> bool:
-    """Whether `exp` runs under a DP defence (DP-SGD of the honest participants)."""
+def dp_deltas(exp) -> list[float]:
+    """The delta of each DP mechanism `exp` runs under: DP-SGD of the honest participants,
+    client-level DP of the federation."""
+    deltas = []
     privacy = getattr(exp, "privacy", None)
-    return privacy is not None and privacy.noise_multiplier is not None
+    if privacy is not None and privacy.noise_multiplier is not None:
+        deltas.append(privacy.delta)
+    dp = getattr(getattr(exp, "federation", None), "client_dp", None)
+    if dp is not None:
+        deltas.append(dp.delta)
+    return deltas
+
+
+def audited(exp) -> bool:
+    """Whether `exp` runs under a DP defence (DP-SGD, client-level DP)."""
+    return bool(dp_deltas(exp))
 
 
 def audit_fields(exp, labels, scores) -> dict:
     """The result fields of one attack on one victim under DP: the bound and what attains it
-    ({} for a run without DP)."""
+    ({} for a run without DP). Under two mechanisms the bound is taken at the larger delta
+    (the smaller bound)."""
     if not audited(exp):
         return {}
-    found = epsilon_lower_bound(labels, scores, exp.privacy.delta)
+    found = epsilon_lower_bound(labels, scores, max(dp_deltas(exp)))
     return {"epsilon_lower_bound": found.pop("epsilon_lower_bound"), "audit": found}
 
 

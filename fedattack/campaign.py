@@ -205,7 +205,9 @@ def annotate(item: CampaignItem, results: list[dict]) -> list[dict]:
         figure = item.paper.get(r.get("attack"))
         if isinstance(figure, dict):  # one figure per victim
             figure = figure.get(r.get("victim"))
-        annotated.append({**r, **item.swept, **({PAPER_KEY: figure} if figure is not None else {})})
+        annotated.append({**r, **item.swept, **({PAPER_KEY: figure} if figure is not None else {}),
+                          "defence": item.experiment.defence_label(),
+                          "partition": item.experiment.data_label()})
     return annotated
 
 
@@ -370,6 +372,12 @@ def write_campaign_results(out_dir: Path, records: list[dict],
     if spread:
         write_json(inside(out_dir, OVER_SEEDS_JSON), spread)
     write_atomic(inside(out_dir, RESULTS_MD), campaign_markdown(records, spread))
+    if len({r.get("defence") for r in records if r.get("attack") != "gan"}) > 1:
+        from fedattack.reporting import plot_privacy_utility
+
+        figures = inside(out_dir, "figures")
+        figures.mkdir(exist_ok=True)
+        plot_privacy_utility(records, figures / "privacy-utility.png")
 
 
 def training_key(exp: Experiment) -> str:

@@ -715,6 +715,26 @@ class Experiment(Strict):
             raise ValueError("a local attacker needs at least one other participant")
         return self
 
+    def defence_label(self) -> str:
+        """The defences this run deploys, in a few words (``none`` without any)."""
+        parts, p, fed = [], self.privacy, self.federation
+        if p is not None and p.noise_multiplier is not None:
+            parts.append(f"DP-SGD z={p.noise_multiplier:g}")
+        if p is not None and p.share_fraction < 1:
+            parts.append(f"sparsify {p.share_fraction * 100:g}%")
+        if fed.client_dp is not None:
+            dp = fed.client_dp
+            parts.append(f"client DP ({dp.clipping}) z={dp.noise_multiplier:g} "
+                         f"C={dp.clipping_norm:g}")
+        if fed.secure_aggregation is not None:
+            parts.append("SecAgg+")
+        return " + ".join(parts) or "none"
+
+    def data_label(self) -> str:
+        """How the records are spread over the participants (``iid``, ``dirichlet a=0.5``...)."""
+        d = self.data
+        return d.partition if d.alpha is None else f"{d.partition} a={d.alpha}"
+
     def role_of(self, partition_id: int) -> str:
         """The role participant `partition_id` plays: a key of ``clients.client_app.ROLES``."""
         a = self.attacker

@@ -299,3 +299,59 @@ def undertrained_warnings(records: Sequence[dict]) -> list[str]:
             f"validation AUC {r['val_auc']:.3f} below the loss threshold's "
             f"{r['threshold_loss_val_auc']:.3f} on the same held-out known records"
             for r in records if r.get("undertrained") and r.get("val_auc") is not None]
+
+
+def strongest_rows(records: Sequence[dict]) -> list[dict]:
+    """Per experiment, the row of the attack with the highest TPR at 1% FPR (on the mean over
+    victims where the experiment has one, else its single victim); experiments whose TPR at 1%
+    FPR is not resolvable are left out."""
+    best: dict[str, dict] = {}
+    by_experiment: dict[str, list[dict]] = {}
+    for r in records:
+        if r.get("attack") != "gan" and r.get("tpr_at_1pct_fpr") is not None:
+            by_experiment.setdefault(r["experiment"], []).append(r)
+    for name, rows in by_experiment.items():
+        means = [r for r in rows if str(r.get("victim", "")).startswith("mean of")]
+        pool = means or rows
+        best[name] = max(pool, key=lambda r: r["tpr_at_1pct_fpr"])
+    return list(best.values())
+
+
+def plot_privacy_utility(records: Sequence[dict], path: str | Path) -> None:
+    """What a defence buys: the strongest attack's TPR at 1% FPR (with its 95% interval) against
+    the global model's test accuracy, one point per defence, a panel per attacker, a marker per
+    data partition."""
+    rows = [r for r in strongest_rows(records) if r.get("global_test_accuracy") is not None]
+    if not rows:
+        return
+    plt = _pyplot()
+    attackers = list(dict.fromkeys(f"{r['attacker']} {r['mode']}" for r in rows))
+    defences = list(dict.fromkeys(r.get("defence", "none") for r in rows))
+    partitions = list(dict.fromkeys(r.get("partition", "") for r in rows))
+    colours = plt.get_cmap("tab10")
+    markers = "osD^v<>"
+    fig, axes = plt.subplots(1, len(attackers), figsize=(4.2 * len(attackers), 4.2),
+                             squeeze=False, sharey=True)
+    for ax, attacker in zip(axes[0], attackers, strict=True):
+        for r in rows:
+            if f"{r['attacker']} {r['mode']}" != attacker:
+                continue
+            d = defences.index(r.get("defence", "none"))
+            m = partitions.index(r.get("partition", ""))
+            y, ci = r["tpr_at_1pct_fpr"], r.get("tpr_at_1pct_fpr_ci")
+            yerr = None if not ci else [[max(0.0, y - ci[0])], [max(0.0, ci[1] - y)]]
+            ax.errorbar(r["global_test_accuracy"], y, yerr=yerr, fmt=markers[m % len(markers)],
+                        color=colours(d % 10), capsize=3, markersize=7)
+        ax.set_title(attacker)
+        ax.set_xlabel("global model test accuracy")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("strongest attack's TPR at 1% FPR (95% CI)")
+    handles = [plt.Line2D([], [], color=colours(i % 10), marker="o", ls="", label=d)
+               for i, d in enumerate(defences)]
+    handles += [plt.Line2D([], [], color="grey", marker=markers[i % len(markers)], ls="",
+                           label=p) for i, p in enumerate(partitions)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.08 + 0.035 * (len(handles) // 4), 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -297,7 +297,8 @@ def test_results_json_has_every_experiment_and_attack(reference):
     assert [r.get(PAPER_KEY) for r in stored] == [0.734, None, 0.734, None]
     per_experiment = json.loads((out / FIRST / "results.json").read_text())
     assert without_timing(stored[:2]) == without_timing(
-        [{**r, "seed": 0, **({PAPER_KEY: 0.734} if r["attack"] == "whitebox" else {})}
+        [{**r, "seed": 0, **({PAPER_KEY: 0.734} if r["attack"] == "whitebox" else {}),
+          "defence": "none", "partition": "iid"}  # the campaign's labels of the experiment
          for r in per_experiment])
 
 

@@ -136,3 +136,16 @@ def test_record_rounds():
     fed = Experiment(federation={"rounds": 10, "record_rounds": [3, 10]}).federation
     assert [r for r in range(1, 11) if fed.records(r)] == [3, 10]
     assert Experiment(federation={"record_rounds": "none"}).federation.records(1) is False
+
+
+def test_defence_and_data_labels_name_what_the_run_deploys():
+    from fedattack.config import Experiment
+
+    assert Experiment().defence_label() == "none"
+    exp = Experiment(privacy={"noise_multiplier": 0.5, "share_fraction": 0.1},
+                     federation={"client_dp": {"clipping": "client-fixed", "clipping_norm": 2},
+                                 "secure_aggregation": True},
+                     data={"partition": "dirichlet", "alpha": 0.5})
+    assert exp.defence_label() == ("DP-SGD z=0.5 + sparsify 10% + client DP (client-fixed) "
+                                   "z=1 C=2 + SecAgg+")
+    assert exp.data_label() == "dirichlet a=0.5"

@@ -49,3 +49,34 @@ def test_roc_legend_gives_auc_and_log_axes_start_at_the_smallest_resolvable_fpr(
     assert path.stat().st_size > 1000
     assert seen["legend"] == ["whitebox (AUC 0.682 [0.650, 0.714])"]
     assert seen["xlim"][0] == seen["ylim"][0] == 0.01
+
+
+def _row(experiment, attack, tpr, acc, defence, victim="participant-0", attacker="global",
+         mode="passive"):
+    return {"experiment": experiment, "attack": attack, "tpr_at_1pct_fpr": tpr,
+            "tpr_at_1pct_fpr_ci": None if tpr is None else [tpr / 2, tpr * 1.5],
+            "global_test_accuracy": acc, "defence": defence, "partition": "iid",
+            "victim": victim, "attacker": attacker, "mode": mode}
+
+
+def test_strongest_rows_take_the_best_attack_on_the_mean_over_victims():
+    from fedattack.reporting import strongest_rows
+
+    records = [_row("a", "threshold-loss", 0.02, 0.6, "none", victim="mean of 4"),
+               _row("a", "rmia-offline", 0.05, 0.6, "none", victim="mean of 4"),
+               _row("a", "rmia-offline", 0.30, 0.6, "none", victim="participant-1"),
+               _row("b", "threshold-loss", None, 0.5, "SecAgg+"),  # unresolvable: left out
+               _row("c", "fedmia", 0.01, 0.4, "DP-SGD z=1")]
+    best = {r["experiment"]: (r["attack"], r["tpr_at_1pct_fpr"]) for r in strongest_rows(records)}
+    assert best == {"a": ("rmia-offline", 0.05), "c": ("fedmia", 0.01)}
+
+
+def test_privacy_utility_figure_is_drawn(tmp_path):
+    from fedattack.reporting import plot_privacy_utility
+
+    records = [_row("a", "rmia-offline", 0.05, 0.6, "none"),
+               _row("b", "rmia-offline", 0.01, 0.5, "DP-SGD z=1"),
+               _row("c", "loss-series", 0.02, 0.55, "SecAgg+", attacker="local")]
+    path = tmp_path / "privacy-utility.png"
+    plot_privacy_utility(records, path)
+    assert path.stat().st_size > 10_000
