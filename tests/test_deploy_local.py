@@ -136,11 +136,17 @@ def test_failed_run_is_reported_although_flwr_run_exits_0(auth_deployment, tmp_p
         dep.wait_finished(run_id)
 
 
-def test_registered_supernodes_run_the_experiment(auth_deployment):
+def test_registered_supernodes_run_the_experiment_under_secagg(auth_deployment):
+    """The deployment runs SecAgg+ too (issue 14): Flower's workflow against the SuperNodes'
+    secaggplus_mod, over TLS with authenticated nodes; the aggregator's view holds no upload."""
     dep = auth_deployment
     exp = Experiment.model_validate({**EXP.model_dump(), "name": "deployed-auth", "attack": None,
-                                     "federation": {**EXP.federation.model_dump(), "rounds": 1}})
+                                     "federation": {**EXP.federation.model_dump(), "rounds": 1,
+                                                    "secure_aggregation": True}})
     record = dep.run_experiment(exp)
     assert [r["accepted"] for r in record["rounds"]] == [[0, 1]]
+    store = SnapshotStore(dep.paths.run_dir / SNAPSHOT_DIR)
+    assert {(r.kind, r.round) for r in store.view("global").records()} == {
+        ("global", 0), ("global", 1)}
     nodes = flwr(["supernode", "list", CONNECTION], dep.env, dep.paths.run_dir)["nodes"]
     assert len(nodes) == 2 and {n["status"] for n in nodes} == {"online"}
