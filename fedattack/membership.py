@@ -117,10 +117,28 @@ class AttackRunner:
         feats = self.cfg.features
         self.spec = FeatureSpec(tuple(feats.gradients), tuple(feats.activations), feats.output,
                                 feats.loss, feats.label, feats.output_scale)
+        self._victim_extractor: FeatureExtractor | None = None
+        self._other_extractor: tuple[tuple, FeatureExtractor] | None = None
 
     def extractor(self, spec: FeatureSpec, models=None) -> FeatureExtractor:
-        return FeatureExtractor(models or self.obs.models, spec, self.dataset.num_classes,
-                                self.device, self.cfg.memory_mb)
+        """An extractor of `spec` on the victim's observed snapshots (or on `models`, e.g. a
+        shadow model). The snapshots are copied and hashed once per victim: every spec derives
+        from the one extractor built on them (``with_spec``); the last other `models` are kept
+        the same way, so a shadow model's four feature jobs share one too."""
+        models = tuple(models or self.obs.models)
+        if models == tuple(self.obs.models):
+            if self._victim_extractor is None:
+                self._victim_extractor = self._build_extractor(spec, models)
+            base = self._victim_extractor
+        else:
+            if self._other_extractor is None or self._other_extractor[0] != models:
+                self._other_extractor = (models, self._build_extractor(spec, models))
+            base = self._other_extractor[1]
+        return base if base.spec == spec else base.with_spec(spec)
+
+    def _build_extractor(self, spec: FeatureSpec, models) -> FeatureExtractor:
+        return FeatureExtractor(models, spec, self.dataset.num_classes, self.device,
+                                self.cfg.memory_mb)
 
     def features(self, name: str, spec: FeatureSpec, indices: np.ndarray,
                  models=None) -> FeatureCache:

@@ -733,3 +733,134 @@ def test_class_logits_and_the_logit_output_feature():
     )
     with pytest.raises(ValueError, match="output_scale"):
         FeatureSpec(output_scale="log")
+
+
+class OneUnsupportedNet(nn.Module):
+    """Two Linear layers around a Conv1d, a layer type with no outer-product rule."""
+
+    input_shape = (2, 12)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.Linear(12, 12)
+        self.odd = nn.Conv1d(2, 3, 3, padding=1)
+        self.last = nn.Linear(36, NUM_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.first(x))  # (n, 2, 12): a Linear over a sequence axis
+        return self.last(torch.relu(self.odd(h)).flatten(1))
+
+
+def test_one_unsupported_layer_keeps_outer_products_for_the_others(monkeypatch):
+    """Per layer, not all or nothing: the Conv1d alone takes torch.func, and only its
+    parameters are differentiated there; the gradients of all three layers, the activations,
+    the outputs and the scalar summaries equal those of the all-torch.func extractor."""
+    torch.manual_seed(0)
+    model = OneUnsupportedNet().double().eval()
+    data = make_data(OneUnsupportedNet.input_shape, 6)
+    data.x = data.x.double()
+    layers = ("first", "odd", "last")
+    spec = FeatureSpec(gradients=layers, activations=("first", "odd"))
+    mixed = FeatureExtractor([model, model], spec, NUM_CLASSES)
+    general = FuncExtractor([model, model], spec, NUM_CLASSES)
+    assert mixed.engines == {"first": "outer-product", "odd": "torch.func",
+                             "last": "outer-product"}
+    assert not mixed.outer_product
+    assert set(general.engines.values()) == {"torch.func"}
+
+    func_layers = []
+    func_pass = mixed._func_pass
+
+    def spy(t, x, y, grad_layers, act_layers):
+        func_layers.append(tuple(grad_layers))
+        return func_pass(t, x, y, grad_layers, act_layers)
+
+    monkeypatch.setattr(mixed, "_func_pass", spy)
+    got, want = features(mixed, data, range(6)), features(general, data, range(6))
+    assert func_layers and set(func_layers) == {("odd",)}
+    assert set(got) == set(want)
+    for k in want:
+        assert_close(got[k], want[k], 1e-10)
+    loop = per_example_grads_loop(model, data.x, data.y, layers)
+    for n in layers:
+        for t in range(2):
+            assert_close(got[f"grad:{n}"][:, t], loop[n], 1e-6)  # features are float32
+    ours = mixed.scalar_summaries(data, np.arange(6))
+    theirs = general.scalar_summaries(data, np.arange(6))
+    for k in theirs:
+        np.testing.assert_allclose(ours[k], theirs[k], rtol=1e-9, atol=1e-12)
+
+
+def test_registering_a_rule_moves_a_layer_type_onto_the_outer_products(monkeypatch):
+    from fedattack.features import gradients
+
+    monkeypatch.setitem(gradients.REGISTRY, nn.Conv1d, gradients.OuterProductRule(
+        lambda m, inp, g: (g, F.pad(inp, (m.padding[0],) * 2).unfold(2, m.kernel_size[0], 1)
+                           .permute(0, 2, 1, 3).flatten(2))))
+    torch.manual_seed(0)
+    model = OneUnsupportedNet().double().eval()
+    data = make_data(OneUnsupportedNet.input_shape, 4)
+    data.x = data.x.double()
+
+    class WithConv1d(FeatureExtractor):
+        OUTER_PRODUCT_LAYERS = (nn.Linear, nn.Conv2d, nn.Conv1d)
+
+    spec = FeatureSpec(gradients=("odd",), output=False, loss=False, label=False)
+    extractor = WithConv1d([model], spec, NUM_CLASSES)
+    assert extractor.engines == {"odd": "outer-product"}
+    want = per_example_grads_loop(model, data.x, data.y, ("odd",))["odd"]
+    assert_close(features(extractor, data, range(4))["grad:odd"][:, 0], want, 1e-6)
+
+
+def test_extractors_of_one_victim_share_snapshots_and_hash_them_once(monkeypatch, tmp_path):
+    from fedattack.features import extractor as extractor_module
+
+    calls = []
+    fingerprint = extractor_module._fingerprint
+    monkeypatch.setattr(extractor_module, "_fingerprint",
+                        lambda snaps: calls.append(1) or fingerprint(snaps))
+    snapshots = [make_model("fc", MNIST, seed=s) for s in range(2)]
+    data = make_data(MNIST, 5)
+    base = FeatureExtractor(snapshots, FeatureSpec(), NUM_CLASSES)
+    loss_only = base.with_spec(FeatureSpec(gradients=(), output=False, label=False))
+    assert loss_only._snapshots is base._snapshots  # shared, not copied
+    assert loss_only.shapes() == {"loss": (2, 1)}
+    base.cache(data, np.arange(3), tmp_path / "a")
+    base.cache(data, np.arange(2, 5), tmp_path / "b")
+    cache = loss_only.cache(data, np.arange(5), tmp_path / "c")
+    assert len(calls) == 1
+    fresh = FeatureExtractor(snapshots, FeatureSpec(), NUM_CLASSES)
+    assert fresh._cache_index(np.arange(5))["snapshots_sha256"] == (
+        cache.index["snapshots_sha256"])  # the same hash as before the change
+    assert torch.equal(cache.take(np.arange(5))["loss"],
+                       features(fresh.with_spec(loss_only.spec), data, range(5))["loss"])
+
+
+def test_attack_runner_builds_one_extractor_per_victim(monkeypatch, tmp_path):
+    """The attacks on a victim ask for extractors of several specs, about 8 times: the
+    snapshots are copied (and hashed) by one of them only; a shadow model gets its own."""
+    from types import SimpleNamespace
+
+    from fedattack import membership
+
+    built = []
+
+    class Counting(membership.FeatureExtractor):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs.get("_shared") is None)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(membership, "FeatureExtractor", Counting)
+    models = [make_model("fc", MNIST, seed=s) for s in range(2)]
+    runner = membership.AttackRunner(
+        SimpleNamespace(attack=None, device="cpu", seed=0), tmp_path,
+        SimpleNamespace(models=models), make_data(MNIST, 4), SimpleNamespace(victim="v"))
+    specs = [runner.spec, membership.LOSS_ONLY, FeatureSpec.black_box()]
+    for spec in specs * 3:
+        ex = runner.extractor(spec)
+        assert ex.spec == spec and ex._snapshots is runner.extractor(runner.spec)._snapshots
+    assert built.count(True) == 1
+    shadow = [make_model("fc", MNIST, seed=9)]
+    for spec in specs * 2:
+        assert runner.extractor(spec, shadow).spec == spec
+    assert built.count(True) == 2

@@ -29,8 +29,10 @@ Linear and convolution modules in forward order; ``-1`` is the last layer).
 Per-example gradients take one of two exact paths, chosen per selected layer
 (:attr:`FeatureExtractor.engines`; :mod:`fedattack.features.gradients`):
 
-- **Outer products** when every gradient layer is an ``nn.Linear`` or an ``nn.Conv2d`` with
-  ``groups=1`` and numeric zero padding (:attr:`FeatureExtractor.OUTER_PRODUCT_LAYERS`): one
+- **Outer products** for each gradient layer whose type has a rule in
+  :data:`fedattack.features.gradients.REGISTRY` (``nn.Linear``; ``nn.Conv2d`` with ``groups=1``
+  and numeric zero padding; :func:`~fedattack.features.gradients.register_outer_product` adds
+  one) and is in :attr:`FeatureExtractor.OUTER_PRODUCT_LAYERS`: one
   batched ``functional_call`` whose forward hooks keep each selected layer's input and make its
   output a leaf of the graph, one batched backward of the *sum* of the per-example losses to those
   outputs, then one ``bmm`` per layer written straight into the feature tensor. In eval mode the
@@ -40,7 +42,9 @@ Per-example gradients take one of two exact paths, chosen per selected layer
   patches), summed over positions and calls, and a column of ones appended to the input yields
   the bias gradient as the last column. No parameter gradient and no per-example intermediate is
   ever formed, so this costs little more than one batched forward plus writing the features.
-- **torch.func** for every other layer type (grouped or transposed convolutions, ...):
+- **torch.func** for each other selected layer (grouped or transposed convolutions, ...), and
+  for it alone: the other layers keep the outer products, so a model with one such layer costs
+  one extra ``vmap`` pass that differentiates only that layer:
   ``vmap(grad_and_value(loss_of_one_example))`` over a ``functional_call`` of the model in which
   only the selected layers' parameters are the differentiated argument and every other parameter
   and buffer is a constant, so the backward pass stops at the earliest selected layer. It knows

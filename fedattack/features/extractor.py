@@ -34,11 +34,13 @@ from fedattack.features.cache import (
     _NpyRows,
 )
 from fedattack.features.gradients import (
+    OUTER_PRODUCT,
+    TORCH_FUNC,
     _DenseGrad,
     _grad_columns,
-    _has_outer_product_grad,
     _outer_factors,
     _OuterGrad,
+    engine_of,
 )
 from fedattack.features.memory import _BYTES, _empty, _PeakMemory
 from fedattack.features.spec import FeatureSpec, class_logits, prediction_summaries, resolve_layers
@@ -60,6 +62,19 @@ class _Pass:
     loss: torch.Tensor  # (n,) float64, never rounded to 0 (see prediction_summaries)
     grads: dict[str, _DenseGrad | _OuterGrad]  # layer -> its per-example gradients
     acts: dict[str, torch.Tensor]  # layer -> (n, d)
+
+
+class _SnapshotHash:
+    """The SHA-256 of the snapshots' tensors, computed on first use and then kept: every
+    extractor derived with :meth:`FeatureExtractor.with_spec` shares one."""
+
+    def __init__(self, snapshots: list[dict[str, torch.Tensor]]) -> None:
+        self._snapshots, self._value = snapshots, None
+
+    def hexdigest(self) -> str:
+        if self._value is None:
+            self._value = _fingerprint(self._snapshots)
+        return self._value
 
 
 class FeatureExtractor:
@@ -85,9 +100,10 @@ class FeatureExtractor:
     (350-record chunks there; 90 were 30% slower, 1,400 no faster and noisier in peak memory)."""
 
     OUTER_PRODUCT_LAYERS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv2d)
-    """Layer types whose per-example gradients are formed as outer products (module docstring);
-    when a selected gradient layer is of another type, or ``groups > 1`` or padding by a mode or
-    a string, all of them take the torch.func path. Empty: torch.func for every layer."""
+    """Layer types allowed the outer-product engine, where :data:`gradients.REGISTRY` has a rule
+    for them that applies (not a ``groups > 1`` convolution, nor padding by a mode or a string).
+    Chosen per layer: a selected layer of another type takes the torch.func engine alone, the
+    others keep the outer products (:attr:`engines`). Empty: torch.func for every layer."""
 
     def __init__(
         self,
@@ -97,6 +113,8 @@ class FeatureExtractor:
         device: str | torch.device = "cpu",
         memory_mb: float = 256.0,
         input_shape: tuple[int, ...] | None = None,
+        *,
+        _shared: tuple[list[dict[str, torch.Tensor]], _SnapshotHash] | None = None,
     ) -> None:
         if not models:
             raise ValueError("FeatureExtractor needs at least one model snapshot")
@@ -112,16 +130,22 @@ class FeatureExtractor:
         self.grad_layers = resolve_layers(self.module, spec.gradients)
         self.act_layers = resolve_layers(self.module, spec.activations)
         self._modules = dict(self.module.named_modules())
-        self._snapshots = [self._tensors(m) for m in models]
-        self._check_same_architecture(models)
+        if _shared is not None:  # with_spec: the same snapshots, neither copied nor re-hashed
+            self._snapshots, self._hash = _shared
+        else:
+            self._snapshots = [self._tensors(m) for m in models]
+            self._check_same_architecture(models)
+            self._hash = _SnapshotHash(self._snapshots)
+        self._models = tuple(models)
         self._diff_names = {
             n: [f"{n}.{p}" for p in ("weight", "bias") if getattr(self._modules[n], p) is not None]
             for n in self.grad_layers
         }
-        self.outer_product = all(
-            _has_outer_product_grad(self._modules[n], self.OUTER_PRODUCT_LAYERS)
-            for n in self.grad_layers
-        )
+        self.engines: dict[str, str] = {
+            n: engine_of(self._modules[n], self.OUTER_PRODUCT_LAYERS) for n in self.grad_layers
+        }
+        """Selected gradient layer -> the engine that computes its per-example gradients:
+        ``"outer-product"`` or ``"torch.func"`` (:mod:`fedattack.features.gradients`)."""
         self.input_shape = tuple(input_shape or getattr(self.module, "input_shape", ()))
         self._shapes = self._component_shapes()
         if not self._shapes:
@@ -130,6 +154,18 @@ class FeatureExtractor:
             math.prod(s[1:]) for k, s in self._shapes.items() if k.startswith("grad:")
         )
         self._working_bytes = self._probe_working_bytes()
+
+    @property
+    def outer_product(self) -> bool:
+        """Whether every selected gradient layer takes the outer-product engine."""
+        return all(e == OUTER_PRODUCT for e in self.engines.values())
+
+    def with_spec(self, spec: FeatureSpec) -> FeatureExtractor:
+        """An extractor of the same snapshots (same device and memory bound) for another spec:
+        the snapshots' tensors are shared, not copied, and their hash is computed at most once
+        for all extractors derived from this one."""
+        return type(self)(self._models, spec, self.num_classes, self.device, self.memory_mb,
+                          self.input_shape or None, _shared=(self._snapshots, self._hash))
 
     # ----- set-up
 
@@ -201,8 +237,13 @@ class FeatureExtractor:
         higher. At least 1."""
         fit = int(self.memory_mb * 2**20) // (self.record_bytes() + self.working_bytes())
         if self._grad_bytes:
-            cap_mb = self.OUTER_CHUNK_GRAD_MB if self.outer_product else self.CHUNK_GRAD_MB
-            fit = min(fit, int(cap_mb * 2**20) // self._grad_bytes)
+            fit = min(fit, int(self.OUTER_CHUNK_GRAD_MB * 2**20) // self._grad_bytes)
+        func_bytes = _BYTES * sum(
+            math.prod(self._shapes[f"grad:{n}"][1:])
+            for n, e in self.engines.items() if e == TORCH_FUNC
+        )
+        if func_bytes:  # the torch.func layers' raw gradients are materialised per example
+            fit = min(fit, int(self.CHUNK_GRAD_MB * 2**20) // func_bytes)
         return max(1, fit)
 
     def batches(
@@ -337,9 +378,18 @@ class FeatureExtractor:
         act_layers = self.act_layers if act_layers is None else act_layers
         if not grad_layers:
             return self._forward_pass(t, x, y, act_layers)
-        if self.outer_product:
+        outer = [n for n in grad_layers if self.engines[n] == OUTER_PRODUCT]
+        func = [n for n in grad_layers if self.engines[n] == TORCH_FUNC]
+        if not func:
             return self._outer_product_pass(t, x, y, grad_layers, act_layers)
-        return self._func_pass(t, x, y, grad_layers, act_layers)
+        if not outer:
+            return self._func_pass(t, x, y, grad_layers, act_layers)
+        # Per layer: the outer products for the layers that have them (with the logits, loss
+        # and activations), torch.func for the others only, its backward stopping at them.
+        p = self._outer_product_pass(t, x, y, outer, act_layers)
+        dense = self._func_pass(t, x, y, func, ()).grads
+        p.grads = {n: p.grads[n] if n in p.grads else dense[n] for n in grad_layers}
+        return p
 
     def _forward_pass(
         self, t: int, x: torch.Tensor, y: torch.Tensor, act_layers: Sequence[str]
@@ -512,7 +562,7 @@ class FeatureExtractor:
             "num_classes": self.num_classes,
             "spec": asdict(self.spec),
             "layers": {"gradients": list(self.grad_layers), "activations": list(self.act_layers)},
-            "snapshots_sha256": _fingerprint(self._snapshots),
+            "snapshots_sha256": self._hash.hexdigest(),
             "indices_sha256": hashlib.sha256(indices.tobytes()).hexdigest(),
             "components": {
                 k: {"file": f"{i:02d}_{re.sub(r'[^A-Za-z0-9_.-]', '_', k)}.npy", "shape": list(s)}

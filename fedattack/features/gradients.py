@@ -14,7 +14,7 @@ Two exact engines, chosen per selected layer (see :func:`outer_product_rule`):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -115,30 +115,92 @@ class _OuterGrad:
 
 
 
+Factors = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class OuterProductRule:
+    """How one layer type's per-example weight gradient is formed as an outer product.
+
+    ``factors(module, inputs, backprop)`` turns one call's input and the loss's gradient at its
+    output into ``(n, rows, L)`` and ``(n, L, cols)``, whose product summed over the ``L``
+    positions is the weight gradient in the ``grad:`` layout (the bias column is appended by the
+    extractor); ``applies(module)`` says whether this instance qualifies (a grouped convolution
+    of a registered type may not)."""
+
+    factors: Callable[[nn.Module, torch.Tensor, torch.Tensor], Factors]
+    applies: Callable[[nn.Module], bool] = lambda _module: True
+
+
+REGISTRY: dict[type[nn.Module], OuterProductRule] = {}
+"""Layer type -> its outer-product rule. A selected layer whose type (or a base class of it) is
+here, and whose rule applies, takes the outer-product engine; any other takes torch.func."""
+
+
+def register_outer_product(
+    layer_type: type[nn.Module], applies: Callable[[nn.Module], bool] = lambda _module: True
+) -> Callable[[Callable[[nn.Module, torch.Tensor, torch.Tensor], Factors]], Callable]:
+    """Decorator registering ``factors`` as the outer-product rule of ``layer_type``."""
+
+    def register(factors):
+        REGISTRY[layer_type] = OuterProductRule(factors, applies)
+        return factors
+
+    return register
+
+
+def outer_product_rule(
+    module: nn.Module, types: tuple[type[nn.Module], ...]
+) -> OuterProductRule | None:
+    """The rule of ``module`` if its type is registered (the nearest class of its MRO) and
+    among ``types`` (the extractor's ``OUTER_PRODUCT_LAYERS``), and the rule applies; else None
+    (the torch.func engine)."""
+    if not isinstance(module, types):
+        return None
+    for cls in type(module).__mro__:
+        rule = REGISTRY.get(cls)
+        if rule is not None:
+            return rule if rule.applies(module) else None
+    return None
+
+
+def engine_of(module: nn.Module, types: tuple[type[nn.Module], ...]) -> str:
+    """:data:`OUTER_PRODUCT` or :data:`TORCH_FUNC`: the engine of one selected layer."""
+    return TORCH_FUNC if outer_product_rule(module, types) is None else OUTER_PRODUCT
+
+
 def _has_outer_product_grad(module: nn.Module, types: tuple[type[nn.Module], ...]) -> bool:
     """Whether the per-example gradient of ``module`` is a (sum of) outer product(s) of its
-    output's gradient and its input that :func:`_outer_factors` can form."""
-    if not isinstance(module, types):
-        return False
-    if isinstance(module, nn.Conv2d):
-        padding_ok = module.padding_mode == "zeros" and not isinstance(module.padding, str)
-        return module.groups == 1 and padding_ok
-    return isinstance(module, nn.Linear)
+    output's gradient and its input that its registered rule can form."""
+    return outer_product_rule(module, types) is not None
 
 
-def _outer_factors(
-    module: nn.Module, inputs: torch.Tensor, backprop: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n, rows, L) gradient at the output and (n, L, cols) input of one call of a Linear or
-    Conv2d layer, L positions (a Linear applied to (n, ..., in) sums over its middle axes; a
-    convolution over its output pixels, each with its unfolded input patch)."""
+def _conv2d_applies(module: nn.Conv2d) -> bool:
+    padding_ok = module.padding_mode == "zeros" and not isinstance(module.padding, str)
+    return module.groups == 1 and padding_ok
+
+
+@register_outer_product(nn.Conv2d, _conv2d_applies)
+def conv2d_factors(module: nn.Conv2d, inputs: torch.Tensor, backprop: torch.Tensor) -> Factors:
+    """A convolution sums over its output pixels, each with its unfolded input patch."""
+    patches = F.unfold(inputs, module.kernel_size, module.dilation, module.padding, module.stride)
+    return backprop.flatten(2), patches.transpose(1, 2)
+
+
+@register_outer_product(nn.Linear)
+def linear_factors(module: nn.Linear, inputs: torch.Tensor, backprop: torch.Tensor) -> Factors:
+    """A Linear applied to ``(n, ..., in)`` sums over its middle axes."""
     n = len(inputs)
-    if isinstance(module, nn.Conv2d):
-        patches = F.unfold(
-            inputs, module.kernel_size, module.dilation, module.padding, module.stride
-        )
-        return backprop.flatten(2), patches.transpose(1, 2)
     return (
         backprop.reshape(n, -1, backprop.shape[-1]).transpose(1, 2),
         inputs.reshape(n, -1, inputs.shape[-1]),
     )
+
+
+def _outer_factors(module: nn.Module, inputs: torch.Tensor, backprop: torch.Tensor) -> Factors:
+    """(n, rows, L) gradient at the output and (n, L, cols) input of one call of a layer with a
+    registered rule, L positions."""
+    rule = outer_product_rule(module, tuple(REGISTRY))
+    if rule is None:
+        raise TypeError(f"no outer-product rule for {type(module).__name__}")
+    return rule.factors(module, inputs, backprop)
