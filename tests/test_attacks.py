@@ -1,4 +1,4 @@
-"""Attack models on synthetic feature batches that follow the ``fedattack/features.py`` contract.
+"""Attack models on synthetic feature batches that follow the ``fedattack/features/`` contract.
 
 Per-record shapes: ``grad:<layer>`` (T, rows, cols), ``act:<layer>`` (T, d), ``output`` (T, C),
 ``loss`` (T, 1), ``label`` (C,). Networks are kept small (8 kernels, a few epochs).

@@ -5,7 +5,7 @@ outputs are concatenated, and a fully connected encoder reduces them to one scal
 logit in the supervised attack, the membership embedding in the unsupervised one (where a small
 decoder reconstructs summary features from that scalar).
 
-Components are recognised by name, following the contract of ``fedattack/features.py`` (per-record
+Components are recognised by name, following the contract of ``fedattack/features/`` (per-record
 shapes, the batch dimension excluded; T is the number of observed model snapshots):
 
 - ``"grad:<layer>"``: (T, rows, cols), the loss gradient of a layer as a matrix (rows = output
