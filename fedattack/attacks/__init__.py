@@ -5,13 +5,15 @@ network on white-box, output-layer and black-box features (`whitebox`), the shad
 (`shadow`), the unsupervised attack (`unsupervised`), loss and confidence thresholds
 (`threshold`), LiRA (`lira`) and RMIA (`rmia`) against reference models (`references`), and the
 federated attacks that read only the attacker's view: FedMIA (`fedmia`), Li et al.'s gradient
-cosine and difference (`gradcos`) and the loss series over rounds (`loss_series`). An attack
-is added with one new module and one import line here (or, outside the package, by importing a
-module that calls `registry.register`).
+cosine and difference (`gradcos`) and the loss series over rounds (`loss_series`); last, the
+calibrated white-box attack (`calibrated`), against the reference models or the other uploads.
+An attack is added with one new module and one import line here (or, outside the package, by
+importing a module that calls `registry.register`).
 """
 
 from . import whitebox  # noqa: I001 (the import order is the order attacks are listed in)
 from . import shadow, unsupervised, threshold, lira, rmia, fedmia, gradcos, loss_series
+from . import calibrated
 from .lira import lira_offline, lira_online
 from .network import AttackNetwork
 from .registry import AttackOutcome, register
@@ -28,6 +30,7 @@ __all__ = [
     "ThresholdAttack",
     "UnsupervisedAttack",
     "WhiteBoxAttack",
+    "calibrated",
     "fedmia",
     "gradcos",
     "lira",

@@ -53,7 +53,8 @@ def fedmia_scores(victim, others, variance: str = "global") -> np.ndarray:
     return sum(lira_offline(v[t], o[t], variance) for t in range(v.shape[0]))
 
 
-def _check(exp) -> None:
+def check_other_uploads(exp) -> None:
+    """Refuses a federation whose other participants' uploads are no references for the victim."""
     if exp.federation.num_participants < 3:
         raise ValueError("needs at least 2 participants besides the victim (their uploads are "
                          "its reference models)")
@@ -87,7 +88,7 @@ def signals(ctx, statistic: str):
 
 
 @register("fedmia", knowledge="observed", params=FedMIAParams, scenarios=("federated",),
-          attackers=("global",), check=_check,
+          attackers=("global",), check=check_other_uploads,
           reads_uploads=True,
           description="Zhu et al.: each target's loss (or gradient cosine) under the victim's "
           "upload against a Gaussian of the other participants', summed over the rounds")

@@ -332,6 +332,20 @@ def reference_plan(name: str, exp, knowledge, dataset) -> ReferenceSpec:
                          reference_epochs(exp), seeds, tuple(train_sets))
 
 
+def obtain_references(name: str, exp, run_dir: Path, knowledge, dataset, device: torch.device,
+                      log: Callable[[str], None] = print) -> ReferenceSet:
+    """The reference set attack `name` needs (:func:`reference_plan`), from the cache or trained.
+    Every offline attack gets the same set (one cache entry), whatever its name."""
+    from fedattack.config import AttackConfig
+    from fedattack.experiment import initial_model
+
+    cfg = (exp.attack or AttackConfig()).references
+    spec = reference_plan(name, exp, knowledge, dataset)
+    return ReferenceSet.obtain(
+        spec, lambda seed: initial_model(exp.model_copy(update={"seed": seed}), dataset),
+        dataset, exp.training, device, cache_root(run_dir), cfg.vectorised, log)
+
+
 def reference_attack(name: str, exp, run_dir: Path, knowledge, dataset,
                      target_model: nn.Module, device: torch.device,
                      log: Callable[[str], None] = print) -> tuple[np.ndarray, dict]:
@@ -340,15 +354,12 @@ def reference_attack(name: str, exp, run_dir: Path, knowledge, dataset,
     from fedattack.attacks.lira import lira_offline, lira_online, logit_confidence
     from fedattack.attacks.rmia import rmia_scores, true_class_probability, tune_a
     from fedattack.config import AttackConfig
-    from fedattack.experiment import initial_model
 
     if name not in REFERENCE_ATTACKS:
         raise ValueError(f"unknown reference attack {name!r}; known: {REFERENCE_ATTACKS}")
     cfg = (exp.attack or AttackConfig()).references
-    spec = reference_plan(name, exp, knowledge, dataset)
-    refs = ReferenceSet.obtain(
-        spec, lambda seed: initial_model(exp.model_copy(update={"seed": seed}), dataset),
-        dataset, exp.training, device, cache_root(run_dir), cfg.vectorised, log)
+    refs = obtain_references(name, exp, run_dir, knowledge, dataset, device, log)
+    spec = refs.spec
     targets, pool = knowledge.targets, population(knowledge)
     records = np.concatenate([targets, pool])
     labels = dataset.y[records]
