@@ -355,14 +355,14 @@ class FederationConfig(Strict):
 LayerRef = int | str
 
 def attack_names() -> list[str]:
-    """The registered attacks (fedattack.attacks.registry), which the config accepts."""
-    from fedattack.attacks import registry
+    """The registered attacks (fedattack.attack_registry), which the config accepts."""
+    from fedattack import attack_registry as registry
 
     return registry.names()
 
 
 def _check_attack_name(name: str) -> str:
-    from fedattack.attacks import registry
+    from fedattack import attack_registry as registry
 
     registry.get(name)  # ValueError naming the accepted attacks
     return name
@@ -422,7 +422,7 @@ class AttackConfig(Strict):
 
     attacks: list[AttackName] = Field(
         default_factory=lambda: ["whitebox", "blackbox", "threshold-loss"],
-        description="registered attack names (fedattack.attacks.registry); an attack's own "
+        description="registered attack names (fedattack.attack_registry); an attack's own "
         "parameters go under its name in this block",
     )
     snapshots: list[NonNegInt] | Literal["recorded"] = Field(
@@ -461,7 +461,7 @@ class AttackConfig(Strict):
     @model_validator(mode="after")
     def _attack_parameters(self) -> AttackConfig:
         """Each key beyond the fields is a listed attack's parameters, validated by its model."""
-        from fedattack.attacks import registry
+        from fedattack import attack_registry as registry
 
         extra = self.__pydantic_extra__ if self.__pydantic_extra__ is not None else {}
         for key in list(extra):
@@ -809,7 +809,7 @@ def _check_attack(exp: Experiment) -> None:
     attack = exp.attack
     if attack is None:
         return
-    from fedattack.attacks import registry
+    from fedattack import attack_registry as registry
 
     for name in attack.attacks:  # the scenarios, attackers and checks each attack declares
         reason = registry.get(name).refusal(exp)

@@ -187,7 +187,7 @@ def _mb(n: float) -> str:
 def check_attack(exp: Experiment, dataset: Dataset) -> None:
     """The attack's layers exist in the model, one record's features fit in attack.memory_mb and
     the attack network fits in this machine's memory; ConfigError naming the key otherwise."""
-    from fedattack.attacks import registry
+    from fedattack import attack_registry as registry
     from fedattack.features import FeatureExtractor, FeatureSpec
 
     cfg = exp.attack

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedattack import attack_registry as registry
 from fedattack import audit, progress, reporting
-from fedattack.attacks import ThresholdAttack, WhiteBoxAttack, registry
+from fedattack.attack_registry import AttackOutcome
+from fedattack.attacks import ThresholdAttack, WhiteBoxAttack
 from fedattack.attacks.references import reference_attack
-from fedattack.attacks.registry import AttackOutcome
 from fedattack.attacks.threshold import threshold_scores
 from fedattack.config import AttackConfig, Experiment
 from fedattack.data import (
@@ -210,7 +211,7 @@ class AttackRunner:
     training_record = staticmethod(training_record)
 
     def run(self, name: str) -> AttackOutcome:
-        """Attack `name`, as registered (fedattack.attacks.registry), on this observation."""
+        """Attack `name`, as registered (fedattack.attack_registry), on this observation."""
         return registry.get(name).run(self)
 
 

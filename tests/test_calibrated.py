@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedattack.attacks import registry
+from fedattack import attack_registry as registry
 from fedattack.attacks.calibrated import (
     calibrated_scores,
     orientation,

@@ -7,8 +7,8 @@ import yaml
 from pydantic import BaseModel, Field
 from typer.testing import CliRunner
 
-from fedattack.attacks import registry
-from fedattack.attacks.registry import AttackOutcome, register
+from fedattack import attack_registry as registry
+from fedattack.attack_registry import AttackOutcome, register
 from fedattack.cli import app
 from fedattack.config import ConfigError, attack_names, parse_experiment
 from fedattack.io import read_json

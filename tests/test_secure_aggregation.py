@@ -13,8 +13,8 @@ import torch
 from flwr.common import ndarrays_to_parameters
 
 from clients.honest import HonestClient
+from fedattack import attack_registry as registry
 from fedattack import protocol
-from fedattack.attacks import registry
 from fedattack.config import Experiment
 from fedattack.data.splits import load_membership
 from fedattack.experiment import SNAPSHOT_DIR

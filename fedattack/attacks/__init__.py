@@ -1,4 +1,4 @@
-"""Membership inference attacks, one module each, registered by name (see `registry`).
+"""Membership inference attacks, one module each, registered by name (see `fedattack.attack_registry`).
 
 Importing this package registers the built-in attacks, in this order: the Nasr et al. attack
 network on white-box, output-layer and black-box features (`whitebox`), the shadow-model attack
@@ -8,7 +8,7 @@ federated attacks that read only the attacker's view: FedMIA (`fedmia`), Li et a
 cosine and difference (`gradcos`) and the loss series over rounds (`loss_series`); last, the
 calibrated white-box attack (`calibrated`), against the reference models or the other uploads.
 An attack is added with one new module and one import line here (or, outside the package, by
-importing a module that calls `registry.register`).
+importing a module that calls `fedattack.attack_registry.register`).
 """
 
 from . import whitebox  # noqa: I001 (the import order is the order attacks are listed in)
@@ -16,7 +16,7 @@ from . import shadow, unsupervised, threshold, lira, rmia, fedmia, gradcos, loss
 from . import calibrated
 from .lira import lira_offline, lira_online
 from .network import AttackNetwork
-from .registry import AttackOutcome, register
+from fedattack.attack_registry import AttackOutcome, register
 from .rmia import rmia_scores
 from .threshold import ThresholdAttack
 from .unsupervised import UnsupervisedAttack

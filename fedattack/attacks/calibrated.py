@@ -53,10 +53,11 @@ import numpy as np
 from pydantic import BaseModel
 from scipy.special import log_ndtr
 
+from fedattack.attack_registry import AttackOutcome, register
+
 from .fedmia import check_other_uploads
 from .lira import gaussian_fit
 from .observed import scored
-from .registry import AttackOutcome, register
 
 MIN_NORM = 1e-30  # floor under a gradient norm before its log (an exactly zero gradient)
 ORIENTATION = {"loss": -1.0, "logit_confidence": 1.0, "log_grad_norm": -1.0}

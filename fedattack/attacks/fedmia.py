@@ -29,9 +29,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
+from fedattack.attack_registry import AttackOutcome, register
+
 from .lira import lira_offline
 from .observed import scored
-from .registry import AttackOutcome, register
 
 
 class FedMIAParams(BaseModel):

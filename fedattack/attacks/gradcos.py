@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedattack.attack_registry import AttackOutcome, register
+
 from .observed import scored
-from .registry import AttackOutcome, register
 
 
 def _table(values, what: str) -> np.ndarray:

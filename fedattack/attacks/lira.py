@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_ndtr
 
-from .registry import AttackOutcome, register
+from fedattack.attack_registry import AttackOutcome, register
 
 VARIANCES = ("per-example", "global")
 MIN_STD = 1e-6  # floor on a fitted standard deviation (identical reference signals)

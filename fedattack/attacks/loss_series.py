@@ -20,8 +20,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel
 
+from fedattack.attack_registry import AttackOutcome, register
+
 from .observed import scored
-from .registry import AttackOutcome, register
 
 
 class LossSeriesParams(BaseModel):

@@ -150,6 +150,6 @@ def scored(name: str, features: str, scores: np.ndarray, extra: dict):
     """The outcome of an attack without a fitted threshold: its hard decisions cut at the median
     target score (the evaluation is balanced by design, so half the targets are called members;
     no label is read)."""
-    from .registry import AttackOutcome
+    from fedattack.attack_registry import AttackOutcome
 
     return AttackOutcome(name, features, scores, threshold=float(np.median(scores)), extra=extra)

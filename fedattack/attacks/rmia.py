@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import AttackOutcome, register
+from fedattack.attack_registry import AttackOutcome, register
 
 A_GRID = tuple(round(0.1 * i, 1) for i in range(11))
 

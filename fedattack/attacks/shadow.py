@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fedattack.attack_registry import AttackOutcome, register
 from fedattack.experiment import initial_model
 from fedattack.training import train_model
-
-from .registry import AttackOutcome, register
 
 
 def check(exp) -> None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import register
+from fedattack.attack_registry import register
+
 from .whitebox import balanced_accuracy
 
 ORIENTATION = {"loss": -1.0, "confidence": 1.0, "logit-confidence": 1.0, "entropy": -1.0}

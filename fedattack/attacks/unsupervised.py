@@ -24,8 +24,9 @@ import torch
 from sklearn.cluster import SpectralClustering
 from torch import nn
 
+from fedattack.attack_registry import AttackOutcome, register
+
 from .network import AttackNetwork
-from .registry import AttackOutcome, register
 from .whitebox import ADAM_EPS, FeatureSource, network_outputs, seeded, to_device
 
 TARGETS = ("loss", "correct", "confidence", "entropy", "grad_norm")

@@ -27,8 +27,9 @@ import torch
 from scipy.stats import rankdata
 from torch import Tensor, nn
 
+from fedattack.attack_registry import AttackOutcome, register
+
 from .network import AttackNetwork
-from .registry import AttackOutcome, register
 
 Batch = dict[str, Tensor]
 
