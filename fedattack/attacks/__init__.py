@@ -1,4 +1,4 @@
-"""Membership inference attacks, one module each, registered by name (see `fedattack.attack_registry`).
+"""Membership inference attacks, one module each, registered by name (fedattack.attack_registry).
 
 Importing this package registers the built-in attacks, in this order: the Nasr et al. attack
 network on white-box, output-layer and black-box features (`whitebox`), the shadow-model attack
