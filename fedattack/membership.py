@@ -41,7 +41,7 @@ from fedattack.metrics import (
     percentile_interval,
     roc_curve,
 )
-from fedattack.observation import Unobserved, observed_rounds, sight_of
+from fedattack.observation import Unobserved, observed_rounds, observed_text, sight_of
 from fedattack.snapshots import SnapshotStore, View
 from fedattack.training import evaluate as evaluate_model
 from fedattack.training import resolve_device, set_weights
@@ -56,6 +56,7 @@ class Observation:
     view: str
     labels: list[str]  # one per snapshot, e.g. "final", "before", "round-10"
     models: list[torch.nn.Module]
+    observed: str = ""  # what the snapshots are, in words (fedattack.observation.observed_text)
 
 
 LOSS_ONLY = FeatureSpec(gradients=(), activations=(), output=False, loss=True, label=False)
@@ -95,7 +96,7 @@ def observe(exp: Experiment, store: SnapshotStore, dataset: Dataset,
         records = [view.records(kind=sight.kind, round=r, partition=sight.partition)[0]
                    for r in rounds]
     return Observation(sight.attacker, sight.mode, view.name, labels,
-                       load_models(view, records, exp, dataset))
+                       load_models(view, records, exp, dataset), observed_text(exp, sight))
 
 
 def describe(spec: FeatureSpec) -> str:
@@ -305,6 +306,7 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
             "experiment": exp.name, "scenario": exp.scenario, "attacker": obs.attacker,
             "mode": obs.mode, "knowledge": registry.get(name).knowledge, "attack": name,
             "features": outcome.features, "victim": victim, "snapshots": ",".join(obs.labels),
+            "observed": obs.observed,
             **metrics,
             **read_model,
             **global_accuracy(exp, run_record),

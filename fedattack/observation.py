@@ -89,6 +89,20 @@ def sight_of(exp: Experiment, victim: str) -> Sight:
     return Sight("local", a.mode, local_view(a.participant), "sent", a.participant)
 
 
+def observed_text(exp: Experiment, sight: Sight) -> str:
+    """What the attacker's snapshots are, in words (results.json's ``observed``)."""
+    if sight.tags:
+        return "the stand-alone model" + (" before and after fine-tuning"
+                                          if len(sight.tags) > 1 else "")
+    if sight.kind == "upload":
+        return "the victim's uploads"
+    if sight.kind == "sent":
+        return "the global models it received"
+    if sight.attacker == "global":  # the aggregator reading aggregates: secure aggregation
+        return "the aggregates only (secure aggregation hides every upload)"
+    return "the global models"
+
+
 class Unobserved(ValueError):
     """The attacker observed nothing of a victim: it was sampled in none of the rounds."""
 

@@ -196,4 +196,5 @@ def test_the_global_attacker_attacks_the_aggregates(secagg_run):
     assert {r["victim"] for r in rows} == {"participant-0", "participant-1"}
     for row in rows:
         assert row["attacker"] == "global" and row["snapshots"] == "round-1,round-2"
+        assert row["observed"] == "the aggregates only (secure aggregation hides every upload)"
         assert 0 <= row["auc"] <= 1
