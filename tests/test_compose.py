@@ -23,8 +23,12 @@ def generate(*args: str) -> str:
 
 def compose_config(path: Path) -> dict:
     """What `docker-compose config` makes of the file (it validates without a docker engine)."""
+    # Debian's docker-compose runs on the system Python: a Ray start earlier in this process
+    # (fedattack.simulation, as Flower's backend does) leaves the venv's sys.path in PYTHONPATH,
+    # and with it the venv's cryptography under the system's pyOpenSSL (AttributeError GEN_EMAIL)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     done = subprocess.run(["docker-compose", "-f", str(path), "config"], cwd=path.parent,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     return yaml.safe_load(done.stdout)
 
