@@ -96,7 +96,7 @@ def observe(exp: Experiment, store: SnapshotStore, dataset: Dataset,
         records = [view.records(kind=sight.kind, round=r, partition=sight.partition)[0]
                    for r in rounds]
     return Observation(sight.attacker, sight.mode, view.name, labels,
-                       load_models(view, records, exp, dataset), observed_text(exp, sight))
+                       load_models(view, records, exp, dataset), observed_text(sight))
 
 
 def describe(spec: FeatureSpec) -> str:

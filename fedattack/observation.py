@@ -89,7 +89,7 @@ def sight_of(exp: Experiment, victim: str) -> Sight:
     return Sight("local", a.mode, local_view(a.participant), "sent", a.participant)
 
 
-def observed_text(exp: Experiment, sight: Sight) -> str:
+def observed_text(sight: Sight) -> str:
     """What the attacker's snapshots are, in words (results.json's ``observed``)."""
     if sight.tags:
         return "the stand-alone model" + (" before and after fine-tuning"
