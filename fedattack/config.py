@@ -145,6 +145,13 @@ class DataConfig(Strict):
         default=None, description="by-class: participant -> the classes it draws its records "
         "from; default: class c goes to participant c mod num_participants"
     )
+    nonmember_labels: Literal["auto", "population", "matched"] = Field(
+        default="auto", description="how a victim's non-members (known and targets) are drawn "
+        "from the held-out pool: population, at random; matched, class by class, as many of "
+        "each label as the members drawn beside them, so that under label skew the label alone "
+        "says nothing of membership; auto: matched for dirichlet and by-class partitions of an "
+        "experiment with a membership attack, population otherwise (fedattack.data.splits)"
+    )
 
     @field_validator("dataset")
     @classmethod

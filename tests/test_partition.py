@@ -8,6 +8,7 @@ import pytest
 
 from fedattack.config import ConfigError, parse_experiment
 from fedattack.data import partition
+from fedattack.data.splits import make_splits
 from fedattack.experiment import CLASS_COUNTS, experiment_dataset, prepare_run
 from fedattack.io import read_json
 
@@ -151,3 +152,63 @@ def test_dirichlet_gives_flwr_datasets_own_partitions():
                                   case["min_partition_size"], case["self_balancing"],
                                   case["shuffle"], case["seed"])
         assert [p.tolist() for p in got] == case["partitions"], case
+
+
+ATTACKED = {**FEDERATED, "attacker": {"kind": "global", "mode": "passive"},
+            "attack": {"attacks": ["threshold-loss"]},
+            "data": {**FEDERATED["data"], "num_records": 20000, "nonmember_size": 5000,
+                     "knowledge": {
+                "train_members": 40, "train_nonmembers": 40, "test_members": 60,
+                "test_nonmembers": 60}}}
+
+
+def _histograms(labels, records, classes):
+    return np.bincount(labels[records], minlength=classes)
+
+
+def test_under_label_skew_non_members_carry_the_members_labels_class_by_class():
+    """Population non-members would let the label alone reveal membership under Dirichlet skew;
+    matched draws (the default with a membership attack) take each label as often as the
+    members drawn beside them, from the held-out pool, disjoint from everything else."""
+    exp = parse_experiment(ATTACKED)
+    assert exp.data.nonmember_labels == "auto"
+    dataset = experiment_dataset(exp)
+    labels, k = dataset.y, dataset.num_classes
+    splits = make_splits(len(dataset), exp, labels)
+    population = make_splits(len(dataset), parse_experiment(
+        {**ATTACKED, "data": {**ATTACKED["data"], "nonmember_labels": "population"}}), labels)
+    gaps = []
+    for victim, other in zip(splits.victims, population.victims, strict=True):
+        np.testing.assert_array_equal(_histograms(labels, victim.target_nonmembers, k),
+                                      _histograms(labels, victim.target_members, k))
+        np.testing.assert_array_equal(_histograms(labels, victim.known_nonmembers, k),
+                                      _histograms(labels, victim.known_members, k))
+        outside = np.concatenate([victim.target_nonmembers, victim.known_nonmembers])
+        assert np.isin(outside, splits.nonmembers).all()
+        assert len(np.unique(outside)) == len(outside)
+        # the members drawn are those of the population draw: only the non-members change
+        np.testing.assert_array_equal(victim.target_members, other.target_members)
+        gaps.append(np.abs(_histograms(labels, other.target_nonmembers, k)
+                           - _histograms(labels, other.target_members, k)).sum() / 2)
+    # what the matched draw removes: under alpha 0.3 a label-only guess tells them apart
+    assert min(gaps) > 0.4 * 60
+
+
+def test_matched_non_members_follow_the_known_members_labels_when_sizes_differ():
+    raw = {**ATTACKED, "data": {**ATTACKED["data"], "knowledge": {
+        "train_members": 40, "train_nonmembers": 15, "test_members": 60, "test_nonmembers": 60}}}
+    exp = parse_experiment(raw)
+    dataset = experiment_dataset(exp)
+    splits = make_splits(len(dataset), exp, dataset.y)
+    for victim in splits.victims:
+        assert len(victim.known_nonmembers) == 15
+        assert set(dataset.y[victim.known_nonmembers]) <= set(dataset.y[victim.known_members])
+
+
+def test_a_pool_too_small_to_match_the_labels_is_refused_in_one_line():
+    raw = {**ATTACKED, "data": {**ATTACKED["data"], "nonmember_size": 150}}
+    exp = parse_experiment(raw)
+    dataset = experiment_dataset(exp)
+    with pytest.raises(ValueError, match="to match the members' labels but the held-out pool "
+                       "has .*raise data.nonmember_size"):
+        make_splits(len(dataset), exp, dataset.y)

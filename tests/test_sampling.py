@@ -109,8 +109,8 @@ def test_a_sampled_non_iid_federation_in_a_flower_simulation(tmp_path):
 
     exp = parse_experiment({
         "name": "sampled", "seed": 2, "scenario": "federated",
-        "data": {"dataset": "purchase100-synth", "num_records": 3000, "train_size": 100,
-                 "nonmember_size": 300, "partition": "dirichlet", "alpha": 1.0,
+        "data": {"dataset": "purchase100-synth", "train_size": 100,
+                 "nonmember_size": 5000, "partition": "dirichlet", "alpha": 1.0,
                  "min_partition_size": 45,
                  "knowledge": {"train_members": 20, "train_nonmembers": 20, "test_members": 20,
                                "test_nonmembers": 20}},

@@ -10,7 +10,9 @@ participants for a local attacker; D or D-delta when fine-tuning: the threat mod
 :func:`fedattack.observation.victim_groups`). For each victim, the attacker's known members and
 the member targets are disjoint draws from the victim's records; its known non-members and the
 non-member targets, from the non-members, or from the records of the `against` partitions
-(Table IX distinguishes D from D-delta).
+(Table IX distinguishes D from D-delta). Under label skew (`data.nonmember_labels`, by default
+for dirichlet and by-class partitions) the non-members drawn from the held-out pool have, class
+by class, the labels of the members drawn beside them.
 
 In the run directory, `splits/membership.npz` holds what only the evaluation may read and
 `splits/knowledge.npz` what an attacker may read; arrays of a victim are stored under
@@ -132,10 +134,16 @@ def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = N
         known_members, target_members = _draw(
             members, knowledge.train_members, knowledge.test_members, f"members of {name}", rng
         )
-        known_nonmembers, target_nonmembers = _draw(
-            negatives, knowledge.train_nonmembers, knowledge.test_nonmembers,
-            f"non-members of {name}", rng
-        )
+        if against or not _matched(exp):
+            known_nonmembers, target_nonmembers = _draw(
+                negatives, knowledge.train_nonmembers, knowledge.test_nonmembers,
+                f"non-members of {name}", rng
+            )
+        else:
+            known_nonmembers, target_nonmembers = _draw_matched(
+                negatives, labels, known_members, target_members, knowledge.train_nonmembers,
+                f"non-members of {name}", rng
+            )
         victims.append(Victim(name, owners, known_members, known_nonmembers, target_members,
                               target_nonmembers, against))
     return Splits(
@@ -250,6 +258,51 @@ def _draw(
         )
     picked = rng.permutation(pool)[: known + targets]
     return np.sort(picked[targets:]), np.sort(picked[:targets])
+
+
+def _matched(exp: Experiment) -> bool:
+    """Whether non-members are drawn label by label like the members (`data.nonmember_labels`)."""
+    choice = exp.data.nonmember_labels
+    if choice == "auto":  # an experiment without a membership attack draws targets unused
+        return exp.data.partition in ("dirichlet", "by-class") and exp.attack is not None
+    return choice == "matched"
+
+
+def _draw_matched(
+    pool: np.ndarray, labels: np.ndarray | None, known_members: np.ndarray,
+    target_members: np.ndarray, known: int, what: str, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Known non-members and non-member targets from pool with, class by class, the labels of
+    the known members and of the member targets: under label skew a victim's members are of a
+    few classes, and population non-members would let the label alone tell them apart.
+
+    The targets match the member targets one for one (the sets are balanced); `known` known
+    non-members match the known members' labels, or their label frequencies (drawn with
+    replacement) when the two known sets differ in size."""
+    if labels is None:
+        raise ValueError("data.nonmember_labels matched needs the dataset's labels")
+    source = known_members if len(known_members) else target_members
+    known_labels = labels[source]
+    if known != len(source):
+        known_labels = rng.choice(known_labels, known, replace=True) if known else known_labels[:0]
+    num_classes = int(labels.max()) + 1
+    need_known = np.bincount(known_labels, minlength=num_classes)
+    need_targets = np.bincount(labels[target_members], minlength=num_classes)
+    shuffled = rng.permutation(pool)
+    have = labels[shuffled]
+    known_drawn, targets = [], []
+    for c in np.flatnonzero(need_known + need_targets):
+        of_c = shuffled[have == c]
+        wanted = need_known[c] + need_targets[c]
+        if len(of_c) < wanted:
+            raise ValueError(
+                f"{what}: {wanted} of class {c} are needed to match the members' labels but the "
+                f"held-out pool has {len(of_c)}; raise data.nonmember_size, lower the knowledge "
+                "sizes, or set data.nonmember_labels: population"
+            )
+        targets.append(of_c[: need_targets[c]])
+        known_drawn.append(of_c[need_targets[c]: wanted])
+    return np.sort(np.concatenate(known_drawn)), np.sort(np.concatenate(targets))
 
 
 def knowledge_of(splits: Splits, victim: str = ALL) -> Knowledge:
