@@ -135,6 +135,17 @@ class SnapshotRecord:
         )
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One model to be written (see :meth:`SnapshotStore.write_many`)."""
+
+    kind: str
+    round: int
+    tensors: Tensors
+    partition: int | None = None
+    tag: str | None = None
+
+
 def _sort_key(r: SnapshotRecord) -> tuple:
     return (r.view, r.round, r.kind, -1 if r.partition is None else r.partition, r.tag or "")
 
@@ -249,10 +260,62 @@ class SnapshotStore:
 
         Raises ValueError if this (view, kind, round, partition, tag) was already written.
         """
-        _check_key(view, kind, round, partition, tag)
+        return self.write_many(view, [Snapshot(kind, round, tensors, partition, tag)])[0]
+
+    def write_many(self, view: str, snapshots: Iterable[Snapshot]) -> list[SnapshotRecord]:
+        """Store several models as new snapshots of ``view``, with one manifest write for all.
+
+        A round's uploads and aggregate are written this way: rewriting the manifest after
+        every file would cost O(snapshots so far) per file, quadratic over a run. The tensor
+        files are written first, then the manifest that lists them (a crash in between leaves
+        the previous manifest valid). Raises ValueError before anything is written if a key
+        was already written or is given twice; tensors that cannot be stored raise it when
+        their turn comes, and the files written before them stay unlisted, as after a crash.
+        """
+        snapshots = list(snapshots)
+        keys = []
+        for s in snapshots:
+            _check_key(view, s.kind, s.round, s.partition, s.tag)
+            keys.append((view, s.kind, int(s.round),
+                         None if s.partition is None else int(s.partition), s.tag))
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"snapshots {keys} given twice (written once)")
+        directory = self.root / view
+        directory.mkdir(parents=True, exist_ok=True)
+        with _view_lock(directory):
+            existing = self._manifest(view)
+            written = {r.key for r in existing}
+            for key in keys:
+                if key in written:
+                    raise ValueError(f"snapshot {key} was already written (written once)")
+            if not snapshots:
+                return []
+            new = []
+            for s in snapshots:  # one file's bytes in memory at a time
+                record, data = self._prepare(view, s)
+                write_atomic(self.root / record.file, data, tmp_prefix=_TMP_PREFIX)
+                new.append(record)
+                del data
+            records = [*existing, *new]
+            manifest = {
+                "version": MANIFEST_VERSION,
+                "view": view,
+                "records": [r.to_json() for r in records],
+            }
+            path = directory / MANIFEST
+            write_atomic(path, json.dumps(manifest, indent=1).encode(), tmp_prefix=_TMP_PREFIX)
+            st = path.stat()
+            with self._cache_lock:  # what was just written needs no re-reading
+                self._cache[view] = ((st.st_mtime_ns, st.st_size, st.st_ino), records)
+        return new
+
+    def _prepare(self, view: str, snapshot: Snapshot) -> tuple[SnapshotRecord, bytes]:
+        """The record and file bytes of one snapshot of ``view`` (checked, not yet written)."""
+        kind, round, partition, tag = (snapshot.kind, snapshot.round, snapshot.partition,
+                                       snapshot.tag)
         round = int(round)
         partition = None if partition is None else int(partition)
-        named = _to_tensors(tensors)
+        named = _to_tensors(snapshot.tensors)
         names = tuple(named)
         data = _safetensors_save(
             named,
@@ -261,8 +324,6 @@ class SnapshotStore:
                 "key": json.dumps([view, kind, round, partition, tag]),
             },
         )
-        directory = self.root / view
-        directory.mkdir(parents=True, exist_ok=True)
         file_name = _file_name(kind, round, partition, tag)
         record = SnapshotRecord(
             view=view,
@@ -276,22 +337,7 @@ class SnapshotStore:
             shapes=tuple(tuple(t.shape) for t in named.values()),
             dtypes=tuple(str(t.dtype).removeprefix("torch.") for t in named.values()),
         )
-        with _view_lock(directory):
-            existing = self._manifest(view)
-            if any(r.key == record.key for r in existing):
-                raise ValueError(f"snapshot {record.key} was already written (written once)")
-            write_atomic(directory / file_name, data, tmp_prefix=_TMP_PREFIX)
-            records = [*existing, record]
-            manifest = {
-                "version": MANIFEST_VERSION,
-                "view": view,
-                "records": [r.to_json() for r in records],
-            }
-            manifest_bytes = json.dumps(manifest, indent=1).encode()
-            write_atomic(directory / MANIFEST, manifest_bytes, tmp_prefix=_TMP_PREFIX)
-            with self._cache_lock:
-                self._cache.pop(view, None)
-        return record
+        return record, data
 
     # -- listing -------------------------------------------------------------------------------
 

@@ -41,8 +41,8 @@ def weighted_average(uploads: list[tuple[NDArrays, int]]) -> NDArrays:
     averaged = []
     for layer in zip(*(w for w, _ in uploads), strict=True):
         acc = np.zeros(layer[0].shape, dtype=np.float64)
-        for tensor, (_, n) in zip(layer, uploads, strict=True):
-            acc += tensor.astype(np.float64) * (n / total)
+        for tensor, (_, n) in zip(layer, uploads, strict=True):  # one temporary per tensor
+            acc += np.multiply(tensor, n / total, dtype=np.float64)
         dtype = layer[0].dtype
         averaged.append(np.rint(acc).astype(dtype) if dtype.kind in "iu" else acc.astype(dtype))
     return averaged

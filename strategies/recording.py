@@ -44,8 +44,8 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from fedattack.protocol import PARTITION_ID, FederationFailed
-from fedattack.snapshots import GLOBAL_VIEW, SnapshotStore
-from strategies.inner import inner_strategy
+from fedattack.snapshots import GLOBAL_VIEW, Snapshot, SnapshotStore
+from strategies.inner import OrderedFedAvg, inner_strategy, weighted_average
 
 log = logging.getLogger(__name__)
 
@@ -265,11 +265,19 @@ class RecordingStrategy(Strategy):
 
     def record(self, kind: str, server_round: int, weights: NDArrays, partition=None) -> None:
         """Write one observation unless this (kind, round, partition) is already on disk."""
-        if self.store.records(view=VIEW, kind=kind, round=server_round, partition=partition):
+        self.record_many(server_round, [(kind, partition, weights)])
+
+    def record_many(self, server_round: int,
+                    observations: list[tuple[str, int | None, NDArrays]]) -> None:
+        """Write this round's (kind, partition, weights) observations that are not on disk yet,
+        with one manifest write for all of them (a round's uploads and aggregate)."""
+        if not observations:
             return
-        named = list(zip(self.weight_names, weights, strict=True))
-        self.store.write(VIEW, kind, server_round, named,
-                         partition=partition)
+        done = {(r.kind, r.partition) for r in self.store.records(view=VIEW, round=server_round)}
+        self.store.write_many(VIEW, [
+            Snapshot(kind, server_round, list(zip(self.weight_names, weights, strict=True)),
+                     partition=partition)
+            for kind, partition, weights in observations if (kind, partition) not in done])
 
     # -- Flower hooks ----------------------------------------------------------------------
 
@@ -416,16 +424,17 @@ class RecordingStrategy(Strategy):
                                        f"({round_log.reasons()})"))
             return None, {}
         recording = self.record_round(server_round)
-        if recording and not self.secure_aggregation:
-            for pid, weights, _ in accepted:
-                self.record("upload", server_round, weights, partition=pid)
+        observed = [("upload", pid, weights) for pid, weights, _ in accepted] if (
+            recording and not self.secure_aggregation) else []
         try:
             aggregate = self.aggregate(server_round, accepted)
         except FederationFailed as err:  # the inner strategy produced no model
+            self.record_many(server_round, observed)
             self.fail(err)
             return None, {}
         if recording:
-            self.record("global", server_round, aggregate)
+            observed.append(("global", None, aggregate))
+        self.record_many(server_round, observed)
         if self.on_round:
             self.on_round(server_round, round_log)
         return ndarrays_to_parameters(aggregate), {"accepted": len(accepted)}
@@ -448,6 +457,10 @@ class RecordingStrategy(Strategy):
     def delegate(self, server_round: int, uploads: list[tuple[int, NDArrays, int]]) -> NDArrays:
         """The inner strategy's aggregate of checked (partition, weights, num_examples) uploads,
         in the order given (partition order)."""
+        if uploads and type(self.inner) is OrderedFedAvg:  # what its aggregate_fit computes,
+            # without serialising every upload into Flower's Parameters and back (bit-identical)
+            return weighted_average([(weights, 1 if self.uniform_weights else n)
+                                     for _, weights, n in uploads])
         results = [(self.proxy_of[pid], FitRes(Status(Code.OK, "accepted"),
                                                ndarrays_to_parameters(weights),
                                                1 if self.uniform_weights else n,

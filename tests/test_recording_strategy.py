@@ -5,7 +5,7 @@ import pytest
 from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 
 from fedattack.snapshots import SnapshotStore
-from strategies.inner import weighted_average
+from strategies.inner import OrderedFedAvg, weighted_average
 from strategies.recording import RecordingStrategy, check_upload
 from tests.flower_fakes import client_manager, fit_res
 
@@ -108,6 +108,44 @@ def test_aggregate_independent_of_arrival_order(tmp_path):
         outcomes.append(parameters_to_ndarrays(agg))
     for a, b in zip(*outcomes, strict=True):
         assert a.tobytes() == b.tobytes()
+
+
+class PlainOrderedFedAvg(OrderedFedAvg):
+    """OrderedFedAvg under another type: the recorder hands it Flower's Parameters."""
+
+
+def test_fedavg_fast_path_is_bit_identical_to_the_inner_strategy(tmp_path):
+    rng = np.random.default_rng(2)
+    uploads = [(model_weights(rng, 1e3), 7 + 3 * pid, pid) for pid in range(3)]
+    outcomes = []
+    for inner_type in (OrderedFedAvg, PlainOrderedFedAvg):
+        strategy = RecordingStrategy(
+            store=SnapshotStore(tmp_path / inner_type.__name__),
+            record_round=lambda r: True, weight_names=NAMES, partition_sizes=[100] * 3,
+            inner=inner_type(initial_parameters=ndarrays_to_parameters(uploads[0][0]),
+                             fraction_evaluate=0.0))
+        manager, proxies = client_manager(3)
+        agg, _ = aggregate_round(strategy, manager, proxies, uploads)
+        outcomes.append(parameters_to_ndarrays(agg))
+    for a, b in zip(*outcomes, strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def test_a_round_is_recorded_with_one_manifest_write(setup, monkeypatch):
+    from fedattack import snapshots
+
+    strategy, store, _, rng = setup
+    manager, proxies = client_manager(3)
+    strategy.configure_fit(1, strategy.initialize_parameters(manager), manager)
+    manifests = []
+    real = snapshots.write_atomic
+    monkeypatch.setattr(snapshots, "write_atomic", lambda path, data, **kw: (
+        manifests.append(path) if path.name == snapshots.MANIFEST else None,
+        real(path, data, **kw)))
+    results = [(proxies[p], fit_res(model_weights(rng), 5, p)) for p in range(3)]
+    strategy.aggregate_fit(1, results, [])
+    assert len(manifests) == 1
+    assert len(store.records(view="global", round=1)) == 4  # three uploads, the aggregate
 
 
 def test_unrecorded_round_writes_nothing(setup):

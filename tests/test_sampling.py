@@ -1,6 +1,8 @@
 """Client sampling: seeded, Flower's own draw, and attackers that handle absent victims."""
 
 import random
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +70,40 @@ def test_each_node_is_asked_its_partition_once_and_not_at_all_when_all_train():
     assert all(p.asked == 0 for p in manager.clients.values())
     draws(manager, rounds=4, k=2)
     assert all(p.asked == 1 for p in manager.clients.values())
+
+
+class SlowProxy(PartitionProxy):
+    """A node whose answer takes a message round trip (here 50 ms)."""
+
+    in_flight = 0
+    most_in_flight = 0
+    lock = threading.Lock()
+
+    def get_properties(self, ins, timeout, group_id):
+        with SlowProxy.lock:
+            SlowProxy.in_flight += 1
+            SlowProxy.most_in_flight = max(SlowProxy.most_in_flight, SlowProxy.in_flight)
+        time.sleep(0.05)
+        with SlowProxy.lock:
+            SlowProxy.in_flight -= 1
+        return super().get_properties(ins, timeout, group_id)
+
+
+def test_the_nodes_are_asked_together_not_one_after_another():
+    manager = SeededClientManager(0)
+    for pid in range(200):
+        manager.register(SlowProxy(f"n{pid}", pid))
+    started = time.perf_counter()
+    sample = manager.sample(10)
+    took = time.perf_counter() - started
+    assert len(sample) == 10 and all(p.asked == 1 for p in manager.clients.values())
+    assert SlowProxy.most_in_flight > 1
+    assert took < 200 * 0.05 / 4  # one after another: 10 s
+    # the same draw as a manager that asked one node at a time
+    serial = SeededClientManager(0)
+    for pid in range(200):
+        serial.register(PartitionProxy(f"n{pid}", pid))
+    assert sorted(p.held for p in sample) == sorted(p.held for p in serial.sample(10))
 
 
 BASE = {"name": "s", "scenario": "federated", "data": {"dataset": "purchase100-synth"}}

@@ -171,6 +171,48 @@ def test_duplicate_write_refused(tmp_path):
     store.write("global", "upload", 2, {"w": np.ones(2)}, partition=0)
 
 
+def test_write_many_lists_every_snapshot_with_one_manifest_write(tmp_path, monkeypatch):
+    store = SnapshotStore(tmp_path)
+    store.write("global", "global", 0, {"w": np.zeros(2)})
+    manifests = []
+    real = snapshots.write_atomic
+
+    def counting(path, data, **kw):
+        if Path(path).name == snapshots.MANIFEST:
+            manifests.append(json.loads(data))
+        return real(path, data, **kw)
+
+    monkeypatch.setattr(snapshots, "write_atomic", counting)
+    batch = [snapshots.Snapshot("upload", 1, {"w": np.full(2, float(p))}, partition=p)
+             for p in (3, 1)] + [snapshots.Snapshot("global", 1, {"w": np.ones(2)})]
+    written = store.write_many("global", batch)
+    assert len(manifests) == 1 and len(manifests[0]["records"]) == 4
+    assert [r.key for r in written] == [("global", "upload", 1, 3, None),
+                                        ("global", "upload", 1, 1, None),
+                                        ("global", "global", 1, None, None)]
+    reopened = SnapshotStore(tmp_path)  # from disk, not from the writer's cache
+    assert len(reopened.records(view="global")) == 4
+    np.testing.assert_array_equal(reopened.read_arrays(written[0])[0], np.full(2, 3.0))
+    assert store.records(view="global") == reopened.records(view="global")
+    assert store.write_many("global", []) == []
+
+
+def test_write_many_refuses_a_repeated_or_written_key_before_writing(tmp_path):
+    store = SnapshotStore(tmp_path)
+    store.write("global", "upload", 1, {"w": np.zeros(2)}, partition=0)
+    twice = [snapshots.Snapshot("upload", 2, {"w": np.zeros(2)}, partition=5)] * 2
+    with pytest.raises(ValueError, match="given twice"):
+        store.write_many("global", twice)
+    again = [snapshots.Snapshot("global", 1, {"w": np.zeros(2)}),
+             snapshots.Snapshot("upload", 1, {"w": np.ones(2)}, partition=0)]
+    with pytest.raises(ValueError, match="already written"):
+        store.write_many("global", again)
+    assert [r.key for r in SnapshotStore(tmp_path).records()] == [
+        ("global", "upload", 1, 0, None)]
+    assert sorted(p.name for p in (tmp_path / "global").iterdir()) == [
+        "manifest.json", "upload-r0001-p0.safetensors"]
+
+
 @pytest.mark.parametrize(
     "args, match",
     [
