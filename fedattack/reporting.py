@@ -179,8 +179,10 @@ def plot_class_counts(counts: list[list[int]], path: str | Path, title: str) -> 
     participant's total: how skewed a non-IID partition is."""
     plt = _pyplot()
     grid = np.asarray(counts, dtype=float)
-    fig, ax = plt.subplots(figsize=(max(6.0, grid.shape[1] * 0.07 + 2),
-                                    max(2.5, grid.shape[0] * 0.25 + 1.2)))
+    # A row per participant up to a page's height: beyond it the rows share pixels (a
+    # 1,000-participant map drawn 250 inches tall took a gigabyte to render)
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, grid.shape[1] * 0.07 + 2)),
+                                    min(12.0, max(2.5, grid.shape[0] * 0.25 + 1.2))))
     image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set(xlabel="class", ylabel="participant", title=title)
     totals = grid.sum(axis=1).astype(int)

@@ -1,6 +1,7 @@
 """Figures are written and say how many records stand behind them."""
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 
@@ -80,3 +81,18 @@ def test_privacy_utility_figure_is_drawn(tmp_path):
     path = tmp_path / "privacy-utility.png"
     plot_privacy_utility(records, path)
     assert path.stat().st_size > 10_000
+
+
+def test_the_class_count_map_of_many_participants_stays_page_sized(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 5, size=(1000, 100)).tolist()
+    reporting.plot_class_counts(counts, tmp_path / "c.png", "1,000 participants")
+    with Image.open(tmp_path / "c.png") as image:
+        width, height = image.size
+    assert width <= 16 * 120 and height <= 12 * 120  # not a row of 0.25 inch per participant
+    few = rng.integers(0, 5, size=(8, 10)).tolist()
+    reporting.plot_class_counts(few, tmp_path / "few.png", "8 participants")
+    with Image.open(tmp_path / "few.png") as image:
+        assert image.size[1] >= 2.5 * 120 * 0.9
