@@ -17,9 +17,9 @@ import torch
 
 from fedattack.config import ConfigError, Experiment, experiment_yaml, load_experiment
 from fedattack.data import Dataset, Splits, load_dataset, make_splits
-from fedattack.data.splits import ensure_splits
+from fedattack.data.splits import SPLIT_FILES, ensure_splits
 from fedattack.features import resolve_layers
-from fedattack.io import inside, remove_file, remove_tree, write_atomic, write_json
+from fedattack.io import CHECKSUMS, inside, remove_file, remove_tree, write_atomic, write_json
 from fedattack.models import build_model
 from fedattack.privacy import check_private_model
 
@@ -52,6 +52,48 @@ def experiment_splits(exp: Experiment, dataset: Dataset) -> Splits:
     return make_splits(len(dataset), exp, dataset.y)
 
 
+def _files_signature(run_dir: Path, names: tuple[str, ...]) -> tuple | None:
+    """(inode, mtime, size) of each named file of run_dir; None if one is missing."""
+    signature = []
+    for name in names:
+        try:
+            st = (run_dir / name).stat()
+        except OSError:
+            return None
+        signature.append((st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(signature)
+
+
+class _Checked:
+    """What this process has checked of a run directory, with the signature of the files it
+    checked: a later call for the same experiment whose files are unchanged is answered from
+    here (a federated run is set up by the runner, the simulation and the server app in one
+    process); any change to those files, or another experiment, checks again."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.held: dict[tuple[str, str], tuple[tuple, object]] = {}
+
+    def get(self, exp: Experiment, run_dir: Path):
+        key = (str(run_dir.resolve()), exp.model_dump_json())
+        held = self.held.get(key)
+        if held is None or held[0] != _files_signature(run_dir, self.names):
+            return None
+        return held[1]
+
+    def put(self, exp: Experiment, run_dir: Path, value) -> None:
+        signature = _files_signature(run_dir, self.names)
+        if signature is None:
+            return
+        if len(self.held) >= 8:  # a campaign's experiments come one after another
+            self.held.clear()
+        self.held[(str(run_dir.resolve()), exp.model_dump_json())] = (signature, value)
+
+
+_CLAIMED = _Checked((CONFIG_FILE,))
+_PREPARED = _Checked((CONFIG_FILE, *(f"{SPLITS_DIR}/{name}" for name in (*SPLIT_FILES, CHECKSUMS))))
+
+
 def claim_run_dir(exp: Experiment, run_dir: str | Path) -> Path:
     """Create run_dir with the resolved config, or check that it holds this very experiment.
 
@@ -59,6 +101,8 @@ def claim_run_dir(exp: Experiment, run_dir: str | Path) -> Path:
     different config.
     """
     run_dir = Path(run_dir)
+    if _CLAIMED.get(exp, run_dir) is not None:
+        return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = inside(run_dir, CONFIG_FILE)
     if config_path.exists() and holds_no_training(run_dir) and _other_config(config_path, exp):
@@ -70,6 +114,7 @@ def claim_run_dir(exp: Experiment, run_dir: str | Path) -> Path:
         raise FileExistsError(
             f"{run_dir} holds a run of a different configuration; choose another --out"
         )
+    _CLAIMED.put(exp, run_dir, True)
     return run_dir
 
 
@@ -102,7 +147,12 @@ def check_against_dataset(exp: Experiment, dataset: Dataset) -> None:
 
 def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:
     """Check the experiment against its dataset, claim the run directory and write the
-    ground-truth splits; idempotent."""
+    ground-truth splits; idempotent, and done once per process while the config and the splits'
+    checksums are unchanged."""
+    run_dir = Path(run_dir)
+    prepared = _PREPARED.get(exp, run_dir)
+    if prepared is not None:
+        return prepared
     dataset = experiment_dataset(exp)
     check_against_dataset(exp, dataset)
     run_dir = claim_run_dir(exp, run_dir)
@@ -110,6 +160,7 @@ def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:
     ensure_splits(splits, run_dir)
     if exp.scenario == "federated":
         write_class_counts(exp, dataset, splits, run_dir)
+    _PREPARED.put(exp, run_dir, (dataset, splits))
     return dataset, splits
 
 
