@@ -22,6 +22,7 @@ import errno
 import logging
 import re
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -196,6 +197,11 @@ class RecordingStrategy(Strategy):
             (client-level DP: one participant moves the average by at most clip / sampled).
         noise_seed: seeds numpy's global generator before each aggregation, from which Flower's
             DP wrappers draw their noise (so the same seed gives the same run); None: untouched.
+        last_round: the federation's last round. Given, a round's uploads and aggregate are
+            written in a thread of their own while the next round trains (the aggregator is
+            idle then), at most one round in flight; the last round's are written before
+            aggregate_fit returns, so that everything is on disk when the run ends. None: every
+            round is written before aggregate_fit returns.
     """
 
     def __init__(
@@ -212,6 +218,7 @@ class RecordingStrategy(Strategy):
         secure_aggregation: bool = False,
         uniform_weights: bool = False,
         noise_seed: int | None = None,
+        last_round: int | None = None,
         **kwargs,
     ) -> None:
         super().__init__()
@@ -235,6 +242,10 @@ class RecordingStrategy(Strategy):
         self.secure_aggregation = secure_aggregation
         self.uniform_weights = uniform_weights
         self.noise_seed = noise_seed
+        self.last_round = last_round
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None  # the round being written in the background
+        self._pending_keys: set[tuple[str, int, int | None]] = set()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
@@ -245,6 +256,10 @@ class RecordingStrategy(Strategy):
         """Stop the federation: the remaining rounds do nothing; tell on_failure once."""
         if self.failure is not None:
             return
+        try:  # what was being written in the background lands (or is reported) first
+            self.wait_for_writes()
+        except Exception as err:  # the run fails anyway; say what else went wrong
+            log.error("writing the previous round's observations failed: %s", err)
         self.failure = error
         log.error("the federated run failed: %s", error)
         if self.on_failure:
@@ -267,17 +282,39 @@ class RecordingStrategy(Strategy):
         """Write one observation unless this (kind, round, partition) is already on disk."""
         self.record_many(server_round, [(kind, partition, weights)])
 
-    def record_many(self, server_round: int,
-                    observations: list[tuple[str, int | None, NDArrays]]) -> None:
-        """Write this round's (kind, partition, weights) observations that are not on disk yet,
-        with one manifest write for all of them (a round's uploads and aggregate)."""
+    def record_many(self, server_round: int, observations: list[tuple[str, int | None, NDArrays]],
+                    background: bool = False) -> None:
+        """Write this round's (kind, partition, weights) observations that are not on disk (or
+        on their way) yet, with one manifest write for all of them; `background`: in the writer
+        thread, unless this is the last round (see `last_round`)."""
         if not observations:
             return
         done = {(r.kind, r.partition) for r in self.store.records(view=VIEW, round=server_round)}
-        self.store.write_many(VIEW, [
-            Snapshot(kind, server_round, list(zip(self.weight_names, weights, strict=True)),
-                     partition=partition)
-            for kind, partition, weights in observations if (kind, partition) not in done])
+        done |= {(kind, partition) for kind, at, partition in self._pending_keys
+                 if at == server_round}
+        batch = [Snapshot(kind, server_round, list(zip(self.weight_names, weights, strict=True)),
+                          partition=partition)
+                 for kind, partition, weights in observations if (kind, partition) not in done]
+        if not batch:
+            return
+        self.wait_for_writes()  # one round in flight at most, written in order
+        if not background or self.last_round is None or server_round >= self.last_round:
+            self.store.write_many(VIEW, batch)
+            return
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="recorder")
+        self._pending_keys = {(b.kind, server_round, b.partition) for b in batch}
+        self._pending = self._writer.submit(self.store.write_many, VIEW, batch)
+
+    def wait_for_writes(self) -> None:
+        """Block until the round written in the background is on disk; its error (a full
+        disk) is raised here."""
+        pending, self._pending = self._pending, None
+        try:
+            if pending is not None:
+                pending.result()
+        finally:
+            self._pending_keys = set()
 
     # -- Flower hooks ----------------------------------------------------------------------
 
@@ -434,7 +471,9 @@ class RecordingStrategy(Strategy):
             return None, {}
         if recording:
             observed.append(("global", None, aggregate))
-        self.record_many(server_round, observed)
+        self.record_many(server_round, observed, background=True)
+        if self.last_round is not None and server_round >= self.last_round:
+            self.wait_for_writes()  # every round on disk before the run is declared finished
         if self.on_round:
             self.on_round(server_round, round_log)
         return ndarrays_to_parameters(aggregate), {"accepted": len(accepted)}

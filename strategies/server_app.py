@@ -166,6 +166,7 @@ def build_strategy(
         noise_seed=exp.seed if dp is not None else None,
         store=SnapshotStore(run_dir / SNAPSHOT_DIR),
         record_round=exp.federation.records,
+        last_round=exp.federation.rounds,
         weight_names=weight_names(model),
         partition_sizes=[len(p) for p in splits.partitions],
         on_round=log.on_round,

@@ -1,5 +1,8 @@
 """The recording FedAvg, driven by hand-made proxies and results (no Ray, no simulation)."""
 
+import errno
+import time
+
 import numpy as np
 import pytest
 from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
@@ -210,3 +213,78 @@ def test_all_uploads_refused_keeps_model(setup):
 def test_check_upload_accepts_matching():
     w = [np.zeros((2, 2), np.float32)]
     check_upload([np.ones((2, 2), np.float32)], w)
+
+
+def background_strategy(tmp_path, name, last_round, store=None):
+    rng = np.random.default_rng(4)
+    initial = model_weights(rng)
+    strategy = RecordingStrategy(
+        store=store or SnapshotStore(tmp_path / name), record_round=lambda r: True,
+        weight_names=NAMES, partition_sizes=[100] * 3, last_round=last_round,
+        fit_config=lambda r: {}, initial_parameters=ndarrays_to_parameters(initial))
+    return strategy, rng
+
+
+def run_rounds(strategy, rng, rounds):
+    manager, proxies = client_manager(3)
+    for server_round in range(1, rounds + 1):
+        aggregate_round(strategy, manager, proxies,
+                        [(model_weights(rng), 5 + p, p) for p in range(3)], server_round)
+
+
+def test_rounds_written_while_the_next_trains_land_as_if_written_at_once(tmp_path):
+    outcomes = []
+    for name, last in (("sync", None), ("background", 3)):
+        strategy, rng = background_strategy(tmp_path, name, last)
+        run_rounds(strategy, rng, 3)
+        assert strategy.failure is None
+        store = SnapshotStore(tmp_path / name)  # from disk
+        outcomes.append([(r.key[1:], [a.tobytes() for a in store.read_arrays(r)])
+                         for r in store.records(view="global")])
+    assert outcomes[0] == outcomes[1]
+    assert len(outcomes[1]) == 1 + 3 * 4  # round 0, then three uploads and the aggregate
+
+
+class SlowStore(SnapshotStore):
+    """Takes 0.3 s to write a batch, and can be told to find the disk full."""
+
+    full = False
+
+    def write_many(self, view, snapshots):
+        time.sleep(0.3)
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().write_many(view, snapshots)
+
+
+def test_a_round_is_written_in_the_background_except_the_last(tmp_path):
+    store = SlowStore(tmp_path / "slow")
+    strategy, rng = background_strategy(tmp_path, "slow", 2, store)
+    manager, proxies = client_manager(3)
+    strategy.configure_fit(1, strategy.initialize_parameters(manager), manager)
+    uploads = [(proxies[p], fit_res(model_weights(rng), 5, p)) for p in range(3)]
+    started = time.perf_counter()
+    agg, _ = strategy.aggregate_fit(1, uploads, [])
+    assert time.perf_counter() - started < 0.25  # round 1 is being written
+    strategy.configure_fit(2, agg, manager)  # round 1's aggregate is on its way: not rewritten
+    uploads = [(proxies[p], fit_res(model_weights(rng), 5, p)) for p in range(3)]
+    started = time.perf_counter()
+    strategy.aggregate_fit(2, uploads, [])
+    assert time.perf_counter() - started >= 0.5  # round 1 waited for, round 2 written at once
+    assert len(SnapshotStore(tmp_path / "slow").records(view="global")) == 1 + 2 * 4
+
+
+def test_a_full_disk_in_the_background_fails_the_run(tmp_path):
+    store = SlowStore(tmp_path / "full")
+    failures = []
+    strategy, rng = background_strategy(tmp_path, "full", 3, store)
+    strategy.on_failure = failures.append
+    manager, proxies = client_manager(3)
+    agg, _ = aggregate_round(strategy, manager, proxies,
+                             [(model_weights(rng), 5, p) for p in range(3)], 1)
+    store.full = True
+    strategy.configure_fit(2, agg, manager)
+    results = [(proxies[p], fit_res(model_weights(rng), 5, p)) for p in range(3)]
+    assert strategy.aggregate_fit(2, results, []) == (None, {})
+    assert len(failures) == 1 and failures[0].errno == errno.ENOSPC
+    assert strategy.configure_fit(3, agg, manager) == []  # the remaining rounds do nothing
