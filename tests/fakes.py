@@ -23,3 +23,30 @@ class ArrayDataset:
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         self.calls.append(np.array(idx))
         return torch.as_tensor(self.x[idx]), torch.as_tensor(self.y[idx]).long()
+
+
+def tiny_data(train: int, known: int, targets: int | None = None, *,
+              num_records: int | None = None, nonmember: int | None = None,
+              shadow: int | None = None) -> dict:
+    """The ``data:`` block of a tiny experiment on the Purchase100 stand-in: ``train`` records
+    per participant (or for the stand-alone model), ``known`` labelled members and non-members,
+    ``targets`` members and non-members to attack (``known`` when not given), a held-out pool of
+    ``nonmember`` records (twice ``train`` when not given)."""
+    targets = known if targets is None else targets
+    data = {"dataset": "purchase100-synth", "train_size": train,
+            "nonmember_size": 2 * train if nonmember is None else nonmember,
+            "knowledge": {"train_members": known, "train_nonmembers": known,
+                          "test_members": targets, "test_nonmembers": targets}}
+    if num_records is not None:
+        data["num_records"] = num_records
+    if shadow is not None:
+        data["shadow_size"] = shadow
+    return data
+
+
+def tiny_experiment(name: str, scenario: str = "federated", *, data: dict, seed: int = 0,
+                    **blocks) -> dict:
+    """An experiment mapping with the stand-in's fully connected model: ``data`` from
+    :func:`tiny_data`, the other blocks (federation, training, attack, ...) as given."""
+    return {"name": name, "seed": seed, "scenario": scenario, "data": data,
+            "model": {"arch": "purchase-fc"}, **blocks}

@@ -18,7 +18,7 @@ from fedattack.attacks.references import reference_plan
 from fedattack.config import Experiment
 from fedattack.data import Knowledge
 from fedattack.models.fc import FCNet
-from tests.fakes import ArrayDataset
+from tests.fakes import ArrayDataset, tiny_data, tiny_experiment
 
 
 def minus_log_sf(z: float) -> float:
@@ -151,15 +151,10 @@ def test_registered_with_its_knowledge_and_where_it_runs():
 def experiment(train: int, known: int, targets: int, epochs: int, references: dict,
                attacks=("calibrated-whitebox", "rmia-offline", "threshold-loss"),
                **params) -> Experiment:
-    return Experiment(
-        name="calibrated", seed=0, scenario="standalone", device="cpu",
-        data={"dataset": "purchase100-synth", "train_size": train, "nonmember_size": 2 * train,
-              "shadow_size": train,
-              "knowledge": {"train_members": known, "train_nonmembers": known,
-                            "test_members": targets, "test_nonmembers": targets}},
-        model={"arch": "purchase-fc"}, training={"epochs": epochs},
-        attack={"attacks": list(attacks), "references": references, **params},
-    )
+    return Experiment(**tiny_experiment(
+        "calibrated", "standalone", data=tiny_data(train, known, targets, shadow=train),
+        device="cpu", training={"epochs": epochs},
+        attack={"attacks": list(attacks), "references": references, **params}))
 
 
 def test_calibrated_whitebox_runs_end_to_end_and_shares_the_offline_references(tmp_path):
@@ -182,10 +177,7 @@ CAMPAIGN = {
     "campaign": "calibrated",
     "base": {
         "seed": 3,
-        "data": {"dataset": "purchase100-synth", "num_records": 3000, "train_size": 300,
-                 "nonmember_size": 800,
-                 "knowledge": {"train_members": 60, "train_nonmembers": 60,
-                               "test_members": 100, "test_nonmembers": 100}},
+        "data": tiny_data(300, 60, 100, num_records=3000, nonmember=800),
         "federation": {"num_participants": 3, "rounds": 3, "record_rounds": [2, 3]},
         "attacker": {"kind": "global", "mode": "passive", "targets": [0, 1]},
         "attack": {"attacks": ["calibrated-whitebox-uploads", "calibrated-whitebox",

@@ -32,21 +32,14 @@ from fedattack.snapshots import SnapshotStore
 from strategies.client_dp import client_dp
 from strategies.inner import OrderedFedAvg
 from strategies.recording import RecordingStrategy
+from tests.fakes import tiny_data, tiny_experiment
 from tests.flower_fakes import client_manager, fit_res
 
-BASE = {
-    "name": "client-dp",
-    "seed": 2,
-    "scenario": "federated",
-    "data": {"dataset": "purchase100-synth", "num_records": 3000, "train_size": 200,
-             "nonmember_size": 400,
-             "knowledge": {"train_members": 20, "train_nonmembers": 20, "test_members": 20,
-                           "test_nonmembers": 20}},
-    "model": {"arch": "purchase-fc"},
-    "federation": {"num_participants": 4, "clients_per_round": 2, "rounds": 2,
-                   "client_dp": {"clipping": "client-fixed", "noise_multiplier": 0.5,
-                                 "clipping_norm": 0.05}},
-}
+BASE = tiny_experiment(
+    "client-dp", seed=2, data=tiny_data(200, 20, num_records=3000),
+    federation={"num_participants": 4, "clients_per_round": 2, "rounds": 2,
+                "client_dp": {"clipping": "client-fixed", "noise_multiplier": 0.5,
+                              "clipping_norm": 0.05}})
 
 
 def experiment(sampled=2, **dp) -> Experiment:

@@ -18,15 +18,13 @@ from fedattack.experiment import experiment_dataset, initial_model
 from fedattack.io import read_json
 from fedattack.snapshots import SnapshotStore
 from fedattack.training import evaluate, set_weights
+from tests.fakes import tiny_data
 
 CAMPAIGN = {
     "campaign": "attackers",
     "base": {
         "seed": 5,
-        "data": {"dataset": "purchase100-synth", "num_records": 3000, "train_size": 300,
-                 "nonmember_size": 800,
-                 "knowledge": {"train_members": 60, "train_nonmembers": 60,
-                               "test_members": 40, "test_nonmembers": 40}},
+        "data": tiny_data(300, 60, 40, num_records=3000, nonmember=800),
         "federation": {"num_participants": 3, "rounds": 3, "record_rounds": [2, 3]},
         "attack": {"attacks": ["whitebox", "threshold-loss"], "epochs": 3, "kernels": 8},
     },

@@ -4,20 +4,16 @@ import pytest
 
 from fedattack.config import Experiment
 from fedattack.runner import run_experiment
+from tests.fakes import tiny_data, tiny_experiment
 
 REFERENCE_ATTACKS = ["lira-offline", "rmia-offline", "lira-online", "rmia-online"]
 
 
 def experiment(train: int, known: int, targets: int, epochs: int, references: dict) -> Experiment:
-    return Experiment(
-        name="refs", seed=0, scenario="standalone", device="cpu",
-        data={"dataset": "purchase100-synth", "train_size": train, "nonmember_size": 2 * train,
-              "shadow_size": train,
-              "knowledge": {"train_members": known, "train_nonmembers": known,
-                            "test_members": targets, "test_nonmembers": targets}},
-        model={"arch": "purchase-fc"}, training={"epochs": epochs},
-        attack={"attacks": REFERENCE_ATTACKS, "references": references},
-    )
+    return Experiment(**tiny_experiment(
+        "refs", "standalone", data=tiny_data(train, known, targets, shadow=train), device="cpu",
+        training={"epochs": epochs}, attack={"attacks": REFERENCE_ATTACKS,
+                                             "references": references}))
 
 
 def run(exp: Experiment, run_dir) -> dict:

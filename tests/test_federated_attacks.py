@@ -13,7 +13,7 @@ from fedattack.attacks.fedmia import fedmia_scores
 from fedattack.attacks.gradcos import cosine_scores, difference_scores
 from fedattack.attacks.loss_series import loss_series_scores
 from fedattack.attacks.observed import gradient_alignment, per_record_losses, update
-from tests.fakes import ArrayDataset
+from tests.fakes import ArrayDataset, tiny_data
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -118,10 +118,7 @@ CAMPAIGN = {
     "campaign": "federated-attacks",
     "base": {
         "seed": 3,
-        "data": {"dataset": "purchase100-synth", "num_records": 3000, "train_size": 300,
-                 "nonmember_size": 800,
-                 "knowledge": {"train_members": 60, "train_nonmembers": 60,
-                               "test_members": 100, "test_nonmembers": 100}},
+        "data": tiny_data(300, 60, 100, num_records=3000, nonmember=800),
         "federation": {"num_participants": 3, "rounds": 3, "record_rounds": [2, 3]},
         "attacker": {"kind": "global", "mode": "passive", "targets": [0, 1]},
         "attack": {"attacks": ["fedmia", "gradcos", "graddiff", "loss-series",

@@ -16,28 +16,20 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR
 from fedattack.io import read_json
 from fedattack.snapshots import SnapshotStore
+from tests.fakes import tiny_data, tiny_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 FLWR = Path(sys.executable).parent / "flwr"
 TIMEOUT_S = 900
 
-TINY = """\
-name: flwr-run
-seed: 0
-scenario: federated
-data:
-  dataset: purchase100-synth
-  num_records: 3000
-  train_size: 100
-  nonmember_size: 600
-  knowledge: {train_members: 50, train_nonmembers: 50, test_members: 50, test_nonmembers: 50}
-model: {arch: purchase-fc}
-federation: {num_participants: 4, rounds: 2, record_rounds: all}
-"""
+TINY = yaml.safe_dump(tiny_experiment(
+    "flwr-run", data=tiny_data(100, 50, num_records=3000, nonmember=600),
+    federation={"num_participants": 4, "rounds": 2, "record_rounds": "all"}))
 
 
 def free_port() -> int:

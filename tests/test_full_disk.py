@@ -8,25 +8,17 @@ import sys
 import textwrap
 from pathlib import Path
 
+import yaml
+
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR
 from fedattack.io import read_json
 from fedattack.snapshots import SnapshotStore
+from tests.fakes import tiny_data, tiny_experiment
 from tests.test_hostile_participants import FULL_DISK_FROM_ROUND_2
 
-EXPERIMENT = """\
-name: full-disk
-seed: 0
-scenario: standalone
-device: cpu
-data:
-  dataset: purchase100-synth
-  num_records: 3000
-  train_size: 200
-  nonmember_size: 400
-  knowledge: {train_members: 50, train_nonmembers: 50, test_members: 50, test_nonmembers: 50}
-model: {arch: purchase-fc}
-training: {epochs: 3}
-"""
+EXPERIMENT = yaml.safe_dump(tiny_experiment(
+    "full-disk", "standalone", data=tiny_data(200, 50, num_records=3000), device="cpu",
+    training={"epochs": 3}))
 
 
 def fedattack_run(cwd: Path, prelude: str = "") -> subprocess.CompletedProcess:

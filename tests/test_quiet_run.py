@@ -8,18 +8,12 @@ from pathlib import Path
 
 import yaml
 
-TINY = {
-    "name": "tiny",
-    "seed": 1,
-    "scenario": "federated",
-    "data": {"dataset": "purchase100-synth", "num_records": 2000, "train_size": 200,
-             "nonmember_size": 400,
-             "knowledge": {"train_members": 50, "train_nonmembers": 50, "test_members": 50,
-                           "test_nonmembers": 50}},
-    "model": {"arch": "purchase-fc"},
-    "federation": {"num_participants": 2, "rounds": 1},
-    "attack": {"attacks": ["whitebox", "threshold-loss"], "epochs": 2, "kernels": 4},
-}
+from tests.fakes import tiny_data, tiny_experiment
+
+TINY = tiny_experiment("tiny", seed=1, data=tiny_data(200, 50, num_records=2000),
+                       federation={"num_participants": 2, "rounds": 1},
+                       attack={"attacks": ["whitebox", "threshold-loss"], "epochs": 2,
+                               "kernels": 4})
 
 
 def test_run_without_verbose_shows_no_library_warnings(tmp_path):

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import ray
+import yaml
 
 from fedattack import simulation
 from fedattack.config import ConfigError
 from fedattack.simulation import RayStartFailed, ray_start_timeout, start_ray
+from tests.fakes import tiny_data, tiny_experiment
 
 
 def test_a_ray_start_that_hangs_is_given_up_after_the_timeout(monkeypatch):
@@ -55,19 +57,9 @@ def test_a_bad_timeout_is_refused(monkeypatch, raw):
         ray_start_timeout()
 
 
-EXPERIMENT = """\
-name: ray-limit
-seed: 0
-scenario: federated
-data:
-  dataset: purchase100-synth
-  num_records: 3000
-  train_size: 100
-  nonmember_size: 600
-  knowledge: {train_members: 50, train_nonmembers: 50, test_members: 50, test_nonmembers: 50}
-model: {arch: purchase-fc}
-federation: {num_participants: 2, rounds: 1}
-"""
+EXPERIMENT = yaml.safe_dump(tiny_experiment(
+    "ray-limit", data=tiny_data(100, 50, num_records=3000, nonmember=600),
+    federation={"num_participants": 2, "rounds": 1}))
 
 
 @pytest.mark.slow
