@@ -5,7 +5,8 @@ Work: K (default 8) Purchase FC references (`build_model("purchase-fc", (600,), 
 halves of 2 x records), for `--epochs` epochs:
   one        one reference trained alone by fedattack.training.train_model
   sequential the K references trained one after the other (train_sequential)
-  together   the K references trained in one vmap-ed pass (train_vectorised)
+  together   the K references trained in one pass (train_vectorised: batched matrix
+             products per Linear layer)
 Timed in the same process on the same threads, after one warm-up epoch of each path, each path
 `--rounds` times in turn (round r starts with path r mod 3, so that load from other processes
 falls on all alike); each path's best round counts. `--clock cpu` times process CPU time

@@ -54,7 +54,14 @@ def test_paired_halves_put_every_record_in_exactly_half_of_the_references():
     {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3, "batch_size": 24,
      "lr_milestones": [2], "lr_gamma": 0.5},
 ])
-def test_vectorised_references_equal_sequential_ones(recipe):
+@pytest.mark.parametrize("path", ["batched products", "vmap"])
+def test_vectorised_references_equal_sequential_ones(recipe, path, monkeypatch):
+    from fedattack.attacks import references
+
+    if path == "vmap":  # the path of every model that is not a chain of Linear layers
+        monkeypatch.setattr(references, "linear_chain", lambda model: None)
+    else:
+        assert references.linear_chain(build(0)) is not None
     data, cfg = blobs(), TrainConfig(**recipe)
     sets = paired_halves(np.arange(400), 4, seed=0)
     seeds = [11, 12, 13, 14]
@@ -66,6 +73,16 @@ def test_vectorised_references_equal_sequential_ones(recipe):
             torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5, msg=name)
     # and training did move them: the references differ from their initialisation
     assert not torch.allclose(together[0].classifier.weight, build(11).classifier.weight)
+
+
+def test_only_fc_nets_run_as_batched_products():
+    from fedattack.attacks.references import linear_chain
+
+    chain = linear_chain(build(0))
+    assert [name for name, m in chain if isinstance(m, torch.nn.Linear)] == [
+        "features.0", "features.2", "classifier"]  # hidden=(16, 8)
+    assert linear_chain(SmallCNN((1, 28, 28), 10)) is None
+    assert linear_chain(torch.nn.Sequential(torch.nn.Linear(3, 3))) is None
 
 
 def test_models_with_buffers_are_not_vectorised():
