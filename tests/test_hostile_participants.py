@@ -378,18 +378,19 @@ def test_simulation_whose_round_accepts_nothing_fails_with_one_line(tmp_path):
 FULL_DISK_FROM_ROUND_2 = """
 import errno, os
 import fedattack.snapshots as snapshots
-real_write, real_fdopen = snapshots.SnapshotStore.write, os.fdopen
+real_write_many, real_fdopen = snapshots.SnapshotStore.write_many, os.fdopen
 class FullDiskFile:
     def __init__(self, fh): self.fh = fh
     def write(self, data): raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     def __getattr__(self, name): return getattr(self.fh, name)
     def __enter__(self): return self
     def __exit__(self, *exc): self.fh.close()
-def write(self, view, kind, round, *args, **kwargs):
-    if round >= 2:  # the disk fills up: from now on every write fails
+def write_many(self, view, batch):  # every snapshot goes through here (write included)
+    batch = list(batch)
+    if any(s.round >= 2 for s in batch):  # the disk fills up: from now on every write fails
         os.fdopen = lambda fd, *a, **k: FullDiskFile(real_fdopen(fd, *a, **k))
-    return real_write(self, view, kind, round, *args, **kwargs)
-snapshots.SnapshotStore.write = write
+    return real_write_many(self, view, batch)
+snapshots.SnapshotStore.write_many = write_many
 """
 
 
