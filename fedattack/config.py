@@ -360,6 +360,8 @@ class FederationConfig(Strict):
 
 
 LayerRef = int | str
+"""A layer by module name or by (negative) index into `fedattack.models.layer_names`."""
+
 
 def attack_names() -> list[str]:
     """The registered attacks (fedattack.attack_registry), which the config accepts."""

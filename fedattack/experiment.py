@@ -251,8 +251,7 @@ def check_attack(exp: Experiment, dataset: Dataset) -> None:
             resolve_layers(model, getattr(feats, key))
         except ValueError as err:
             raise ConfigError(f"attack.features.{key}: {err}") from None
-    spec = FeatureSpec(tuple(feats.gradients), tuple(feats.activations), feats.output,
-                       feats.loss, feats.label)
+    spec = FeatureSpec.from_config(feats)
     try:
         extractor = FeatureExtractor([model] * observed_snapshots(exp), spec,
                                      exp.output_classes(dataset.num_classes), "cpu",

@@ -116,9 +116,7 @@ class AttackRunner:
         self.run_dir, self.obs, self.dataset, self.knowledge = run_dir, obs, dataset, knowledge
         self.device = resolve_device(exp.device)
         self.log = log
-        feats = self.cfg.features
-        self.spec = FeatureSpec(tuple(feats.gradients), tuple(feats.activations), feats.output,
-                                feats.loss, feats.label, feats.output_scale)
+        self.spec = FeatureSpec.from_config(self.cfg.features)
         self._victim_extractor: FeatureExtractor | None = None
         self._other_extractor: tuple[tuple, FeatureExtractor] | None = None
 

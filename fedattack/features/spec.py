@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedattack.config import LayerRef
 from fedattack.models import layer_names
 
-LayerRef = str | int
 OUTPUT_SCALES = ("probability", "logit")
 
 
@@ -43,6 +44,12 @@ class FeatureSpec:
             if any(isinstance(r, bool) or not isinstance(r, str | int) for r in refs):
                 raise TypeError(f"FeatureSpec.{field} takes layer names or ints, got {refs!r}")
             object.__setattr__(self, field, refs)
+
+    @classmethod
+    def from_config(cls, features: Any) -> FeatureSpec:
+        """The spec an experiment's ``attack.features`` block (config.FeatureConfig) asks for:
+        its fields are this class's, by name."""
+        return cls(**{f.name: getattr(features, f.name) for f in fields(cls)})
 
     @classmethod
     def all_activations(cls, model: nn.Module, output_scale: str = "probability") -> FeatureSpec:
