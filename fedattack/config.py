@@ -622,6 +622,13 @@ class GanConfig(Strict):
     classifier_epochs: PositiveInt = Field(
         default=3, description="epochs of the independent classifier on held-out real data"
     )
+    classifier: Literal["model", "eigenfaces"] = Field(
+        default="model",
+        description="the measures' independent classifier: `model`, the experiment's "
+        "architecture trained from scratch (needs many held-out records per class); "
+        "`eigenfaces`, PCA of its training images and a softmax on the projection (plus the "
+        "distance from that face space), which learns from a few photographs per subject",
+    )
 
     @model_validator(mode="after")
     def _distinct_classes(self) -> GanConfig:

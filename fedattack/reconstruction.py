@@ -7,7 +7,9 @@ samples its generator made from one fixed latent batch. Each round is measured b
 - an *independent classifier* (the experiment's architecture, trained on held-out real records
   that the federation never trained on) with one output more than the dataset has classes: a
   "none of these" class, trained on uniform noise, checkerboards, blank images, heavily blurred
-  real images and the samples of untrained generators (:func:`none_images`). Measured: the share
+  real images and the samples of untrained generators (:func:`none_images`); with
+  ``gan.classifier: eigenfaces``, PCA of the held-out photographs and a softmax
+  (:class:`Eigenfaces`), which learns from a few photographs per subject. Measured: the share
   of generated samples it assigns to the victim's class (`victim_share`), to "none"
   (`none_share`), and its mean probability for the victim's class;
 - a *kernel distance* in that classifier's feature space (the input of its last linear layer):
@@ -22,7 +24,8 @@ samples its generator made from one fixed latent batch. Each round is measured b
 - the success rule: a round *succeeds* when at least half of its samples are assigned to the
   victim's class (``victim_share >= 0.5``) and ``relative_distance <= 0.5``. The rule is checked
   on held-out real records of the victim's class too (`victim_share_real`,
-  `relative_distance_real`): where they fail it, the measure cannot resolve success on this
+  `relative_distance_real`; topped up to MIN_CHECK records from outside every split, see
+  :func:`check_records`): where they fail it, the measure cannot resolve success on this
   data and `success` is null;
 - *nearest-neighbour distances* (root mean squared pixel difference, pixels in [0, 1]) from each
   generated sample to the victim's own training records of the class and to as many held-out
@@ -59,6 +62,13 @@ SUCCESS_DISTANCE = 0.5  # ... and at most this relative kernel distance
 NONE_KINDS = ("uniform noise", "checkerboard", "blank", "blurred", "untrained generator")
 NONE_GENERATORS = 4  # untrained generators whose samples train the "none" class
 MAX_REFERENCE = 500  # records per class in the kernel distances
+EIGENFACES_COMPONENTS = 60  # principal axes of the eigenfaces classifier
+EIGENFACES_POOL = 4  # it sees images average-pooled by this factor
+EIGENFACES_WEIGHT_DECAY = 1e-3  # L2 penalty of its softmax layer
+EIGENFACES_STEPS = 500  # L-BFGS iterations of its softmax layer
+EIGENFACES_ZOOMS = (0.9, 1.1)  # its training photographs are also seen zoomed by these ...
+EIGENFACES_SHIFT = 4  # ... and shifted by this many pixels up, down, left and right, and mirrored
+MIN_CHECK = 8  # fewer held-out victim records: the check is topped up outside every split
 SUCCESS_RULE = (f"victim_share >= {SUCCESS_SHARE} and relative_distance <= {SUCCESS_DISTANCE}"
                 " (null where held-out real victim records fail the same rule)")
 
@@ -230,6 +240,7 @@ class GanMeasure:
             raise ValueError("gan: no other class has 2 unseen records to scale the distance")
         self.nearest_class = min(distances, key=distances.get)
         self.nearest_distance = distances[self.nearest_class]
+        self.check_size = len(held_out)
         self.real = self.score(held_out, check=False) if len(held_out) >= 2 else None
         self.resolved = self.real is not None and self.real["success"]
 
@@ -258,6 +269,7 @@ class GanMeasure:
         return {"classifier_accuracy": self.accuracy,
                 "nearest_class": self.nearest_class,
                 "kernel_distance_nearest_class": self.nearest_distance,
+                "check_records": self.check_size,
                 "victim_share_real": real.get("victim_share"),
                 "relative_distance_real": real.get("relative_distance"),
                 "measure_resolved": self.resolved,
@@ -281,19 +293,137 @@ def classifier_split(exp: Experiment, dataset: Dataset) -> tuple[np.ndarray, np.
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(rest))
 
 
+class Eigenfaces(torch.nn.Module):
+    """Eigenfaces (Turk and Pentland, 1991) with a softmax. An input, average-pooled by `pool`
+    and flattened, minus the training faces' mean, is projected on their `components` leading
+    principal axes, each coefficient divided by the axis's standard deviation (whitened); one
+    more feature is the distance from that face space (the RMS of what the axes leave
+    unexplained, over its mean on the training faces), which tells noise from faces. One linear
+    layer over those components + 1 features gives the outputs; its input is the classifier's
+    feature space (:func:`penultimate`). Fitted in closed form (:meth:`fit_space`), then the
+    linear layer (:meth:`fit_head`): it learns from a few photographs per class where a CNN
+    trained from scratch does not."""
+
+    def __init__(self, input_shape: tuple[int, int, int], components: int, outputs: int,
+                 pool: int = EIGENFACES_POOL) -> None:
+        super().__init__()
+        c, h, w = input_shape
+        self.pool = pool
+        dim = c * (h // pool) * (w // pool)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("axes", torch.zeros(components, dim))
+        self.register_buffer("scale", torch.ones(components))
+        self.register_buffer("residual_scale", torch.ones(()))
+        self.head = torch.nn.Linear(components + 1, outputs)
+
+    def rows(self, x: torch.Tensor) -> torch.Tensor:
+        return (F.avg_pool2d(x, self.pool) if self.pool > 1 else x).flatten(1)
+
+    @torch.no_grad()
+    def fit_space(self, faces: torch.Tensor) -> Eigenfaces:
+        """The mean, principal axes and scales of `faces` (model inputs, more than
+        `components`)."""
+        rows = self.rows(faces).double()
+        mean = rows.mean(0)
+        _, singular, vt = torch.linalg.svd(rows - mean, full_matrices=False)
+        k = self.axes.shape[0]
+        if len(rows) <= k:
+            raise ValueError(f"eigenfaces: {len(rows)} training images for {k} components")
+        self.mean.copy_(mean.float())
+        self.axes.copy_(vt[:k].float())
+        self.scale.copy_((singular[:k] / (len(rows) - 1) ** 0.5).float())
+        self.residual_scale.fill_(1.0)
+        self.residual_scale.fill_(float(self.features(faces)[:, -1].mean()))
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        centred = self.rows(x) - self.mean
+        coefficients = centred @ self.axes.T
+        residual = centred - coefficients @ self.axes
+        distance = residual.pow(2).mean(1, keepdim=True).sqrt() / self.residual_scale
+        return torch.cat([coefficients / self.scale, distance], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def fit_head(self, x: torch.Tensor, y: torch.Tensor,
+                 weight_decay: float = EIGENFACES_WEIGHT_DECAY,
+                 steps: int = EIGENFACES_STEPS) -> Eigenfaces:
+        """Multinomial logistic regression of y on the features of x (full batch, L-BFGS, L2
+        penalty on the weights), every class weighted equally."""
+        with torch.no_grad():
+            features = self.features(x)
+        counts = torch.bincount(y, minlength=self.head.out_features).float()
+        present = counts > 0
+        weights = torch.where(present, len(y) / (counts.clamp_min(1) * present.sum()), 0.0)
+        optimizer = torch.optim.LBFGS(self.head.parameters(), max_iter=steps,
+                                      line_search_fn="strong_wolfe")
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(self.head(features), y, weight=weights) \
+                + weight_decay * self.head.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+        return self
+
+
+def face_views(x: torch.Tensor) -> torch.Tensor:
+    """Images (N, C, H, W) and their variants, N at a time: mirrored, then each of the two
+    zoomed by EIGENFACES_ZOOMS about the centre (edges replicated) and shifted EIGENFACES_SHIFT
+    pixels up, down, left and right (wrapping round). Eigenfaces learn pose and framing from
+    these where a subject has a few photographs."""
+    h, w = x.shape[-2:]
+    base = [x, x.flip(-1)]
+    views = list(base)
+    for zoom in EIGENFACES_ZOOMS:
+        for v in base:
+            big = F.interpolate(v, scale_factor=zoom, mode="bilinear", align_corners=False)
+            dh, dw = big.shape[-2] - h, big.shape[-1] - w
+            if zoom >= 1:
+                views.append(big[..., dh // 2:dh // 2 + h, dw // 2:dw // 2 + w])
+            else:
+                views.append(F.pad(big, (-dw // 2, -dw - (-dw // 2), -dh // 2, -dh - (-dh // 2)),
+                                   mode="replicate"))
+    s = EIGENFACES_SHIFT
+    for shift in ((s, 0), (-s, 0), (0, s), (0, -s)):
+        views.extend(torch.roll(v, shift, dims=(-2, -1)) for v in base)
+    return torch.cat(views)
+
+
+def train_classifier(exp: Experiment, dataset: Dataset, train_idx: np.ndarray,
+                     nones: torch.Tensor, device: torch.device) -> torch.nn.Module:
+    """The measure's classifier over num_classes + 1 outputs, trained on the held-out records
+    `train_idx` and the "none" images: the experiment's architecture (`gan.classifier: model`)
+    or eigenfaces fitted on those records and their :func:`face_views` (`eigenfaces`)."""
+    num_classes = dataset.num_classes
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(exp.seed + 1)
+        if exp.gan.classifier == "eigenfaces":
+            x, y = dataset.batch(train_idx)
+            faces = face_views(x)
+            labels = y.repeat(len(faces) // len(x))
+            model = Eigenfaces(dataset.input_shape, min(EIGENFACES_COMPONENTS, len(faces) - 1),
+                               num_classes + 1).fit_space(faces)
+            none = torch.full((len(nones),), num_classes, dtype=labels.dtype)
+            return model.fit_head(torch.cat([faces, nones]), torch.cat([labels, none]))
+        model = build_model(exp.model.arch, dataset.input_shape, num_classes + 1,
+                            exp.model.activation)
+    data = WithGenerated(dataset, nones, label=num_classes)
+    train_model(model, data, np.concatenate([train_idx, data.indices()]), None, exp.training,
+                exp.gan.classifier_epochs, device, exp.seed + 1)
+    return model
+
+
 def build_measure(exp: Experiment, dataset: Dataset, device: torch.device) -> GanMeasure:
     """Train the independent classifier (with its "none" class) and set up the distances."""
     train_idx, rest_idx = classifier_split(exp, dataset)
     num_classes = dataset.num_classes
     n_none = max(8 * len(NONE_KINDS), len(train_idx) // num_classes)
     nones = none_images(exp, dataset, train_idx, n_none, seed=exp.seed + 2)
-    data = WithGenerated(dataset, nones, label=num_classes)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(exp.seed + 1)
-        model = build_model(exp.model.arch, dataset.input_shape, num_classes + 1,
-                            exp.model.activation)
-    train_model(model, data, np.concatenate([train_idx, data.indices()]), None, exp.training,
-                exp.gan.classifier_epochs, device, exp.seed + 1)
+    model = train_classifier(exp, dataset, train_idx, nones, device)
     accuracy = evaluate(model, dataset, rest_idx, device)["accuracy"]
     model.cpu().eval()
     splits = experiment_splits(exp, dataset)
@@ -312,8 +442,23 @@ def build_measure(exp: Experiment, dataset: Dataset, device: torch.device) -> Ga
               for c in range(num_classes) if c != victim}
     return GanMeasure(model, victim, num_classes,
                       reference=inputs(trained[dataset.y[trained] == victim]),
-                      held_out=inputs(rest_idx[dataset.y[rest_idx] == victim]),
+                      held_out=inputs(check_records(exp, dataset, rest_idx)),
                       others=others, accuracy=accuracy)
+
+
+def check_records(exp: Experiment, dataset: Dataset, rest_idx: np.ndarray) -> np.ndarray:
+    """The real victim-class records the success rule is checked on: those of the classifier's
+    held-out rest and, where they are fewer than MIN_CHECK (a face has a few photographs), as
+    many more of the class as there are outside every split (neither the federation nor the
+    classifier ever saw them), up to MIN_CHECK."""
+    victim = exp.gan.victim_class
+    check = rest_idx[dataset.y[rest_idx] == victim]
+    if len(check) >= MIN_CHECK:
+        return check
+    splits = experiment_splits(exp, dataset)
+    used = np.concatenate([splits.nonmembers, splits.shadow, *splits.partitions])
+    outside = np.setdiff1d(np.flatnonzero(dataset.y == victim), used)
+    return np.sort(np.concatenate([check, outside[:MIN_CHECK - len(check)]]))
 
 
 @torch.no_grad()

@@ -32,12 +32,15 @@ from fedattack.gan import (
 )
 from fedattack.reconstruction import (
     SUCCESS_SHARE,
+    Eigenfaces,
     GanMeasure,
     build_measure,
+    check_records,
     classifier_split,
     mmd2,
     none_images,
     normalise,
+    penultimate,
 )
 from fedattack.snapshots import GENERATED_KIND, SnapshotStore, local_view
 from fedattack.training import get_weights
@@ -350,6 +353,98 @@ def test_the_success_is_null_where_real_victim_records_fail_the_rule(mnist_measu
                             held_out=unseen_digits(exp, dataset, label=8)[:24],
                             others={5: unseen_digits(exp, dataset, label=5)}, accuracy=0.9)
     assert not unresolved.resolved and unresolved.score(real[24:])["success"] is None
+
+
+# -- the measure on the AT&T faces: eigenfaces ----------------------------------------------
+
+
+def faces_experiment(classifier: str = "eigenfaces") -> Experiment:
+    """The split of experiments/hitaj-faces.yaml: victim subject 0, 110 photographs a
+    participant, 160 held out."""
+    return Experiment(
+        name="gan-faces", seed=0,
+        data={"dataset": "orl-faces", "train_size": 110, "nonmember_size": 160,
+              "partition": "by-class", "knowledge": SMALL_KNOWLEDGE,
+              "classes": {0: list(range(20)), 1: list(range(20, 40))}},
+        model={"arch": "cnn-gan"},
+        training={"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 32},
+        federation={"num_participants": 2, "rounds": 3},
+        gan={"attacker": 1, "victim_class": 0, "base_channels": 32, "classifier": classifier},
+    )
+
+
+@pytest.fixture(scope="module")
+def faces_measure():
+    exp = faces_experiment()
+    dataset = experiment_dataset(exp)
+    return exp, dataset, build_measure(exp, dataset, torch.device("cpu"))
+
+
+def test_the_classifier_option_defaults_to_the_model():
+    assert GanConfig().classifier == "model"
+    with pytest.raises(ConfigError, match="gan.classifier"):
+        parse_experiment({"data": {"dataset": "mnist"}, "federation": {"num_participants": 2},
+                          "gan": {"attacker": 1, "classifier": "svm"}})
+
+
+def test_eigenfaces_features_are_the_whitened_projection_and_the_distance_from_face_space():
+    torch.manual_seed(0)
+    faces = torch.randn(30, 1, 8, 8)
+    model = Eigenfaces((1, 8, 8), components=5, outputs=4, pool=1).fit_space(faces)
+    features = penultimate(model, faces)
+    assert features.shape == (30, 6)
+    assert torch.allclose(features[:, :5].std(0), torch.ones(5, dtype=torch.float64), atol=1e-4)
+    assert abs(features[:, 5].mean().item() - 1) < 1e-4  # the faces' own mean distance is 1
+    assert penultimate(model, 5 * faces)[:, 5].mean() > 4  # far from the face space
+
+
+def test_eigenfaces_learn_the_faces_and_never_see_the_victims_photographs(faces_measure):
+    exp, dataset, measure = faces_measure
+    splits = experiment_splits(exp, dataset)
+    train_idx, rest_idx = classifier_split(exp, dataset)
+    check = check_records(exp, dataset, rest_idx)
+    assert not np.intersect1d(train_idx, np.concatenate(splits.partitions)).size
+    assert not np.intersect1d(check, np.concatenate([train_idx, *splits.partitions])).size
+    assert set(dataset.y[check]) == {0} and len(check) >= 3
+    assert measure.accuracy > 0.8  # a CNN from scratch: 0.21 on this split
+
+
+def test_held_out_photographs_of_the_victim_subject_succeed_on_the_faces(faces_measure):
+    exp, dataset, measure = faces_measure
+    anchors = measure.anchors()
+    assert measure.resolved and anchors["check_records"] >= 3
+    assert anchors["victim_share_real"] >= 0.5 and anchors["relative_distance_real"] <= 0.5
+    _, rest_idx = classifier_split(exp, dataset)
+    real = measure.score(dataset.batch(check_records(exp, dataset, rest_idx))[0])
+    assert real["success"] is True and real["none_share"] == 0
+    # Another subject's photographs the classifier never saw are not the victim's.
+    splits = experiment_splits(exp, dataset)
+    trained = np.concatenate(splits.partitions)
+    other = trained[dataset.y[trained] == measure.nearest_class]
+    score = measure.score(dataset.batch(other)[0])
+    assert score["success"] is False and score["victim_share"] < SUCCESS_SHARE
+
+
+def test_checkerboards_blank_images_noise_and_an_untrained_generator_fail_on_the_faces(
+        faces_measure):
+    exp, dataset, measure = faces_measure
+    shape, n = dataset.input_shape, 32
+    ys, xs = np.indices(shape[1:])
+    fine = torch.from_numpy(((ys + xs) % 2).astype(np.float32)).expand(n, *shape)
+    coarse = torch.from_numpy(((ys // 3 + xs // 3) % 2).astype(np.float32)).expand(n, *shape)
+    torch.manual_seed(0)
+    cases = {"checkerboard": fine, "coarse checkerboard": 0.2 + 0.6 * coarse,
+             "black": torch.zeros(n, *shape), "white": torch.ones(n, *shape),
+             "grey": torch.full((n, *shape), 0.4), "uniform noise": torch.rand(n, *shape),
+             "gaussian noise": (0.5 + 0.3 * torch.randn(n, *shape)).clamp(0, 1)}
+    scores = {name: measure.score(normalise(images, dataset)) for name, images in cases.items()}
+    generator = build_generator(exp.gan, dataset, seed=exp.seed)  # the attacker's, untrained
+    scores["untrained generator"] = measure.score(
+        generate(generator, generator.noise(n, torch.Generator())))
+    for name, score in scores.items():
+        assert score["success"] is False, (name, score)
+        assert score["victim_share"] < SUCCESS_SHARE or score["relative_distance"] > 1, name
+        assert score["none_share"] > 0.5, (name, score)
 
 
 def test_kernel_distance_is_unbiased_near_zero_and_grows_with_a_shift():
