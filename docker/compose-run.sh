@@ -194,35 +194,42 @@ exp["federation"].update(num_participants=2, rounds=2, record_rounds=[1, 2])
 exp["attack"].update(snapshots=[1, 2], epochs=2, kernels=8)
 Path(sys.argv[1]).write_text(experiment_yaml(Experiment.model_validate(exp)))
 EOF
+# run_in_containers CONFIG NAME: the experiment CONFIG through `flwr run` on the deployment, into
+# /app/runs/NAME inside the ServerApp's SuperExec; fails unless it finishes completed.
+run_in_containers() {
+  local config=$1 dir=/app/runs/$2 run_id status deadline
+  dc exec -T superexec-serverapp sh -c "mkdir -p $dir && cat > $dir/config.yaml" < "$config"
+  run_id=$(flwr run . compose --run-config "config-path=\"$dir/config.yaml\" run-dir=\"$dir\"" \
+    | "$PY" -c 'import json, sys; a = json.load(sys.stdin); print(a["run-id"]) if a.get("success") else sys.exit(a)')
+  log "submitted run $run_id ($2; flwr run, over TLS)"
+  deadline=$((SECONDS + timeout_s))
+  while :; do
+    status=$(flwr ls compose --run-id "$run_id" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["runs"][0]["status"])')
+    case $status in finished*) break ;; esac
+    [ $SECONDS -lt $deadline ] || { log "run $run_id still $status after $timeout_s s"; exit 1; }
+    sleep 5
+  done
+  log "run $run_id: $status"
+  [ "$status" = finished:completed ] || exit 1
+}
 run_dir=/app/runs/$NAME
-dc exec -T superexec-serverapp sh -c "mkdir -p $run_dir && cat > $run_dir/config.yaml" \
-  < "$work/config.yaml"
-run_id=$(flwr run . compose --run-config "config-path=\"$run_dir/config.yaml\" run-dir=\"$run_dir\"" \
-  | "$PY" -c 'import json, sys; a = json.load(sys.stdin); print(a["run-id"]) if a.get("success") else sys.exit(a)')
-log "submitted run $run_id (flwr run, over TLS)"
-deadline=$((SECONDS + timeout_s)) status=
-while :; do
-  status=$(flwr ls compose --run-id "$run_id" | "$PY" -c 'import json, sys; print(json.load(sys.stdin)["runs"][0]["status"])')
-  case $status in finished*) break ;; esac
-  [ $SECONDS -lt $deadline ] || { log "run $run_id still $status after $timeout_s s"; exit 1; }
-  sleep 5
-done
-log "run $run_id: $status"
-[ "$status" = finished:completed ] || exit 1
+run_in_containers "$work/config.yaml" "$NAME"
 
 # The refused SuperNode: it stops on its own, its key unknown to the SuperLink, and the SuperLink
 # lists only the two registered nodes.
 intruder_code=$(timeout 180 docker wait "$intruder" || echo "still running")
+# Read whole before it is searched: `docker logs | grep -q` fails under pipefail whenever grep
+# stops reading at its match before docker has written the rest (SIGPIPE), a refused node or not.
+intruder_log=$(docker logs "$intruder" 2>&1 | sed 's/\x1b\[[0-9;]*m//g')
 log "unregistered SuperNode: stopped with exit code $intruder_code; its log:"
-docker logs "$intruder" 2>&1 | grep -E "Failed to activate|Exit Code|establish" \
-  | sed 's/\x1b\[[0-9;]*m//g; s/^/  /' || true
+grep -E "Failed to activate|Exit Code|establish" <<< "$intruder_log" | sed 's/^/  /' || true
 log "the SuperLink's log on it:"
 dc logs --no-color superlink 2>&1 | grep -oE "ApiError:[0-9]+.*exception: No SuperNode found with the given public key" \
   | cut -c1-60,250- | sort -u | sed 's/^/  /' || true
 nodes=$(flwr supernode list compose | "$PY" -c 'import json, sys; print(len(json.load(sys.stdin)["nodes"]))')
 log "the SuperLink lists $nodes SuperNodes (the two registered ones)"
 [ "$intruder_code" != "still running" ] && [ "$nodes" = 2 ] \
-  && docker logs "$intruder" 2>&1 | grep -q "Failed to activate SuperNode" \
+  && grep -q "Failed to activate SuperNode" <<< "$intruder_log" \
   || { log "the unregistered SuperNode was not refused"; exit 1; }
 # Who reached the SuperLink: every client of its one port, which speaks only TLS.
 dc logs --no-color superlink 2>&1 | grep -m1 -oE "Uvicorn running on [a-z]+://[^ ]+" | sed 's/^/  SuperLink: /' || true
@@ -239,6 +246,43 @@ log "clients of the SuperLink's TLS port (API used):"
 while read -r ip api; do
   echo "  ${who[$ip]:-a container gone since (the refused SuperNode)} ($ip): $api API"
 done <<< "$clients"
+
+# The same federation under SecAgg+ (issue 14): Flower's SecAggPlusWorkflow in the ServerApp
+# against secaggplus_mod in the SuperNodes' ClientApps; the aggregator's view must hold the
+# models it sent and the aggregates, no participant's upload.
+"$PY" - "$work/config.yaml" "$work/secagg.yaml" <<'EOF'
+import sys
+from pathlib import Path
+
+from fedattack.config import Experiment, experiment_yaml, load_experiment
+
+exp = load_experiment(sys.argv[1]).model_dump()
+exp["name"] = "compose-secagg"
+exp["attack"] = None
+exp["federation"].update(rounds=1, record_rounds="all", secure_aggregation=True)
+Path(sys.argv[2]).write_text(experiment_yaml(Experiment.model_validate(exp)))
+EOF
+run_in_containers "$work/secagg.yaml" compose-secagg
+rm -rf "$out.secagg"
+mkdir -p "$(dirname "$out")"
+docker cp "$(dc ps -q superexec-serverapp):/app/runs/compose-secagg" "$out.secagg"
+"$PY" - "$out.secagg" <<'EOF'
+import sys
+from pathlib import Path
+
+from fedattack.io import read_json
+from fedattack.snapshots import SnapshotStore
+
+run = Path(sys.argv[1])
+record = read_json(run / "run.json")
+assert record["status"] == "finished", record.get("status")
+assert [r["accepted"] for r in record["rounds"]] == [[0, 1]], record["rounds"]
+kinds = sorted({(r.kind, r.round) for r in SnapshotStore(run / "snapshots").view("global").records()})
+assert kinds == [("global", 0), ("global", 1)], kinds
+print(f"  SecAgg+: round 1 aggregated from participants 0 and 1; the aggregator recorded {kinds},"
+      " no upload")
+EOF
+log "SecAgg+ in the containers: checks passed ($out.secagg)"
 
 # 5. Out of the containers, the offline attack, the checks ---------------------------------------
 rm -rf "$out"
