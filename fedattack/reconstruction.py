@@ -296,13 +296,13 @@ def classifier_split(exp: Experiment, dataset: Dataset) -> tuple[np.ndarray, np.
 class Eigenfaces(torch.nn.Module):
     """Eigenfaces (Turk and Pentland, 1991) with a softmax. An input, average-pooled by `pool`
     and flattened, minus the training faces' mean, is projected on their `components` leading
-    principal axes, each coefficient divided by the axis's standard deviation (whitened); one
-    more feature is the distance from that face space (the RMS of what the axes leave
-    unexplained, over its mean on the training faces), which tells noise from faces. One linear
-    layer over those components + 1 features gives the outputs; its input is the classifier's
-    feature space (:func:`penultimate`). Fitted in closed form (:meth:`fit_space`), then the
-    linear layer (:meth:`fit_head`): it learns from a few photographs per class where a CNN
-    trained from scratch does not."""
+    principal axes, each coefficient divided by the axis's standard deviation (whitened); two
+    more features, each over its mean on the training faces, tell noise from faces: the distance
+    from that face space (the RMS of what the axes leave unexplained) and the RMS of the detail
+    the pooling removes. One linear layer over those components + 2 features gives the outputs;
+    its input is the classifier's feature space (:func:`penultimate`). Fitted in closed form
+    (:meth:`fit_space`), then the linear layer (:meth:`fit_head`): it learns from a few
+    photographs per class where a CNN trained from scratch does not."""
 
     def __init__(self, input_shape: tuple[int, int, int], components: int, outputs: int,
                  pool: int = EIGENFACES_POOL) -> None:
@@ -313,8 +313,8 @@ class Eigenfaces(torch.nn.Module):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("axes", torch.zeros(components, dim))
         self.register_buffer("scale", torch.ones(components))
-        self.register_buffer("residual_scale", torch.ones(()))
-        self.head = torch.nn.Linear(components + 1, outputs)
+        self.register_buffer("distance_scale", torch.ones(2))
+        self.head = torch.nn.Linear(components + 2, outputs)
 
     def rows(self, x: torch.Tensor) -> torch.Tensor:
         return (F.avg_pool2d(x, self.pool) if self.pool > 1 else x).flatten(1)
@@ -332,16 +332,22 @@ class Eigenfaces(torch.nn.Module):
         self.mean.copy_(mean.float())
         self.axes.copy_(vt[:k].float())
         self.scale.copy_((singular[:k] / (len(rows) - 1) ** 0.5).float())
-        self.residual_scale.fill_(1.0)
-        self.residual_scale.fill_(float(self.features(faces)[:, -1].mean()))
+        self.distance_scale.fill_(1.0)
+        self.distance_scale.copy_(self.features(faces)[:, -2:].mean(0).clamp_min(1e-8))
         return self
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         centred = self.rows(x) - self.mean
         coefficients = centred @ self.axes.T
         residual = centred - coefficients @ self.axes
-        distance = residual.pow(2).mean(1, keepdim=True).sqrt() / self.residual_scale
-        return torch.cat([coefficients / self.scale, distance], dim=1)
+        detail = torch.zeros_like(x)  # nothing pooled away
+        if self.pool > 1:
+            pooled = F.avg_pool2d(x, self.pool)
+            detail = x[..., :pooled.shape[-2] * self.pool, :pooled.shape[-1] * self.pool] \
+                - pooled.repeat_interleave(self.pool, -2).repeat_interleave(self.pool, -1)
+        distances = torch.stack([residual.pow(2).mean(1).sqrt(),
+                                 detail.flatten(1).pow(2).mean(1).sqrt()], dim=1)
+        return torch.cat([coefficients / self.scale, distances / self.distance_scale], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

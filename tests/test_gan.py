@@ -387,15 +387,18 @@ def test_the_classifier_option_defaults_to_the_model():
                           "gan": {"attacker": 1, "classifier": "svm"}})
 
 
-def test_eigenfaces_features_are_the_whitened_projection_and_the_distance_from_face_space():
+def test_eigenfaces_features_are_the_whitened_projection_and_two_distances_from_faces():
     torch.manual_seed(0)
-    faces = torch.randn(30, 1, 8, 8)
-    model = Eigenfaces((1, 8, 8), components=5, outputs=4, pool=1).fit_space(faces)
+    low_rank = (torch.randn(30, 4) @ torch.randn(4, 16)).view(30, 1, 4, 4)  # 4 "eigenfaces"
+    faces = low_rank.repeat_interleave(2, -2).repeat_interleave(2, -1) \
+        + 0.1 * torch.randn(30, 1, 8, 8)  # smooth but for a little noise
+    model = Eigenfaces((1, 8, 8), components=5, outputs=4, pool=2).fit_space(faces)
     features = penultimate(model, faces)
-    assert features.shape == (30, 6)
+    assert features.shape == (30, 7)  # 5 components, 2 distances: the head's input
     assert torch.allclose(features[:, :5].std(0), torch.ones(5, dtype=torch.float64), atol=1e-4)
-    assert abs(features[:, 5].mean().item() - 1) < 1e-4  # the faces' own mean distance is 1
-    assert penultimate(model, 5 * faces)[:, 5].mean() > 4  # far from the face space
+    assert torch.allclose(features[:, 5:].mean(0), torch.ones(2, dtype=torch.float64), atol=1e-4)
+    noisy = penultimate(model, torch.randn(30, 1, 8, 8))  # far from the faces, and not smooth
+    assert noisy[:, 5].mean() > 2 and noisy[:, 6].mean() > 5
 
 
 def test_eigenfaces_learn_the_faces_and_never_see_the_victims_photographs(faces_measure):
