@@ -52,7 +52,7 @@ def plain_loop(exp, accepted: list[list[int]], times: list[float], store_dir: Pa
     import torch
 
     from fedattack.experiment import experiment_dataset, experiment_splits, initial_model
-    from fedattack.snapshots import SnapshotStore
+    from fedattack.snapshots import Snapshot, SnapshotStore
     from fedattack.training import (
         evaluate,
         get_weights,
@@ -73,7 +73,7 @@ def plain_loop(exp, accepted: list[list[int]], times: list[float], store_dir: Pa
     store = SnapshotStore(store_dir)
     store.write("global", "global", 0, list(zip(names, weights, strict=True)))
     for server_round, pids in enumerate(accepted, start=1):
-        uploads = []
+        uploads, observed = [], []
         for pid in pids:
             set_weights(local, weights)
             opt = make_optimizer(local, exp.training)
@@ -82,10 +82,11 @@ def plain_loop(exp, accepted: list[list[int]], times: list[float], store_dir: Pa
             idx = splits.partitions[pid]
             train_epoch(local, dataset, idx, opt, exp.training.batch_size, device, gen)
             uploads.append((get_weights(local), len(idx)))
-            store.write("global", "upload", server_round,
-                        list(zip(names, uploads[-1][0], strict=True)), partition=pid)
+            observed.append(Snapshot("upload", server_round,
+                                     list(zip(names, uploads[-1][0], strict=True)), pid))
         weights = weighted_average(uploads)
-        store.write("global", "global", server_round, list(zip(names, weights, strict=True)))
+        observed.append(Snapshot("global", server_round, list(zip(names, weights, strict=True))))
+        store.write_many("global", observed)  # one manifest write a round, as the recorder's
         set_weights(global_model, weights)
         evaluate(global_model, dataset, splits.members(), device)
         evaluate(global_model, dataset, splits.nonmembers, device)
