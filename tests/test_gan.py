@@ -320,17 +320,22 @@ def test_real_unseen_victim_digits_succeed_and_the_measure_is_resolved(mnist_mea
     assert other["success"] is False and other["relative_distance"] > 0.8
 
 
-def test_checkerboard_noise_and_blank_images_fail(mnist_measure):
-    _, dataset, measure = mnist_measure
-    shape, n = dataset.input_shape, 32
+def noise_cases(dataset, n: int = 32) -> dict[str, torch.Tensor]:
+    """Images in [0, 1] that are no record of any class: checkerboards, blank images, noise."""
+    shape = dataset.input_shape
     ys, xs = np.indices(shape[1:])
     fine = torch.from_numpy(((ys + xs) % 2).astype(np.float32)).expand(n, *shape)
     coarse = torch.from_numpy(((ys // 3 + xs // 3) % 2).astype(np.float32)).expand(n, *shape)
     torch.manual_seed(0)
-    cases = {"checkerboard": fine, "coarse checkerboard": 0.2 + 0.6 * coarse,
-             "black": torch.zeros(n, *shape), "white": torch.ones(n, *shape),
-             "grey": torch.full((n, *shape), 0.4), "uniform noise": torch.rand(n, *shape),
-             "gaussian noise": (0.5 + 0.3 * torch.randn(n, *shape)).clamp(0, 1)}
+    return {"checkerboard": fine, "coarse checkerboard": 0.2 + 0.6 * coarse,
+            "black": torch.zeros(n, *shape), "white": torch.ones(n, *shape),
+            "grey": torch.full((n, *shape), 0.4), "uniform noise": torch.rand(n, *shape),
+            "gaussian noise": (0.5 + 0.3 * torch.randn(n, *shape)).clamp(0, 1)}
+
+
+def test_checkerboard_noise_and_blank_images_fail(mnist_measure):
+    _, dataset, measure = mnist_measure
+    cases = noise_cases(dataset)
     for name, images in cases.items():
         score = measure.score(normalise(images, dataset))
         assert fails(score), (name, score)
@@ -431,19 +436,11 @@ def test_held_out_photographs_of_the_victim_subject_succeed_on_the_faces(faces_m
 def test_checkerboards_blank_images_noise_and_an_untrained_generator_fail_on_the_faces(
         faces_measure):
     exp, dataset, measure = faces_measure
-    shape, n = dataset.input_shape, 32
-    ys, xs = np.indices(shape[1:])
-    fine = torch.from_numpy(((ys + xs) % 2).astype(np.float32)).expand(n, *shape)
-    coarse = torch.from_numpy(((ys // 3 + xs // 3) % 2).astype(np.float32)).expand(n, *shape)
-    torch.manual_seed(0)
-    cases = {"checkerboard": fine, "coarse checkerboard": 0.2 + 0.6 * coarse,
-             "black": torch.zeros(n, *shape), "white": torch.ones(n, *shape),
-             "grey": torch.full((n, *shape), 0.4), "uniform noise": torch.rand(n, *shape),
-             "gaussian noise": (0.5 + 0.3 * torch.randn(n, *shape)).clamp(0, 1)}
+    cases = noise_cases(dataset)
     scores = {name: measure.score(normalise(images, dataset)) for name, images in cases.items()}
     generator = build_generator(exp.gan, dataset, seed=exp.seed)  # the attacker's, untrained
     scores["untrained generator"] = measure.score(
-        generate(generator, generator.noise(n, torch.Generator())))
+        generate(generator, generator.noise(32, torch.Generator())))
     for name, score in scores.items():
         assert score["success"] is False, (name, score)
         assert score["victim_share"] < SUCCESS_SHARE or score["relative_distance"] > 1, name
