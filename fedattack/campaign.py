@@ -30,7 +30,7 @@ import itertools
 import json
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,7 @@ class CampaignItem:
     swept: dict[str, Any]
     paper: dict[str, float | dict[str, float]]
     group: str | None = None
+    entry: str | None = None  # the name of the campaign entry it was expanded from
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def _expand_entry(campaign: Campaign, entry: CampaignEntry, point: dict[str, Any
     if unrun:
         raise ConfigError(f"{source}: experiment {name!r}: paper names attacks {unrun} that it "
                           f"does not run (attack.attacks: {run})")
-    return CampaignItem(exp, point, dict(entry.paper), group)
+    return CampaignItem(exp, point, dict(entry.paper), group, entry.name)
 
 
 def _repeated(campaign: Campaign, entry: CampaignEntry, point: dict[str, Any],
@@ -411,24 +412,46 @@ def share_training(exp: Experiment, source: Path, run_dir: Path) -> bool:
     return True
 
 
+def selected(plan: CampaignPlan, only: Sequence[str] | None) -> set[str]:
+    """The expanded names of the experiments `only` names (an expanded name, or an entry's name
+    for all its sweep points and seeds); every experiment when `only` is None. ConfigError (one
+    line, naming the campaign's experiments) for a name it does not have."""
+    if only is None:
+        return {item.experiment.name for item in plan.items}
+    chosen: set[str] = set()
+    for wanted in only:
+        match = {item.experiment.name for item in plan.items
+                 if wanted in (item.experiment.name, item.entry)}
+        if not match:
+            entries = dict.fromkeys(item.entry for item in plan.items)
+            raise ConfigError(f"--only {wanted!r}: campaign {plan.name!r} has no such experiment "
+                              f"(entries: {', '.join(map(str, entries))})")
+        chosen |= match
+    return chosen
+
+
 def run_campaign(plan: CampaignPlan, out_dir: str | Path, show_progress: bool = True,
-                 verbose: bool = False, log: Callable[[str], None] | None = None) -> list[dict]:
+                 verbose: bool = False, log: Callable[[str], None] | None = None,
+                 only: Sequence[str] | None = None) -> list[dict]:
     """Run the campaign's experiments in turn into `out_dir/<name>/`; return all result records.
 
     Finished experiments are skipped (their results are read back, never rewritten). The
     campaign's results.json and results.md are rewritten after each experiment, so an
-    interrupted campaign still shows what it has.
+    interrupted campaign still shows what it has. `only` (names, see `selected`) runs those
+    experiments alone; the others are left as they are, and those already finished still
+    count in the campaign's results.
     """
     from fedattack.runner import console
 
     log = log or console.print
     out_dir = Path(out_dir)
+    chosen = selected(plan, only)
     with exclusive(out_dir):
-        return _run_items(plan, out_dir, show_progress, verbose, log)
+        return _run_items(plan, out_dir, show_progress, verbose, log, chosen)
 
 
 def _run_items(plan: CampaignPlan, out_dir: Path, show_progress: bool, verbose: bool,
-               log: Callable[[str], None]) -> list[dict]:
+               log: Callable[[str], None], chosen: set[str]) -> list[dict]:
     from fedattack.runner import experiment_finished, run_experiment
 
     claim_campaign_dir(plan, out_dir)
@@ -439,7 +462,11 @@ def _run_items(plan: CampaignPlan, out_dir: Path, show_progress: bool, verbose: 
     for k, item in enumerate(plan.items, 1):
         exp = item.experiment
         run_dir = child_dir(out_dir, exp.name)
-        state = "finished, skipped" if experiment_finished(exp, run_dir) else "running"
+        finished = experiment_finished(exp, run_dir)
+        if not finished and exp.name not in chosen:
+            log(f"{plan.name}: experiment {k} of {total}: {exp.name} (not selected, skipped)")
+            continue
+        state = "finished, skipped" if finished else "running"
         log(f"{plan.name}: experiment {k} of {total}: {exp.name} ({state})")
         key = training_key(exp)
         if key in trained and share_training(exp, trained[key], run_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -13,6 +14,7 @@ from fedattack.campaign import (
     over_seeds,
     plan_campaign,
     run_campaign,
+    selected,
 )
 from fedattack.config import ConfigError, Experiment, is_campaign, load_yaml, parse_experiment
 from fedattack.io import CorruptedFile, DirectoryBusy, UnsafePath, child_dir, exclusive
@@ -126,14 +128,24 @@ def run(
     out: Path = typer.Option(None, "--out", help="run directory (default: runs/<name>)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
     verbose: bool = typer.Option(False, "--verbose", help="show Flower and Ray logs"),
+    only: list[str] = typer.Option(None, "--only", help="a campaign's experiment (its entry's "
+                                   "name, or an expanded name) to run alone; may be repeated"),
 ) -> None:
     """Run an experiment (train the target model, record what each attacker observes, attack)
     or every experiment of a campaign; a rerun resumes where an interrupted one stopped."""
     try:
         loaded = load_config(config)
-        preflight_all(loaded, config)
+        if only and not isinstance(loaded, CampaignPlan):
+            raise ConfigError(f"--only: {config} is one experiment, not a campaign")
+        if only:  # the experiments that will run are checked, those left alone are not
+            chosen = selected(loaded, only)
+            preflight_all(replace(loaded, items=[item for item in loaded.items
+                                                 if item.experiment.name in chosen]), config)
+        else:
+            preflight_all(loaded, config)
         if isinstance(loaded, CampaignPlan):
-            run_campaign_command(loaded, out or child_dir("runs", loaded.name), quiet, verbose)
+            run_campaign_command(loaded, out or child_dir("runs", loaded.name), quiet, verbose,
+                                 only)
         else:
             run_experiment_command(loaded, out or child_dir("runs", loaded.name), quiet, verbose)
     except user_errors() as err:
@@ -149,9 +161,14 @@ def run(
         raise typer.Exit(INTERRUPTED) from None
 
 
-def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose: bool) -> None:
-    records = run_campaign(plan, out_dir, show_progress=not quiet, verbose=verbose)
-    typer.echo(f"campaign {plan.name}: {len(plan.items)} experiments finished; "
+def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose: bool,
+                         only: list[str] | None = None) -> None:
+    records = run_campaign(plan, out_dir, show_progress=not quiet, verbose=verbose, only=only)
+    from fedattack.runner import experiment_finished
+
+    done = sum(experiment_finished(item.experiment, child_dir(out_dir, item.experiment.name))
+               for item in plan.items)
+    typer.echo(f"campaign {plan.name}: {done} of {len(plan.items)} experiments finished; "
                f"results in {out_dir}")
     if records:
         typer.echo(campaign_markdown(records, over_seeds(plan, records)))

@@ -21,6 +21,7 @@ from fedattack.campaign import (
     expanded_name,
     load_campaign,
     run_campaign,
+    selected,
 )
 from fedattack.cli import app, load_config
 from fedattack.config import ConfigError
@@ -391,6 +392,43 @@ def test_rerun_skips_finished_experiments_and_redoes_the_unfinished(reference, t
     assert mtimes(out / FIRST) == finished
     assert (out / SECOND / "results.json").exists()
     assert without_timing(records) == without_timing(reference[1])
+
+
+def test_only_runs_the_named_experiment_and_leaves_the_others_to_a_later_run(reference,
+                                                                           tmp_path):
+    plan, out, messages = load_campaign(write(tmp_path, TINY)), tmp_path / "out", []
+    records = run_campaign(plan, out, show_progress=False, log=messages.append, only=[SECOND])
+    assert messages == [f"tiny: experiment 1 of 2: {FIRST} (not selected, skipped)",
+                        f"tiny: experiment 2 of 2: {SECOND} (running)"]
+    assert not (out / FIRST).exists()
+    assert without_timing(records) == without_timing(reference[1][2:])
+    finished = mtimes(out / SECOND)
+    messages.clear()
+    records = run_campaign(plan, out, show_progress=False, log=messages.append)
+    assert messages == [f"tiny: experiment 1 of 2: {FIRST} (running)",
+                        f"tiny: experiment 2 of 2: {SECOND} (finished, skipped)"]
+    assert mtimes(out / SECOND) == finished
+    assert without_timing(records) == without_timing(reference[1])
+
+
+def test_only_takes_an_entry_or_an_expanded_name_and_refuses_others_in_one_line(tmp_path):
+    path = write(tmp_path, TINY)
+    plan = load_campaign(path)
+    assert selected(plan, ["fc"]) == selected(plan, None) == {FIRST, SECOND}
+    assert selected(plan, [FIRST]) == {FIRST}
+    with pytest.raises(ConfigError, match=r"--only 'fcc': campaign 'tiny' has no such "
+                       r"experiment \(entries: fc\)"):
+        selected(plan, ["fcc"])
+    for config, message in ((path, "no such experiment"),
+                            (write(tmp_path, yaml.safe_dump(yaml.safe_load(TINY)["base"]
+                                                            | {"name": "one"}), "one.yaml"),
+                             "is one experiment, not a campaign")):
+        result = CliRunner().invoke(app, ["run", str(config), "--only", "fcc",
+                                          "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2, result.output
+        assert result.output.strip().startswith("error: ") and message in result.output
+        assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()  # nothing ran
 
 
 @pytest.mark.slow  # two CLI processes: about half a minute on an idle machine
