@@ -80,7 +80,7 @@ def preflight_all(loaded: Experiment | CampaignPlan, source: Path) -> None:
     """Check every experiment against its dataset and model before anything runs; ConfigError
     naming the file (and the campaign's experiment) otherwise."""
     from fedattack.data import DatasetUnavailable
-    from fedattack.experiment import preflight
+    from fedattack.runner import preflight
 
     campaign = isinstance(loaded, CampaignPlan)
     for exp in [i.experiment for i in loaded.items] if campaign else [loaded]:

@@ -7,18 +7,15 @@ attack derive the same splits and the same round-0 model on their own.
 
 from __future__ import annotations
 
-import math
-import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fedattack.config import ConfigError, Experiment, experiment_yaml, load_experiment
+from fedattack.config import Experiment, experiment_yaml, load_experiment
 from fedattack.data import Dataset, Splits, load_dataset, make_splits
 from fedattack.data.splits import SPLIT_FILES, ensure_splits
-from fedattack.features import resolve_layers
 from fedattack.io import CHECKSUMS, inside, remove_file, remove_tree, write_atomic, write_json
 from fedattack.models import build_model
 from fedattack.privacy import check_private_model
@@ -196,88 +193,3 @@ def observed_snapshots(exp: Experiment) -> int:
         return len(snapshots)
     fed = exp.federation
     return sum(fed.records(r) for r in range(1, fed.rounds + 1))
-
-
-def machine_memory_bytes() -> int:
-    """Physical memory, or the cgroup's limit when it is lower."""
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(limit_file).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            total = min(total, int(text))
-    return total
-
-
-def attack_network_bytes(shapes: dict[str, tuple[int, ...]], kernels: int,
-                         batch_size: int) -> int:
-    """Memory the attack network needs to train: weights, their gradients and Adam's two
-    moments (4 floats a parameter), plus a batch's convolution outputs (kept for backward)."""
-    from fedattack.attacks.network import (
-        COMPONENT_FEATURES,
-        gradient_component_parameters,
-        is_gradient,
-    )
-
-    params, activations = 0, 0
-    for name, shape in shapes.items():
-        if is_gradient(name):
-            params += gradient_component_parameters(shape, kernels)
-            activations += 3 * batch_size * kernels * shape[1]
-        else:
-            params += math.prod(shape) * 128 + 128 + 128 * COMPONENT_FEATURES + COMPONENT_FEATURES
-    return 4 * (4 * params + activations)
-
-
-def _mb(n: float) -> str:
-    return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
-
-
-def check_attack(exp: Experiment, dataset: Dataset) -> None:
-    """The attack's layers exist in the model, one record's features fit in attack.memory_mb and
-    the attack network fits in this machine's memory; ConfigError naming the key otherwise."""
-    from fedattack import attack_registry as registry
-    from fedattack.features import FeatureExtractor, FeatureSpec
-
-    cfg = exp.attack
-    if cfg is None or not any(registry.get(name).reads_features for name in cfg.attacks):
-        return
-    model = initial_model(exp, dataset)
-    feats = cfg.features
-    for key in ("gradients", "activations"):
-        try:
-            resolve_layers(model, getattr(feats, key))
-        except ValueError as err:
-            raise ConfigError(f"attack.features.{key}: {err}") from None
-    spec = FeatureSpec.from_config(feats)
-    try:
-        extractor = FeatureExtractor([model] * observed_snapshots(exp), spec,
-                                     exp.output_classes(dataset.num_classes), "cpu",
-                                     cfg.memory_mb)
-    except ValueError as err:
-        raise ConfigError(f"attack.features: {err}") from None
-    record = extractor.record_bytes() + extractor.working_bytes()
-    if record > cfg.memory_mb * 2**20:
-        raise ConfigError(f"attack.memory_mb: {cfg.memory_mb:g} MB does not hold the "
-                          f"features of one record ({_mb(record)}); raise it")
-    need = attack_network_bytes(extractor.shapes(), cfg.kernels, cfg.batch_size)
-    have = machine_memory_bytes()
-    if need > have:
-        paper = attack_network_bytes(extractor.shapes(), 1000, cfg.batch_size)
-        raise ConfigError(f"attack.kernels: {cfg.kernels:,} kernels make the attack "
-                          f"network need about {_mb(need)}, more than this machine's "
-                          f"{_mb(have)}; lower attack.kernels (1000 need {_mb(paper)} here)")
-
-
-def preflight(exp: Experiment) -> Dataset:
-    """Every check that needs the dataset or the model but no training, run by `validate` and
-    before a run claims its directory: the dataset's files are there, the splits fit in it, the
-    GAN's classes and DP-SGD suit it, the attack's layers and memory fit. Raises ConfigError,
-    DatasetUnavailable or ValueError with one line."""
-    dataset = experiment_dataset(exp)
-    check_against_dataset(exp, dataset)
-    experiment_splits(exp, dataset)
-    check_attack(exp, dataset)
-    return dataset

@@ -8,6 +8,7 @@ alone, after every score is computed.
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from collections.abc import Callable
@@ -21,9 +22,10 @@ from fedattack import attack_registry as registry
 from fedattack import audit, progress, reporting
 from fedattack.attack_registry import AttackOutcome
 from fedattack.attacks import ThresholdAttack, WhiteBoxAttack
+from fedattack.attacks.network import attack_network_bytes
 from fedattack.attacks.references import reference_attack
 from fedattack.attacks.threshold import threshold_scores
-from fedattack.config import AttackConfig, Experiment
+from fedattack.config import AttackConfig, ConfigError, Experiment
 from fedattack.data import (
     Dataset,
     Knowledge,
@@ -31,8 +33,14 @@ from fedattack.data import (
     load_membership,
     victim_names,
 )
-from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, experiment_dataset, initial_model
-from fedattack.features import FeatureCache, FeatureExtractor, FeatureSpec
+from fedattack.experiment import (
+    RUN_FILE,
+    SNAPSHOT_DIR,
+    experiment_dataset,
+    initial_model,
+    observed_snapshots,
+)
+from fedattack.features import FeatureCache, FeatureExtractor, FeatureSpec, resolve_layers
 from fedattack.io import read_json, write_json
 from fedattack.metrics import (
     attack_metrics,
@@ -105,6 +113,56 @@ def describe(spec: FeatureSpec) -> str:
         parts.append(f"act[{len(spec.activations)} layers]")
     parts += [name for name in ("output", "loss", "label") if getattr(spec, name)]
     return "+".join(parts)
+
+
+def machine_memory_bytes() -> int:
+    """Physical memory, or the cgroup's limit when it is lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def _mb(n: float) -> str:
+    return f"{n / 2**30:,.1f} GB" if n >= 2**30 else f"{n / 2**20:,.1f} MB"
+
+
+def check_attack(exp: Experiment, dataset: Dataset) -> None:
+    """The attack's layers exist in the model, one record's features fit in attack.memory_mb and
+    the attack network fits in this machine's memory; ConfigError naming the key otherwise."""
+    cfg = exp.attack
+    if cfg is None or not any(registry.get(name).reads_features for name in cfg.attacks):
+        return
+    model = initial_model(exp, dataset)
+    feats = cfg.features
+    for key in ("gradients", "activations"):
+        try:
+            resolve_layers(model, getattr(feats, key))
+        except ValueError as err:
+            raise ConfigError(f"attack.features.{key}: {err}") from None
+    spec = FeatureSpec.from_config(feats)
+    try:
+        extractor = FeatureExtractor([model] * observed_snapshots(exp), spec,
+                                     exp.output_classes(dataset.num_classes), "cpu",
+                                     cfg.memory_mb)
+    except ValueError as err:
+        raise ConfigError(f"attack.features: {err}") from None
+    record = extractor.record_bytes() + extractor.working_bytes()
+    if record > cfg.memory_mb * 2**20:
+        raise ConfigError(f"attack.memory_mb: {cfg.memory_mb:g} MB does not hold the "
+                          f"features of one record ({_mb(record)}); raise it")
+    need = attack_network_bytes(extractor.shapes(), cfg.kernels, cfg.batch_size)
+    have = machine_memory_bytes()
+    if need > have:
+        paper = attack_network_bytes(extractor.shapes(), 1000, cfg.batch_size)
+        raise ConfigError(f"attack.kernels: {cfg.kernels:,} kernels make the attack "
+                          f"network need about {_mb(need)}, more than this machine's "
+                          f"{_mb(have)}; lower attack.kernels (1000 need {_mb(paper)} here)")
 
 
 class AttackRunner:

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from fedattack.config import Experiment
+from fedattack.data import Dataset
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, claim_run_dir
 from fedattack.io import (
     exclusive,
@@ -117,6 +118,21 @@ def experiment_finished(exp: Experiment, run_dir: str | Path) -> bool:
         not measured or (Path(run_dir) / RESULTS_JSON).exists())
 
 
+def preflight(exp: Experiment) -> Dataset:
+    """Every check that needs the dataset or the model but no training, run by `validate` and
+    before a run claims its directory: the dataset's files are there, the splits fit in it, the
+    GAN's classes and DP-SGD suit it, the attack's layers and memory fit. Raises ConfigError,
+    DatasetUnavailable or ValueError with one line."""
+    from fedattack.experiment import check_against_dataset, experiment_dataset, experiment_splits
+    from fedattack.membership import check_attack
+
+    dataset = experiment_dataset(exp)
+    check_against_dataset(exp, dataset)
+    experiment_splits(exp, dataset)
+    check_attack(exp, dataset)
+    return dataset
+
+
 def run_experiment(exp: Experiment, run_dir: str | Path, show_progress: bool = True,
                    verbose: bool = False) -> tuple[dict, list[dict]]:
     """Train the target model of `exp` into `run_dir`, then attack it if `exp.attack` is set
@@ -125,8 +141,6 @@ def run_experiment(exp: Experiment, run_dir: str | Path, show_progress: bool = T
     Returns run.json's record and the attack results. What a finished stage wrote is returned
     as it is, never rewritten; an unfinished training is redone from the start.
     """
-    from fedattack.experiment import preflight
-
     preflight(exp)  # before the directory is claimed: a refused experiment leaves nothing
     with exclusive(run_dir):
         remove_leftover_temporaries(run_dir)

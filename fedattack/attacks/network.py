@@ -191,3 +191,17 @@ def _init(module: nn.Module) -> None:
     if isinstance(module, (nn.Linear, nn.Conv2d)):
         nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
         nn.init.zeros_(module.bias)
+
+
+def attack_network_bytes(shapes: dict[str, tuple[int, ...]], kernels: int,
+                         batch_size: int) -> int:
+    """Memory the attack network needs to train: weights, their gradients and Adam's two
+    moments (4 floats a parameter), plus a batch's convolution outputs (kept for backward)."""
+    params, activations = 0, 0
+    for name, shape in shapes.items():
+        if is_gradient(name):
+            params += gradient_component_parameters(shape, kernels)
+            activations += 3 * batch_size * kernels * shape[1]
+        else:
+            params += math.prod(shape) * 128 + 128 + 128 * COMPONENT_FEATURES + COMPONENT_FEATURES
+    return 4 * (4 * params + activations)
