@@ -80,9 +80,12 @@ def flower_settings(flwr_home: Path) -> dict[str, str]:
 def flower_environment(run_dir: Path):
     """The experiment's Flower environment (``flower_settings``, FLWR_HOME inside ``run_dir``) in
     this process for the length of the block, then the caller's environment back: in a campaign
-    each experiment keeps Flower's state in its own run directory."""
+    each experiment keeps Flower's state in its own run directory. PYTHONPATH comes back too:
+    starting Ray puts this process's sys.path into it (`start_ray`, as Flower's Ray backend
+    does), and a program run after the block (Debian's docker-compose, on the system Python)
+    would otherwise import the venv's packages."""
     settings = flower_settings(run_dir.resolve() / ".flwr")
-    saved = {key: os.environ.get(key) for key in settings}
+    saved = {key: os.environ.get(key) for key in (*settings, "PYTHONPATH")}
     os.environ.update(settings)
     try:
         yield

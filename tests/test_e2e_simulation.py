@@ -4,6 +4,8 @@ The recorded uploads must be bit-identical to what each participant returns when
 replayed outside Flower, and each recorded global model must be the FedAvg of the round's uploads.
 """
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -39,7 +41,9 @@ EXP = Experiment(
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("e2e")
+    pythonpath = os.environ.get("PYTHONPATH")
     record = run_federated(EXP, run_dir)
+    assert os.environ.get("PYTHONPATH") == pythonpath  # Ray's start put sys.path in it
     return run_dir, record
 
 
