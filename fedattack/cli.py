@@ -137,12 +137,12 @@ def run(
         loaded = load_config(config)
         if only and not isinstance(loaded, CampaignPlan):
             raise ConfigError(f"--only: {config} is one experiment, not a campaign")
+        to_run = loaded
         if only:  # the experiments that will run are checked, those left alone are not
             chosen = selected(loaded, only)
-            preflight_all(replace(loaded, items=[item for item in loaded.items
-                                                 if item.experiment.name in chosen]), config)
-        else:
-            preflight_all(loaded, config)
+            to_run = replace(loaded, items=[i for i in loaded.items
+                                            if i.experiment.name in chosen])
+        preflight_all(to_run, config)
         if isinstance(loaded, CampaignPlan):
             run_campaign_command(loaded, out or child_dir("runs", loaded.name), quiet, verbose,
                                  only)
@@ -163,9 +163,9 @@ def run(
 
 def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose: bool,
                          only: list[str] | None = None) -> None:
-    records = run_campaign(plan, out_dir, show_progress=not quiet, verbose=verbose, only=only)
     from fedattack.runner import experiment_finished
 
+    records = run_campaign(plan, out_dir, show_progress=not quiet, verbose=verbose, only=only)
     done = sum(experiment_finished(item.experiment, child_dir(out_dir, item.experiment.name))
                for item in plan.items)
     typer.echo(f"campaign {plan.name}: {done} of {len(plan.items)} experiments finished; "

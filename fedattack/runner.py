@@ -9,7 +9,14 @@ from rich.console import Console
 
 from fedattack.config import Experiment
 from fedattack.data import Dataset
-from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, claim_run_dir
+from fedattack.experiment import (
+    RUN_FILE,
+    SNAPSHOT_DIR,
+    check_against_dataset,
+    claim_run_dir,
+    experiment_dataset,
+    experiment_splits,
+)
 from fedattack.io import (
     exclusive,
     read_json,
@@ -123,8 +130,7 @@ def preflight(exp: Experiment) -> Dataset:
     before a run claims its directory: the dataset's files are there, the splits fit in it, the
     GAN's classes and DP-SGD suit it, the attack's layers and memory fit. Raises ConfigError,
     DatasetUnavailable or ValueError with one line."""
-    from fedattack.experiment import check_against_dataset, experiment_dataset, experiment_splits
-    from fedattack.membership import check_attack
+    from fedattack.membership import check_attack  # the attack side, torch and all
 
     dataset = experiment_dataset(exp)
     check_against_dataset(exp, dataset)
