@@ -1,0 +1,209 @@
+"""The Experiment: one run, its blocks, and the rules that tie them together."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from fedattack.config.attack import AttackConfig, AttackerConfig
+from fedattack.config.base import NonNegInt, SafeName, Strict
+from fedattack.config.data import DataConfig
+from fedattack.config.federation import FederationConfig
+from fedattack.config.gan import GanConfig, PrivacyConfig
+from fedattack.config.model import ModelConfig, TrainConfig
+
+
+class Experiment(Strict):
+    """One run: a dataset split, a target model trained in one scenario, what is recorded."""
+
+    name: SafeName = "experiment"
+    seed: NonNegInt = 0
+    scenario: Literal["federated", "standalone", "finetune"] = "federated"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainConfig = TrainConfig()
+    federation: FederationConfig = FederationConfig()
+    attack: AttackConfig | None = Field(
+        default=None, description="membership inference on the recorded run; none if absent"
+    )
+    attacker: AttackerConfig | None = Field(
+        default=None, description="the federated attacker; none: the aggregator records passively"
+    )
+    gan: GanConfig | None = Field(
+        default=None, description="the GAN attack of a participant (Hitaj et al.); none if absent"
+    )
+    privacy: PrivacyConfig | None = Field(
+        default=None, description="DP-SGD and selective sharing for honest participants"
+    )
+
+    @model_validator(mode="after")
+    def _gan_and_privacy_fit(self) -> Experiment:
+        if (self.gan or self.privacy) and self.scenario != "federated":
+            raise ValueError(f"gan and privacy are for the federated scenario, not "
+                             f"{self.scenario!r}")
+        _check_partition(self)
+        _check_attack(self)
+        if self.attacker is not None and self.attacker.isolating and \
+                self.federation.sampled < self.federation.num_participants:
+            raise ValueError("attacker.mode: isolation sends a victim its own model every round, "
+                             "which client sampling (federation.clients_per_round) breaks")
+        _check_defences(self)
+        if self.federation.strategy.name == "fedprox" and self.privacy is not None and \
+                self.privacy.noise_multiplier is not None:
+            raise ValueError("federation.strategy: fedprox's proximal term is not implemented "
+                             "under DP-SGD (privacy.noise_multiplier); use another strategy")
+        if self.gan is None:
+            return self
+        n = self.federation.num_participants
+        if not 0 <= self.gan.attacker < n or n < 2:
+            raise ValueError(f"gan.attacker {self.gan.attacker} must be one of 0..{n - 1}, "
+                             "with at least one other participant")
+        if self.attack is not None:
+            raise ValueError("gan and attack are separate experiments: set only one")
+        if self.gan.start_round > self.federation.rounds:
+            raise ValueError(f"gan.start_round {self.gan.start_round} exceeds rounds="
+                             f"{self.federation.rounds}")
+        return self
+
+    def output_classes(self, num_classes: int) -> int:
+        """Output units of the model: one more than the dataset's classes when the GAN attacker
+        declares an extra class."""
+        extra = self.gan is not None and self.gan.fake_class is None
+        return num_classes + int(extra)
+
+    @model_validator(mode="after")
+    def _attacker_fits_federation(self) -> Experiment:
+        a, n = self.attacker, self.federation.num_participants
+        if a is None:
+            return self
+        if self.scenario != "federated":
+            raise ValueError(f"attacker is for the federated scenario, not {self.scenario!r}")
+        ids = [a.participant] if a.kind == "local" else (
+            [] if a.targets == "all" else list(a.targets))
+        bad = [p for p in ids if p >= n]
+        if bad:
+            raise ValueError(f"attacker participants {bad} do not exist; accepted: 0..{n - 1}")
+        if a.kind == "local" and n < 2:
+            raise ValueError("a local attacker needs at least one other participant")
+        return self
+
+    def defence_label(self) -> str:
+        """The defences this run deploys, in a few words (``none`` without any)."""
+        parts, p, fed = [], self.privacy, self.federation
+        if p is not None and p.noise_multiplier is not None:
+            parts.append(f"DP-SGD z={p.noise_multiplier:g}")
+        if p is not None and p.share_fraction < 1:
+            parts.append(f"sparsify {p.share_fraction * 100:g}%")
+        if fed.client_dp is not None:
+            dp = fed.client_dp
+            parts.append(f"client DP ({dp.clipping}) z={dp.noise_multiplier:g} "
+                         f"C={dp.clipping_norm:g}")
+        if fed.secure_aggregation is not None:
+            parts.append("SecAgg+")
+        return " + ".join(parts) or "none"
+
+    def data_label(self) -> str:
+        """How the records are spread over the participants (``iid``, ``dirichlet a=0.5``...)."""
+        d = self.data
+        return d.partition if d.alpha is None else f"{d.partition} a={d.alpha}"
+
+    def role_of(self, partition_id: int) -> str:
+        """The role participant `partition_id` plays: a key of ``clients.client_app.ROLES``."""
+        a = self.attacker
+        if a is not None and a.kind == "local" and a.participant == partition_id:
+            return "local-attacker"
+        if self.gan is not None and self.gan.attacker == partition_id:
+            return "gan-attacker"
+        return "honest"
+
+
+def _check_defences(exp: Experiment) -> None:
+    """Secure aggregation and client-level DP: what they cannot be combined with."""
+    fed, a = exp.federation, exp.attacker
+    if (fed.secure_aggregation or fed.client_dp) and exp.scenario != "federated":
+        raise ValueError("federation.secure_aggregation and client_dp are for the federated "
+                         f"scenario, not {exp.scenario!r}")
+    isolating = a is not None and a.isolating
+    if fed.secure_aggregation is not None:
+        if fed.sampled < 2:
+            raise ValueError("federation.secure_aggregation needs at least 2 participants per "
+                             f"round (SecAgg+ masks pairwise); this federation has {fed.sampled}")
+        if isolating:
+            raise ValueError("attacker.mode: isolation needs the victim's own upload, which "
+                             "SecAgg+ hides: the aggregator sees only the sum of the sampled "
+                             "participants' uploads")
+        if fed.client_dp is not None and not fed.client_dp.on_clients:
+            raise ValueError(f"federation.client_dp.clipping: {fed.client_dp.clipping} clips each "
+                             "upload on the server, which sees no upload under SecAgg+; use "
+                             "client-fixed or client-adaptive")
+    dp = fed.client_dp
+    if dp is not None and dp.adaptive and dp.noise_multiplier > 0:
+        stddev = dp.clipped_count_stddev
+        given = stddev is not None
+        stddev = stddev if given else fed.sampled / 20
+        if dp.noise_multiplier >= 2 * stddev:
+            raise ValueError(
+                f"federation.client_dp: adaptive clipping splits noise_multiplier "
+                f"{dp.noise_multiplier:g} between the update and the clipped count, whose noise "
+                f"clipped_count_stddev ({stddev:g}{'' if given else ' = clients_per_round / 20'})"
+                " must exceed noise_multiplier / 2; raise it or lower noise_multiplier")
+    if fed.client_dp is not None and isolating:
+        raise ValueError("attacker.mode: an isolated victim is sent a model outside the noised "
+                         "aggregate, so client-level DP would not cover it; isolation is refused "
+                         "under federation.client_dp")
+
+
+def _check_partition(exp: Experiment) -> None:
+    """by-class partitions: disjoint records, and a class list for every participant if any."""
+    data, n = exp.data, exp.federation.num_participants
+    if data.classes is not None and data.partition != "by-class":
+        raise ValueError("data.classes is for data.partition: by-class")
+    skewed = data.partition in ("dirichlet", "quantity")
+    if (data.alpha is not None) != skewed:
+        raise ValueError("data.alpha is for data.partition dirichlet or quantity, which need it")
+    if skewed and isinstance(data.alpha, list) and len(data.alpha) != n:
+        raise ValueError(f"data.alpha lists {len(data.alpha)} concentrations for {n} "
+                         "participants")
+    if data.partition == "iid":
+        return
+    if exp.scenario != "federated" or data.overlap:
+        raise ValueError(f"data.partition {data.partition} needs the federated scenario without "
+                         "overlap")
+    if skewed:
+        return
+    if data.classes is not None and sorted(data.classes) != list(range(n)):
+        raise ValueError(f"data.classes must list the classes of each participant 0..{n - 1}")
+
+
+def _check_attack(exp: Experiment) -> None:
+    """What the attack stage would refuse only after training: attacks of another scenario,
+    snapshots that are never recorded."""
+    attack = exp.attack
+    if attack is None:
+        return
+    from fedattack import attack_registry as registry
+
+    for name in attack.attacks:  # the scenarios, attackers and checks each attack declares
+        reason = registry.get(name).refusal(exp)
+        if reason:
+            raise ValueError(reason)
+    if exp.scenario != "federated" or attack.snapshots == "recorded":
+        return
+    fed = exp.federation
+    recorded = [r for r in range(1, fed.rounds + 1) if fed.records(r)]
+    unrecorded = sorted(set(attack.snapshots) - set(recorded))
+    if unrecorded or not attack.snapshots:
+        last = f"the last round is {fed.rounds}"
+        raise ValueError(f"attack.snapshots: {unrecorded or attack.snapshots} are not recorded "
+                         f"rounds ({last}; recorded: {_ranges(recorded)})")
+
+
+def _ranges(rounds: list[int]) -> str:
+    if not rounds:
+        return "none"
+    if rounds == list(range(rounds[0], rounds[-1] + 1)) and len(rounds) > 2:
+        return f"{rounds[0]}..{rounds[-1]}"
+    return ", ".join(map(str, rounds))
+
