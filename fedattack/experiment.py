@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from fedattack.config import Experiment, experiment_yaml, load_experiment
+from fedattack.config.data import DatasetSource
 from fedattack.data import Dataset, Splits, load_dataset, make_splits
 from fedattack.data.splits import SPLIT_FILES, ensure_splits
 from fedattack.io import CHECKSUMS, inside, remove_file, remove_tree, write_atomic, write_json
-from fedattack.models import build_model
+from fedattack.models import build_target
 from fedattack.privacy import check_private_model
 
 CONFIG_FILE = "config.yaml"
@@ -27,8 +28,10 @@ SPLITS_DIR = "splits"
 
 
 @lru_cache(maxsize=4)
-def cached_dataset(name: str, root: str | None, num_records: int | None) -> Dataset:
-    """Load a dataset once per process: Flower re-creates clients every round, in the same actor."""
+def cached_dataset(name: str | DatasetSource, root: str | None,
+                   num_records: int | None) -> Dataset:
+    """Load a dataset once per process: Flower re-creates clients every round, in the same actor.
+    A user's dataset (a DatasetSource, which is hashable) is cached by its config too."""
     return load_dataset(name, root=root, num_records=num_records)
 
 
@@ -40,13 +43,19 @@ def initial_model(exp: Experiment, dataset: Dataset) -> torch.nn.Module:
     """The untrained target model, a pure function of the experiment's seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(exp.seed)
-        return build_model(exp.model.arch, dataset.input_shape,
-                           exp.output_classes(dataset.num_classes), exp.model.activation)
+        return build_target(exp.model, dataset.input_shape,
+                            exp.output_classes(dataset.num_classes))
 
 
 def experiment_splits(exp: Experiment, dataset: Dataset) -> Splits:
-    """The experiment's splits: a pure function of the config and the dataset size."""
-    return make_splits(len(dataset), exp, dataset.y)
+    """The experiment's splits: a pure function of the config and the dataset size (and, for a
+    model trained elsewhere, of the indices of its training records, data.members)."""
+    members = None
+    if exp.data.members is not None:
+        from fedattack.standalone import read_members
+
+        members = read_members(exp, len(dataset))
+    return make_splits(len(dataset), exp, dataset.y, members)
 
 
 def _files_signature(run_dir: Path, names: tuple[str, ...]) -> tuple | None:
@@ -130,7 +139,17 @@ def _other_config(path: Path, exp: Experiment) -> bool:
 
 
 def check_against_dataset(exp: Experiment, dataset: Dataset) -> None:
-    """What the config alone cannot check: the GAN's classes exist, DP-SGD can train the model."""
+    """What the config alone cannot check: the GAN's classes exist, DP-SGD can train the model,
+    the user's model builds and trains on a batch of the dataset, a model trained elsewhere fits
+    it and the indices of its training records are records of the dataset."""
+    if exp.model.factory is not None:
+        check_user_model(exp, dataset)
+    if exp.model.weights is not None:
+        from fedattack.models.factory import load_weights
+        from fedattack.standalone import read_members
+
+        load_weights(initial_model(exp, dataset), exp.model.weights)
+        read_members(exp, len(dataset))
     if exp.gan is not None:
         n = dataset.num_classes
         named = {"victim_class": exp.gan.victim_class, "fake_class": exp.gan.fake_class}
@@ -140,6 +159,16 @@ def check_against_dataset(exp: Experiment, dataset: Dataset) -> None:
                                  f"accepted: 0..{n - 1}")
     if exp.privacy is not None and exp.privacy.noise_multiplier is not None:
         check_private_model(initial_model(exp, dataset))
+
+
+def check_user_model(exp: Experiment, dataset: Dataset) -> None:
+    """model.factory: it imports, builds an nn.Module, and runs a forward and a backward pass on
+    a batch of the dataset's records; UserCodeError (one line naming the field) otherwise."""
+    from fedattack.models.factory import check_on_batch
+
+    model = initial_model(exp, dataset)
+    x, y = dataset.batch(np.arange(min(len(dataset), 8)))
+    check_on_batch(model.train(), x, y, exp.output_classes(dataset.num_classes))
 
 
 def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:

@@ -367,8 +367,7 @@ def reference_plan(name: str, exp, knowledge, dataset) -> ReferenceSpec:
         assert not any(np.isin(knowledge.targets, s).any() for s in train_sets), \
             "an offline reference model would train on a target"
     seeds = tuple(exp.seed + 5000 + 100 * online + k for k in range(cfg.models))
-    arch = {"arch": exp.model.arch, "activation": exp.model.activation,
-            "input_shape": list(dataset.input_shape),
+    arch = {**exp.model.identity(), "input_shape": list(dataset.input_shape),
             "classes": exp.output_classes(dataset.num_classes)}
     return ReferenceSpec(dataset_digest(dataset), arch, exp.training.model_dump(mode="json"),
                          reference_epochs(exp), seeds, tuple(train_sets))

@@ -113,20 +113,30 @@ def _by_name(victims, name: str):
     raise KeyError(f"no victim {name!r}; known: {', '.join(v.name for v in victims)}")
 
 
-def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = None) -> Splits:
-    """The experiment's splits of a dataset of num_records records; a pure function of exp.seed.
+def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = None,
+                members: np.ndarray | None = None) -> Splits:
+    """The experiment's splits of a dataset of num_records records; a pure function of exp.seed
+    (and of `members`).
 
     With `data.overlap`, each participant's training set is drawn independently from the whole
     member pool (every record not reserved for non-members or shadow data), so sets may share
-    records; otherwise the sets are disjoint.
+    records; otherwise the sets are disjoint. `members`, the training records of a model trained
+    elsewhere (`data.members`), is the one partition; non-members and shadow data are drawn from
+    the other records.
     """
     data, knowledge = exp.data, exp.data.knowledge
-    _check_size(num_records, exp)
     rng = np.random.default_rng(exp.seed)
-    order = rng.permutation(num_records)
     cuts = [data.nonmember_size, data.nonmember_size + data.shadow_size]
-    nonmembers, shadow, pool = np.split(order, cuts)
-    partitions = _partitions(pool, exp, rng, labels)
+    if members is None:
+        _check_size(num_records, exp)
+        order = rng.permutation(num_records)
+        nonmembers, shadow, pool = np.split(order, cuts)
+        partitions = _partitions(pool, exp, rng, labels)
+    else:
+        others = np.setdiff1d(np.arange(num_records), members)
+        _check_size(len(others) + data.train_size, exp)
+        nonmembers, shadow, _ = np.split(rng.permutation(others), cuts)
+        partitions = [np.asarray(members)]
     victims = []
     for name, owners, against in victim_groups(exp):
         members = _union(partitions, owners)
@@ -171,7 +181,7 @@ def _check_size(num_records: int, exp: Experiment) -> None:
     needed = data.nonmember_size + data.shadow_size + training
     if needed > num_records:
         raise ValueError(
-            f"{data.dataset} has {num_records} records but the splits need {needed} "
+            f"{data.dataset_name} has {num_records} records but the splits need {needed} "
             f"({data.nonmember_size} non-members + {data.shadow_size} shadow + {training} "
             "training)"
         )
