@@ -161,6 +161,28 @@ def run(
         raise typer.Exit(INTERRUPTED) from None
 
 
+@app.command()
+def attack(
+    config: Path = typer.Argument(..., help="a standalone experiment YAML with model.weights "
+                                  "and data.members"),
+    out: Path = typer.Option(None, "--out", help="run directory (default: runs/<name>)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+) -> None:
+    """Audit a model trained elsewhere: run the experiment's membership attacks on the model of
+    model.weights (its factory or arch), whose training records data.members lists, without
+    training it (reference and shadow models are trained by the experiment's recipe)."""
+    try:
+        loaded = load_config(config)
+    except user_errors() as err:
+        fail(str(err))
+    if not isinstance(loaded, Experiment) or loaded.model.weights is None:
+        fail(f"{config}: `fedattack attack` audits a model trained elsewhere: give model.weights "
+             "and data.members in a standalone experiment (`fedattack run` trains one)")
+    if loaded.attack is None:
+        fail(f"{config}: attack: the block naming the attacks to run is missing")
+    run(config, out=out, quiet=quiet, verbose=False, only=None)
+
+
 def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose: bool,
                          only: list[str] | None = None) -> None:
     from fedattack.runner import experiment_finished

@@ -8,12 +8,21 @@ there when it was parsed, see :func:`fedattack.config.code.use_python_path`).
 from __future__ import annotations
 
 import importlib
+import re
 from types import ModuleType
 from typing import Any
 
 from fedattack.config import ConfigError
 
 MESSAGE_MAX = 300
+
+
+# The config fields whose code or files a participant loads itself: a participant that cannot
+# load them will not train in any round, so the run fails at once (user_code_failure).
+PARTICIPANT_FIELDS = ("model.factory", "model.weights", "data.dataset", "attack.plugins",
+                      "attack.attacks")
+_FIELD = "|".join(re.escape(f) for f in PARTICIPANT_FIELDS)
+_IN_FAILURE = re.compile(rf"((?:{_FIELD})(?:\.\w+)*: .*?)(?:'>|$)", re.DOTALL)
 
 
 class UserCodeError(ConfigError):
@@ -61,3 +70,10 @@ def call(function: Any, ref: str, field: str, **kwargs: Any) -> Any:
         return function(**kwargs)
     except Exception as err:
         raise UserCodeError(f"{field}: {ref} raised {one_line(err)}") from None
+
+
+def user_code_failure(failure: str) -> str | None:
+    """The one line a participant's UserCodeError (or data error) left in the text of a failed
+    round's failure (Flower passes it on as ``<class ...>:<'message'>``), or None."""
+    found = _IN_FAILURE.search(failure)
+    return " ".join(found.group(1).split()) if found else None

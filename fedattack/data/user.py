@@ -253,6 +253,7 @@ def load_hf(source: DatasetSource, cache: Path) -> Dataset:
         import datasets
     except ImportError:
         raise _refuse("hf", "needs Hugging Face datasets: pip install 'fedattack[data]'") from None
+    datasets.disable_progress_bars()  # the run's own progress display is the one shown
     location, split = source.hf, source.split or "train"
     path = Path(location).expanduser()
     try:
