@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedattack.config import Experiment, experiment_yaml, load_experiment
+from fedattack.config import ConfigError, Experiment, experiment_yaml, load_experiment
 from fedattack.config.data import DatasetSource
 from fedattack.data import Dataset, Splits, load_dataset, make_splits
-from fedattack.data.splits import SPLIT_FILES, ensure_splits
+from fedattack.data.files import dataset_digest
+from fedattack.data.splits import SPLIT_FILES, ensure_same_records, ensure_splits
 from fedattack.io import CHECKSUMS, inside, remove_file, remove_tree, write_atomic, write_json
 from fedattack.models import build_target
 from fedattack.privacy import check_private_model
@@ -37,6 +38,20 @@ def cached_dataset(name: str | DatasetSource, root: str | None,
 
 def experiment_dataset(exp: Experiment) -> Dataset:
     return cached_dataset(exp.data.dataset, exp.data.root, exp.data.num_records)
+
+
+def received_experiment(exp_json: str) -> Experiment:
+    """The experiment a participant receives from the server (JSON); a config it cannot use
+    here (the user's code or files missing on this node) is a one-line ConfigError naming the
+    field, which the server reads to fail the run at once (fedattack.usercode)."""
+    from pydantic import ValidationError
+
+    from fedattack.config import format_validation_error
+
+    try:
+        return Experiment.model_validate_json(exp_json)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "participant", Experiment)) from None
 
 
 def initial_model(exp: Experiment, dataset: Dataset) -> torch.nn.Module:
@@ -171,6 +186,14 @@ def check_user_model(exp: Experiment, dataset: Dataset) -> None:
     check_on_batch(model.train(), x, y, exp.output_classes(dataset.num_classes))
 
 
+def ensure_same_dataset(exp: Experiment, dataset: Dataset, run_dir: Path) -> None:
+    """A user's dataset (data.dataset a mapping) is the one the run was split from: its digest
+    is recorded beside the splits at the start and checked whenever the run is taken up again
+    (the built-in datasets' files do not change)."""
+    if isinstance(exp.data.dataset, DatasetSource):
+        ensure_same_records(dataset_digest(dataset), run_dir)
+
+
 def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:
     """Check the experiment against its dataset, claim the run directory and write the
     ground-truth splits; idempotent, and done once per process while the config and the splits'
@@ -184,6 +207,7 @@ def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:
     run_dir = claim_run_dir(exp, run_dir)
     splits = experiment_splits(exp, dataset)
     ensure_splits(splits, run_dir)
+    ensure_same_dataset(exp, dataset, run_dir)
     if exp.scenario == "federated":
         write_class_counts(exp, dataset, splits, run_dir)
     _PREPARED.put(exp, run_dir, (dataset, splits))

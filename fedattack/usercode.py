@@ -22,7 +22,7 @@ MESSAGE_MAX = 300
 PARTICIPANT_FIELDS = ("model.factory", "model.weights", "data.dataset", "attack.plugins",
                       "attack.attacks")
 _FIELD = "|".join(re.escape(f) for f in PARTICIPANT_FIELDS)
-_IN_FAILURE = re.compile(rf"((?:{_FIELD})(?:\.\w+)*: .*?)(?:'>|$)", re.DOTALL)
+_IN_FAILURE = re.compile(rf"((?:{_FIELD})(?:\.\w+)*: .*?)(?:'>|\n|\\n|$)")
 
 
 class UserCodeError(ConfigError):

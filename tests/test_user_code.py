@@ -17,14 +17,14 @@ from typer.testing import CliRunner
 
 from fedattack.cli import app
 from fedattack.config import ConfigError, parse_experiment
-from fedattack.data import load_membership
+from fedattack.data import load_knowledge, load_membership
 from fedattack.experiment import experiment_dataset, initial_model
 from fedattack.features import FeatureExtractor, FeatureSpec
 from fedattack.features.gradients import TORCH_FUNC, engine_of, per_example_grads_loop
 from fedattack.runner import preflight, run_experiment
 from fedattack.snapshots import SnapshotStore
 from tests.fakes import ArrayDataset
-from tests.user_project import CLASSES, write_images, write_project
+from tests.user_project import CLASSES, write_csv, write_images, write_project
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -154,7 +154,8 @@ def test_splits_of_your_data_are_label_matched_and_checksummed(project, tmp_path
     """Label skew over the CSV's records: each victim's non-member targets have, class by class,
     the labels of its member targets, and the split files carry their checksums."""
     from fedattack.data.splits import check_splits
-    from fedattack.experiment import prepare_run
+    from fedattack.experiment import cached_dataset, ensure_same_dataset, prepare_run
+    from fedattack.io import CorruptedFile
 
     spec = experiment(project, scenario="federated",
                       federation={"num_participants": 3, "rounds": 1},
@@ -169,6 +170,11 @@ def test_splits_of_your_data_are_label_matched_and_checksummed(project, tmp_path
         assert sorted(dataset.y[victim.target_members]) == \
             sorted(dataset.y[victim.target_nonmembers])
     check_splits(tmp_path / "run")  # raises if a file does not match its checksum
+    ensure_same_dataset(exp, dataset, tmp_path / "run")  # the records the run was split from
+    write_csv(project.csv, 120, seed=9)  # the user edits the CSV under the run's splits
+    cached_dataset.cache_clear()
+    with pytest.raises(CorruptedFile, match="data.dataset changed since the run began"):
+        ensure_same_dataset(exp, experiment_dataset(exp), tmp_path / "run")
 
 
 # ----- the whole path: YAML -> pre-flight -> training -> attacks (a plug-in among them)
@@ -267,8 +273,13 @@ def test_a_model_trained_elsewhere_is_audited_from_its_weights_and_members(proje
     assert record["trained"] == "elsewhere" and record["history"][0]["train_accuracy"] > 0.9
     rows = {r["attack"]: r for r in yaml.safe_load((run / "results.json").read_text())}
     assert set(rows) == {"threshold-loss", "whitebox", "rmia-offline"}
-    # the model fits its 40 members; the loss tells many of them from non-members
-    assert rows["threshold-loss"]["auc"] > 0.6
+    # the loss threshold scored the targets on the user's own model, as it was saved
+    targets = load_knowledge(run).targets
+    x, y = experiment_dataset(parse_experiment(experiment(project))).batch(targets)
+    with torch.no_grad():
+        loss = F.cross_entropy(net(x), y, reduction="none").numpy()
+    np.testing.assert_allclose(np.load(run / "attacks" / "threshold-loss-scores.npy"), -loss,
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_attack_refuses_an_experiment_without_a_trained_model(project, tmp_path):

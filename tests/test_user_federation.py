@@ -79,7 +79,9 @@ def test_a_participant_that_cannot_import_the_model_fails_the_run_at_once(projec
     away after): the first round fails, saying which module, and no round is recorded."""
     from fedattack.simulation import run_federated
 
-    exp = parse_experiment(federation(project))
+    spec = federation(project)
+    spec["attack"] = {"attacks": ["threshold-loss"]}  # the plug-in would fail first
+    exp = parse_experiment(spec)
     preflight(exp)
     shutil.move(project.root / project.package, tmp_path / "moved-away")
     with pytest.raises(FederationFailed) as failed:

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedattack.config import TrainConfig
+from fedattack.data.files import dataset_digest
 from fedattack.io import inside, read_json, write_atomic, write_json
 from fedattack.models.fc import ACTIVATIONS, FCNet
 from fedattack.training import epoch_generator, lr_at, set_lr, train_model
@@ -225,14 +226,6 @@ class ReferenceSpec:
 
 def _digest(indices: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
-
-
-def dataset_digest(dataset) -> str:
-    h = hashlib.sha256()
-    for arr in (dataset.x, dataset.y):
-        h.update(str((arr.dtype, arr.shape)).encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return f"{dataset.name}:{h.hexdigest()[:32]}"
 
 
 def cache_root(run_dir: Path) -> Path:

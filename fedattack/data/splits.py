@@ -49,6 +49,7 @@ SPLITS_DIR = "splits"
 MEMBERSHIP_FILE = "membership.npz"
 KNOWLEDGE_FILE = "knowledge.npz"
 SIZES_FILE = "splits.json"
+RECORDS_FILE = "records.json"  # the digest of a user's dataset the splits index into
 
 
 SEP = "__"  # between a victim's name and an array name in the .npz files
@@ -383,6 +384,21 @@ def ensure_splits(splits: Splits, run_dir: str | Path) -> None:
         write_checksums(folder, list(SPLIT_FILES))
     else:
         check_splits(run_dir)
+
+
+def ensure_same_records(digest: str, run_dir: str | Path) -> None:
+    """Record the digest of the dataset the splits index into (a user's dataset, whose files may
+    change), or check that it is still the same: an edited CSV under unchanged splits would
+    attack and score other records than the model trained on."""
+    path = inside(run_dir, Path(SPLITS_DIR) / RECORDS_FILE)
+    if not path.exists():
+        write_json(path, {"dataset": digest})
+        return
+    recorded = read_json(path).get("dataset")
+    if recorded != digest:
+        raise CorruptedFile(path, f"was split from other records ({recorded}, now {digest}): "
+                            "data.dataset changed since the run began",
+                            "restore the dataset's files, or run into another --out")
 
 
 SPLIT_FILES = (MEMBERSHIP_FILE, KNOWLEDGE_FILE, SIZES_FILE)
