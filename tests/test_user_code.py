@@ -187,6 +187,8 @@ def test_your_model_data_and_attack_run_end_to_end(project, tmp_path):
         "epochs": 3, "kernels": 8, "references": {"models": 2, "epochs": 2}})
     config = tmp_path / "mine.yaml"
     config.write_text(yaml.safe_dump(spec))
+    checked = CliRunner().invoke(app, ["validate", str(config)])
+    assert checked.exit_code == 0 and "ok:" in checked.output, checked.output
     result = CliRunner().invoke(app, ["run", str(config), "--out", str(tmp_path / "run"),
                                       "--quiet"])
     assert result.exit_code == 0, result.output
@@ -325,6 +327,8 @@ def _bad(project, tmp_path, case: str) -> dict:
         write_images(tmp_path / "broken", 10, classes=("a", "b"))
         (tmp_path / "broken" / "b" / "3.png").write_bytes(b"\x89PNG not really")
         data["dataset"] = {"imagefolder": str(tmp_path / "broken")}
+    elif case == "attack-layer-missing":
+        spec["attack"]["features"] = {"gradients": ["embed", "decoder"]}
     elif case == "loader-mismatched-lengths":
         data["dataset"] = {"loader": project.ref("data", "mismatched")}
     elif case == "weights-pickled":
@@ -360,6 +364,8 @@ BAD = {
                                  "class(es) (only)",
     "unreadable-image": "data.dataset.imagefolder: cannot read image {tmp}/broken/b/3.png "
                         "(UnidentifiedImageError",
+    "attack-layer-missing": "attack.features.gradients: unknown layer 'decoder'; available: "
+                            "embed, mix, head",
     "loader-mismatched-lengths": "data.dataset.loader: 120 records but 119 labels",
     "weights-pickled": "model.weights: {tmp}/pickled.pt is not a safetensors file or a torch "
                        "state dict readable without pickle",
