@@ -3,6 +3,7 @@ and the attacker."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,7 +16,7 @@ from pydantic import (
 )
 
 from fedattack.config.base import NonNegInt, PositiveInt, SafeName, Strict
-from fedattack.config.code import FilePath, ObjectRef
+from fedattack.config.code import FilePath, ObjectRef, absolute
 
 SOURCES = ("csv", "npz", "imagefolder", "hf", "loader")
 # The options each source takes besides its own key (and `name`).
@@ -54,6 +55,14 @@ class DatasetSource(Strict):
                                              "columns (default: every other column)")
     split: str | None = Field(default=None, description="hf: the split (default 'train')")
     name: SafeName | None = None
+
+    @field_validator("hf")
+    @classmethod
+    def _local_hf_absolute(cls, location: str | None) -> str | None:
+        """A local file or folder made absolute, as the other sources' paths; a Hub name kept."""
+        if location is not None and Path(location).expanduser().exists():
+            return absolute(location)
+        return location
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSource:
