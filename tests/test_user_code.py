@@ -24,7 +24,7 @@ from fedattack.features.gradients import TORCH_FUNC, engine_of, per_example_grad
 from fedattack.runner import preflight, run_experiment
 from fedattack.snapshots import SnapshotStore
 from tests.fakes import ArrayDataset
-from tests.user_project import CLASSES, write_csv, write_images, write_project
+from tests.user_project import CLASSES, project_for_test, write_csv, write_images
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,11 +35,7 @@ TINY_DATA = {"train_size": 40, "nonmember_size": 40,
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """The user's project in tmp_path/project; sys.path as it was after the test."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    written = write_project(tmp_path / "project")
-    yield written
-    written.forget()
+    yield from project_for_test(tmp_path, monkeypatch)
 
 
 def experiment(project, dataset=None, model=None, **blocks) -> dict:

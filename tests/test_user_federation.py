@@ -10,7 +10,6 @@ Slow (a Ray start each, a minute or more on two loaded cores): `make test` leave
 from __future__ import annotations
 
 import shutil
-import sys
 
 import numpy as np
 import pytest
@@ -23,17 +22,14 @@ from fedattack.io import read_json
 from fedattack.protocol import FederationFailed
 from fedattack.runner import preflight
 from fedattack.snapshots import SnapshotStore
-from tests.user_project import write_project
+from tests.user_project import project_for_test
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    written = write_project(tmp_path / "project")
-    yield written
-    written.forget()
+    yield from project_for_test(tmp_path, monkeypatch)
 
 
 def federation(project) -> dict:

@@ -155,3 +155,12 @@ def write_images(folder: Path, per_class: int, seed: int = 0, classes=CLASSES) -
         for i in range(per_class):
             pixels = rng.integers(0, 60, (8, 8)) + 60 * c
             Image.fromarray(pixels.astype(np.uint8), mode="L").save(folder / name / f"{i}.png")
+
+
+def project_for_test(tmp_path: Path, monkeypatch):
+    """A test's project in tmp_path/project (the body of the tests' `project` fixture): sys.path
+    as it was and the project's modules and attack forgotten after the test."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    written = write_project(tmp_path / "project")
+    yield written
+    written.forget()
