@@ -277,6 +277,31 @@ def deploy_local(
 
 
 @app.command()
+def invert(
+    run_dir: Path = typer.Argument(..., help="a finished federated run directory"),
+    attack: list[str] = typer.Option(None, "--attack", help="reconstruction attack (dlg, idlg, "
+                                     "inverting-gradients); may be repeated"),
+    victim: list[int] = typer.Option(None, "--victim", help="participant to attack (default: "
+                                     "all); may be repeated"),
+    rounds: list[int] = typer.Option(None, "--round", help="round whose update is attacked "
+                                     "(default: the first recorded); may be repeated"),
+    iterations: int = typer.Option(None, "--iterations", help="every attack's iterations"),
+    restarts: int = typer.Option(None, "--restarts", help="Inverting Gradients' restarts"),
+) -> None:
+    """Reconstruct participants' training records from the aggregator's recorded view (gradient
+    inversion); results and figures under RUN_DIR/inversion/."""
+    from fedattack.inversion.stage import RESULT_COLUMNS, invert_run, settings_of
+
+    try:
+        rows = invert_run(run_dir, settings_of(attack, victim, rounds, iterations, restarts))
+    except user_errors() as err:
+        fail(str(err))
+    except ValueError as err:
+        fail(f"{run_dir}: {err}")
+    typer.echo(markdown_table(rows, RESULT_COLUMNS))
+
+
+@app.command()
 def clean(
     run_dir: Path = typer.Argument(..., help="a run directory, or a campaign's"),
     dry_run: bool = typer.Option(False, "--dry-run", help="say what would go, remove nothing"),

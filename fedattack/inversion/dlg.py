@@ -59,7 +59,8 @@ def lbfgs(objective: Callable[[], torch.Tensor], variables: list[torch.Tensor],
 
     while evaluations < iterations:
         left, before = iterations - evaluations, best["loss"]
-        torch.optim.LBFGS(variables, lr=lr, max_iter=left, max_eval=left, history_size=100,
+        torch.optim.LBFGS(variables, lr=lr, max_iter=left, max_eval=max(left - 1, 1),
+                          history_size=100,
                           tolerance_grad=0.0, tolerance_change=0.0,
                           line_search_fn="strong_wolfe").step(closure)
         with torch.no_grad():  # go on from the best point, not from a diverged one

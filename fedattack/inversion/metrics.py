@@ -136,9 +136,12 @@ class RecordScores:
 def score_records(reconstructed: torch.Tensor, labels: np.ndarray, true: torch.Tensor,
                   true_labels: np.ndarray, candidates: torch.Tensor, own: np.ndarray,
                   mean_image: torch.Tensor) -> RecordScores:
-    """Score reconstructions (n, C, H, W in [0, 1]) against the round's true records; `own[j]`
-    is true record j's position among `candidates`."""
-    rows, cols = assign(reconstructed, true)
+    """Score reconstructions (n, C, H, W in [0, 1]) against the round's n true records; `own[j]`
+    is true record j's position among `candidates`. The scores follow the reconstructions'
+    order."""
+    if len(reconstructed) != len(true):
+        raise ValueError(f"{len(reconstructed)} reconstructions of {len(true)} records")
+    rows, cols = assign(reconstructed, true)  # rows: 0..n-1
     mine, theirs = reconstructed[rows], true[cols]
     psnr = psnr_matrix(mine, theirs).diagonal().numpy()
     trivial = trivial_psnr(theirs, mean_image)
