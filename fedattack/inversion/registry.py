@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 HONEST_BUT_CURIOUS = "honest-but-curious server"
 """The aggregator follows the protocol (it sends the true model, aggregates honestly) and reads
@@ -31,6 +31,12 @@ UPDATE_KNOWLEDGE = ("the architecture, the broadcast and the uploaded weights, t
                     "(optimizer, learning rate, batch size, local epochs and so steps) and the "
                     "number of records; not the records nor their shuffle order")
 BUILTINS = ("dlg", "idlg", "inverting")  # the modules that register the built-in attacks
+
+
+def one_line(err: ValidationError, prefix: str) -> str:
+    """pydantic's first complaint as `prefix.key: message`."""
+    first = err.errors()[0]
+    return f"{'.'.join(map(str, (prefix, *first['loc'])))}: {first['msg']}"
 
 
 class AttackParams(BaseModel):
@@ -49,8 +55,12 @@ class ReconstructionAttack:
     description: str
 
     def parameters(self, given: dict | None = None) -> Any:
-        """The attack's parameters from a mapping (pydantic refuses unknown keys)."""
-        return self.params.model_validate(given or {})
+        """The attack's parameters from a mapping; ValueError in one line for an unknown key
+        or a bad value."""
+        try:
+            return self.params.model_validate(given or {})
+        except ValidationError as err:
+            raise ValueError(one_line(err, self.name)) from None
 
 
 _REGISTRY: dict[str, ReconstructionAttack] = {}

@@ -40,6 +40,7 @@ from fedattack.inversion import registry
 from fedattack.inversion.core import InversionTarget, Reconstruction, pixel_range
 from fedattack.inversion.metrics import RecordScores, score_records, summarise
 from fedattack.inversion.recipe import LocalRecipe
+from fedattack.inversion.registry import one_line
 from fedattack.io import inside, read_json
 from fedattack.reporting import _pyplot, write_results
 from fedattack.snapshots import GLOBAL_VIEW, SnapshotStore, View
@@ -199,7 +200,7 @@ def plot_reconstructions(originals: torch.Tensor, reconstructed: torch.Tensor,
     success rule holds)."""
     plt = _pyplot()
     n = min(len(originals), columns)
-    fig, axes = plt.subplots(2, n, figsize=(1.2 * n + 0.6, 3.0), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(max(1.2 * n + 0.6, 4.0), 3.0), squeeze=False)
     for i in range(n):
         for row, images in enumerate((originals, reconstructed)):
             image = images[i].permute(1, 2, 0).numpy()
@@ -313,8 +314,7 @@ def settings_of(attacks: list[str] | None, victims: list[int] | None,
         return InversionSettings(attacks=names, params=params, victims=victims or None,
                                  rounds=rounds or None)
     except ValidationError as err:
-        first = err.errors()[0]
-        raise ValueError(f"{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        raise ValueError(one_line(err, "inversion")) from None
 
 
 def invert_run(run_dir: str | Path, settings: InversionSettings,
