@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -75,7 +75,6 @@ class Reconstruction:
     iterations: int
     seconds: float
     label_method: str
-    history: list[float] = field(default_factory=list)  # the kept restart's loss, sampled
 
 
 def flatten(update: Params, names: list[str]) -> torch.Tensor:
@@ -153,6 +152,12 @@ class UpdateMatcher:
         low = self.target.low.to(self.device).view(shape)
         high = self.target.high.to(self.device).view(shape)
         return x.clamp_(min=low, max=high)
+
+    @classmethod
+    def seeded(cls, target: InversionTarget, seed: int,
+               device: torch.device | str) -> tuple[UpdateMatcher, torch.Generator]:
+        """A matcher on `device` and the attack's random stream (CPU), from `seed`."""
+        return cls(target, device), torch.Generator().manual_seed(seed)
 
     def random_records(self, restarts: int, generator: torch.Generator) -> torch.Tensor:
         """(R, n, C, H, W) standard normal dummy records (drawn on the CPU, for every device to

@@ -77,8 +77,7 @@ def lbfgs(objective: Callable[[], torch.Tensor], variables: list[torch.Tensor],
 def dlg(target: InversionTarget, params: DLGParams,
         device: torch.device | str = "cpu") -> Reconstruction:
     started = time.perf_counter()
-    matcher = UpdateMatcher(target, device)
-    generator = torch.Generator().manual_seed(params.seed)
+    matcher, generator = UpdateMatcher.seeded(target, params.seed, device)
     x = matcher.random_records(1, generator).requires_grad_()
     label_shape = (1, target.num_records, target.num_classes)
     label_logits = torch.randn(label_shape, generator=generator).to(matcher.device)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 
 from fedattack.inversion.core import InversionTarget, Reconstruction, UpdateMatcher
 from fedattack.inversion.dlg import DLGParams, lbfgs
-from fedattack.inversion.labels import recover_labels
+from fedattack.inversion.labels import one_hot_labels
 from fedattack.inversion.registry import HONEST_BUT_CURIOUS, UPDATE_KNOWLEDGE, register
 
 
@@ -26,10 +25,8 @@ from fedattack.inversion.registry import HONEST_BUT_CURIOUS, UPDATE_KNOWLEDGE, r
 def idlg(target: InversionTarget, params: DLGParams,
          device: torch.device | str = "cpu") -> Reconstruction:
     started = time.perf_counter()
-    matcher = UpdateMatcher(target, device)
-    generator = torch.Generator().manual_seed(params.seed)
-    labels, method = recover_labels(target, generator)
-    soft = F.one_hot(labels, target.num_classes).float().to(matcher.device)
+    matcher, generator = UpdateMatcher.seeded(target, params.seed, device)
+    labels, soft, method = one_hot_labels(target, generator, matcher.device)
     x = matcher.random_records(1, generator).requires_grad_()
     loss, evaluations = lbfgs(lambda: matcher.distances(x, soft, "l2"), [x], params.iterations,
                               params.lr)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import time
 
 import torch
-import torch.nn.functional as F
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 from fedattack.inversion.core import (
@@ -30,7 +29,7 @@ from fedattack.inversion.core import (
     UpdateMatcher,
     total_variation,
 )
-from fedattack.inversion.labels import recover_labels
+from fedattack.inversion.labels import one_hot_labels
 from fedattack.inversion.registry import (
     HONEST_BUT_CURIOUS,
     UPDATE_KNOWLEDGE,
@@ -63,10 +62,8 @@ def milestones(iterations: int) -> list[int]:
 def inverting_gradients(target: InversionTarget, params: InvertingParams,
                         device: torch.device | str = "cpu") -> Reconstruction:
     started = time.perf_counter()
-    matcher = UpdateMatcher(target, device)
-    generator = torch.Generator().manual_seed(params.seed)
-    labels, method = recover_labels(target, generator)
-    soft = F.one_hot(labels, target.num_classes).float().to(matcher.device)
+    matcher, generator = UpdateMatcher.seeded(target, params.seed, device)
+    labels, soft, method = one_hot_labels(target, generator, matcher.device)
     x = matcher.clamp(matcher.random_records(params.restarts, generator)).requires_grad_()
     optimizer = torch.optim.Adam([x], lr=params.lr)
     decay = milestones(params.iterations) if params.lr_decay else []

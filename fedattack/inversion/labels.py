@@ -30,6 +30,7 @@ import copy
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fedattack.inversion.core import InversionTarget
@@ -117,6 +118,14 @@ def sign_counts(target: InversionTarget) -> np.ndarray:
     if not present.any():
         present[np.argmax(update)] = True
     return round_counts(present.astype(np.float64), target.num_records)
+
+
+def one_hot_labels(target: InversionTarget, generator: torch.Generator,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The recovered labels, as (n,) class indices on the CPU and (n, K) one-hot rows on
+    `device`, and the method that gave them."""
+    labels, method = recover_labels(target, generator)
+    return labels, F.one_hot(labels, target.num_classes).float().to(device), method
 
 
 def recover_labels(target: InversionTarget, generator: torch.Generator) -> tuple[torch.Tensor, str]:
