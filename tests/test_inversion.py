@@ -175,8 +175,8 @@ def tiny_smooth_target(n: int) -> tuple[InversionTarget, torch.Tensor]:
 def test_each_attack_reconstructs_a_tiny_record(name):
     target, x = tiny_smooth_target(1)
     attack = registry.get(name)
-    params = {"iterations": 200} if name != "inverting-gradients" else {
-        "iterations": 300, "restarts": 2, "tv": 0.0}
+    params = {"iterations": 100} if name != "inverting-gradients" else {
+        "iterations": 60, "restarts": 2, "tv": 0.0}
     rec = attack.run(target, attack.parameters(params))
     assert rec.x.shape == x.shape and rec.labels.shape == (1,)
     noise_error = (torch.rand_like(x) - x).pow(2).mean()

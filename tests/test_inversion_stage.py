@@ -40,7 +40,9 @@ FEDSGD = {
     "training": {"optimizer": "sgd", "lr": 0.01, "momentum": 0.0, "batch_size": 64},
     "federation": {"num_participants": 2, "rounds": 1},
 }
-# measured (see the report of issue 29): 150 iterations, 2 restarts: 26-31 dB on these records
+# Measured with 150 iterations and 2 restarts, attack seeds 0, 1, 2 (docs/results/inversion):
+# participant 0's record 25.5, 25.9, 28.7 dB, participant 1's 26.6, 28.8, 29.1 dB; each
+# identified among 1,001 candidates and recovered. The bar leaves 5.5 dB of margin.
 PSNR_THRESHOLD = 20.0
 
 
@@ -72,11 +74,10 @@ def fedsgd_run(tmp_path_factory):
 
 
 def test_a_fedsgd_update_of_one_mnist_record_is_reconstructed(fedsgd_run):
-    settings = InversionSettings(params={"inverting-gradients": {"iterations": 150,
-                                                                 "restarts": 2}})
+    settings = InversionSettings(victims=[0], params={"inverting-gradients": {"iterations": 150,
+                                                                             "restarts": 2}})
     rows = invert_run(fedsgd_run, settings, log=lambda _: None)
-    assert [(r["victim"], r["round"]) for r in rows] == [("participant-0", 1),
-                                                          ("participant-1", 1)]
+    assert [(r["victim"], r["round"]) for r in rows] == [("participant-0", 1)]
     for row in rows:
         assert row["psnr"] >= PSNR_THRESHOLD, row
         assert row["identification_rate"] == 1 and row["success_rate"] == 1
@@ -88,10 +89,9 @@ def test_a_fedsgd_update_of_one_mnist_record_is_reconstructed(fedsgd_run):
     out = fedsgd_run / OUT_DIR
     assert read_json(out / "results.json") == rows
     assert "PSNR (dB)" in (out / "results.md").read_text()
-    for victim in ("participant-0", "participant-1"):
-        assert (out / "figures" / f"inverting-gradients-{victim}-r1.png").stat().st_size > 0
-        saved = np.load(out / "reconstructions" / f"inverting-gradients-{victim}-r1.npy")
-        assert saved.shape == (1, 1, 28, 28) and 0 <= saved.min() <= saved.max() <= 1
+    assert (out / "figures" / "inverting-gradients-participant-0-r1.png").stat().st_size > 0
+    saved = np.load(out / "reconstructions" / "inverting-gradients-participant-0-r1.npy")
+    assert saved.shape == (1, 1, 28, 28) and 0 <= saved.min() <= saved.max() <= 1
 
 
 def test_secure_aggregation_leaves_the_aggregate_to_invert(tmp_path):
