@@ -46,6 +46,53 @@ def test_fedmia_sums_rounds_and_per_example_variance():
         fedmia_scores([[1.0, 2.0]], [[[1.0, 2.0]]])
 
 
+def _cdf(z: float) -> float:
+    """Pr[N(0,1) <= z], from erfc (independent of scipy's ndtr)."""
+    return 0.5 * math.erfc(-z / math.sqrt(2))
+
+
+def test_fedmia_authors_combination_is_the_mean_of_the_rounds_cdfs():
+    # two rounds, two records, three other participants; each record its own variance
+    victim = np.array([[2.0, 0.0], [1.0, 4.0]])
+    others = np.array([[[0.0, 1.0, 2.0], [0.0, 0.0, 3.0]],
+                       [[1.0, 1.0, 4.0], [2.0, 3.0, 4.0]]])
+    # round 1: record 0 mean 1, var 2/3; record 1 mean 1, var 2
+    # round 2: record 0 mean 2, var 2;   record 1 mean 3, var 2/3
+    z = [[(2 - 1) / math.sqrt(2 / 3), (0 - 1) / math.sqrt(2)],
+         [(1 - 2) / math.sqrt(2), (4 - 3) / math.sqrt(2 / 3)]]
+    expected = [(_cdf(z[0][0]) + _cdf(z[1][0])) / 2, (_cdf(z[0][1]) + _cdf(z[1][1])) / 2]
+    got = fedmia_scores(victim, others, "per-example", combine="mean-cdf")
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    # the default on the same case: the rounds' -log p-values summed, p = 1 - CDF
+    log_form = [_neg_log_sf(z[0][i]) + _neg_log_sf(z[1][i]) for i in range(2)]
+    np.testing.assert_allclose(fedmia_scores(victim, others, "per-example"), log_form,
+                               rtol=1e-12)
+
+
+def test_fedmia_mean_cdf_saturates_where_the_log_form_resolves():
+    # three members 10, 20 and 40 standard deviations above their references: the CDF is 1.0
+    # for all three (a tie), the log p-values keep them apart and in order
+    victim = [[10.0, 20.0, 40.0]]
+    others = [[[-1.0, 1.0]] * 3]
+    cdf = fedmia_scores(victim, others, "per-example", combine="mean-cdf")
+    assert cdf.tolist() == [1.0, 1.0, 1.0]
+    log_form = fedmia_scores(victim, others, "per-example")
+    assert np.all(np.isfinite(log_form)) and log_form[0] < log_form[1] < log_form[2]
+    assert log_form[0] == pytest.approx(_neg_log_sf(10.0), rel=1e-9)
+    with pytest.raises(ValueError, match="unknown FedMIA combination"):
+        fedmia_scores(victim, others, combine="max")
+
+
+def test_fedmia_params_offer_both_combinations_log_form_by_default():
+    from fedattack.attacks.fedmia import FedMIAParams
+
+    assert FedMIAParams().combine == "log-p-values" and FedMIAParams().variance == "global"
+    authors = FedMIAParams(combine="mean-cdf", variance="per-example")
+    assert (authors.combine, authors.variance) == ("mean-cdf", "per-example")
+    with pytest.raises(ValueError):
+        FedMIAParams(combine="median")
+
+
 def test_cosine_and_difference_frozen_case():
     # round 1: u = (1, 0), g = (3, 4): g.u = 3, |g| = 5, |u - g| = |(-2, -4)| = sqrt(20)
     # round 2: u = (0, 2), g = (2, 0): orthogonal, |u - g| = sqrt(8)
