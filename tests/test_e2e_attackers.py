@@ -16,6 +16,7 @@ from fedattack.config import parse_experiment
 from fedattack.data.splits import load_knowledge, load_membership
 from fedattack.experiment import experiment_dataset, initial_model
 from fedattack.io import read_json
+from fedattack.results import written
 from fedattack.snapshots import SnapshotStore
 from fedattack.training import evaluate, set_weights
 from tests.fakes import tiny_data
@@ -42,7 +43,7 @@ def test_campaign_of_federated_attackers(tmp_path):
     path = tmp_path / "attackers.yaml"
     path.write_text(yaml.safe_dump(CAMPAIGN))
     records = run_campaign(load_campaign(path), tmp_path / "out", show_progress=False)
-    assert records == read_json(tmp_path / "out" / "results.json")
+    assert written(records) == read_json(tmp_path / "out" / "results.json")
     rows = {(r["experiment"], r["victim"], r["attack"]): r for r in records}
     victims = {"global-passive": ["participant-0", "participant-1", "participant-2",
                                   "mean of 3"],
