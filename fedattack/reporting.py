@@ -122,7 +122,7 @@ def write_results(out_dir: str | Path, records: Sequence[ResultRow | dict],
     if audited:
         columns = (*columns, *(COLUMNS[k] for k in ("epsilon", "epsilon_lower_bound")
                                if COLUMNS[k] not in columns))
-    lines = summary_lines(records) if audited else []
+    lines = strongest_lines(records) + (summary_lines(records) if audited else [])
     write_atomic(out_dir / RESULTS_MD, markdown_table(records, columns)
                  + "".join(f"\n{line}\n" for line in lines))
 
@@ -335,6 +335,20 @@ def undertrained_warnings(records: Sequence[dict]) -> list[str]:
             f"validation AUC {r['val_auc']:.3f} below the loss threshold's "
             f"{r['threshold_loss_val_auc']:.3f} on the same held-out known records"
             for r in records if r.get("undertrained") and r.get("val_auc") is not None]
+
+
+def strongest_lines(records: Sequence) -> list[str]:
+    """One line per experiment for results.md: its strongest attack, how it was chosen, and its
+    figures on the targets the choice did not read."""
+    lines = []
+    for r in strongest_rows(records):
+        held = r["held_out"]
+        lines.append(
+            f"Strongest attack of {r['experiment']}: {r['attack']} ({r['victim']}), chosen on "
+            f"{r['strongest_chosen_on']}: AUC {format_cell(held, 'auc', '{:.3f}')}, TPR at 1% "
+            f"FPR {format_cell(held, 'tpr_at_1pct_fpr', '{:.3f}')} on "
+            f"{held['n_members']} + {held['n_nonmembers']} targets.")
+    return lines
 
 
 def strongest_rows(records: Sequence) -> list:

@@ -176,9 +176,15 @@ def test_the_strongest_attack_is_chosen_blind_to_the_report_halfs_membership():
         [r.selection for r in rows_of(labels, halves, scores)]
 
 
-def test_the_strongest_attack_of_a_multi_victim_experiment_is_a_mean_row():
+def test_the_strongest_attack_of_a_multi_victim_experiment_is_a_mean_row(tmp_path):
     rows = [result_row(f"participant-{p}", attack=a, shift=s, seed=p)
             for p in range(2) for a, s in (("weak", 0.3), ("strong", 1.5))]
     flagged = mark_strongest(rows + mean_rows(rows))
     assert [(r.attack, r.victim) for r in flagged if r.strongest] == [("strong", "mean of 2")]
     assert reporting.strongest_rows(flagged) == [r for r in flagged if r.strongest]
+    reporting.write_results(tmp_path, flagged)
+    md = (tmp_path / "results.md").read_text()
+    held = flagged[-1].held_out
+    assert ("Strongest attack of e: strong (mean of 2), chosen on the selection half" in md
+            and f"AUC {held.auc:.3f} [{held.auc_ci[0]:.3f}, {held.auc_ci[1]:.3f}]" in md
+            and "on 200 + 200 targets." in md)
