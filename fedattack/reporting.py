@@ -9,7 +9,7 @@ import numpy as np
 
 from fedattack.audit import summary_lines
 from fedattack.io import write_atomic
-from fedattack.results import ResultRow, write_rows
+from fedattack.results import ResultRow, write_rows, written
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -117,6 +117,7 @@ def write_results(out_dir: str | Path, records: Sequence[ResultRow | dict],
     they are) and results.md: the table, its flags and any DP audit's line."""
     out_dir = Path(out_dir)
     write_rows(out_dir / RESULTS_JSON, records)
+    records = written(records)  # the tables show what results.json holds
     columns = with_flags(records, columns)
     audited = any(r.get("epsilon_lower_bound") is not None for r in records)  # under DP
     if audited:

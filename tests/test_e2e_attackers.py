@@ -64,6 +64,15 @@ def test_campaign_of_federated_attackers(tmp_path):
                     assert r[key] is None and r[f"{key}_ci"] is None, (exp, victim, key)
                 assert r["global_test_accuracy"] == written_as(read_json(
                     tmp_path / "out" / exp / "run.json")["history"][-1]["test_accuracy"])
+    # one strongest attack per experiment (a mean row where there is one), chosen on one half
+    # of each victim's 40 + 40 targets and reported on the other
+    strongest = {r["experiment"]: r for r in records if r.get("strongest")}
+    assert sorted(strongest) == sorted(victims) and sum(bool(r.get("strongest"))
+                                                        for r in records) == len(victims)
+    assert strongest["global-passive"]["victim"] == "mean of 3"
+    for r in records:
+        assert r["selection"]["n_nonmembers"] + r["held_out"]["n_nonmembers"] == \
+            r["n_nonmembers"]
     mean = rows[("global-passive", "mean of 3", "whitebox")]
     parts = [rows[("global-passive", f"participant-{p}", "whitebox")] for p in range(3)]
     assert mean["auc"] == pytest.approx(np.mean([p["auc"] for p in parts]),
