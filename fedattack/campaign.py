@@ -377,8 +377,9 @@ def campaign_markdown(records: list, spread: list[dict]) -> str:
     strongest = strongest_rows(membership)
     if strongest:
         text += ("\nThe strongest attack of each experiment, chosen on one half of each "
-                 "victim's targets (the highest TPR at 1% FPR there, then AUC), with its figures "
-                 "from the other half:\n\n" + markdown_table(strongest, STRONGEST_COLUMNS))
+                 "victim's targets (the highest TPR there at 1% FPR, or at the smallest FPR the "
+                 "half resolves, then AUC), with its figures from the other half:\n\n"
+                 + markdown_table(strongest, STRONGEST_COLUMNS))
     audits = summary_lines(membership)
     if audits:
         text += "\n" + "".join(f"{line}\n" for line in audits)
