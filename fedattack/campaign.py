@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from fedattack.audit import summary_lines
 from fedattack.config import (
     Campaign,
     CampaignEntry,
@@ -54,7 +55,10 @@ from fedattack.reporting import (
     columns,
     format_cell,
     markdown_table,
+    strongest_rows,
+    with_flags,
 )
+from fedattack.results import ResultRow, write_rows
 
 CAMPAIGN_FILE = "campaign.yaml"
 PAPER_KEY = "paper_attack_accuracy"
@@ -70,6 +74,9 @@ SPREAD_COLUMNS = columns("experiment", "attack", "victim", "seeds", "attack_accu
                          "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr", "target_test_accuracy",
                          "global_test_accuracy_drop")
 ROW_KEYS = ("attacker", "mode", "victim", "attack", "features")  # one attack row of a run
+STRONGEST_COLUMNS = columns("experiment", "partition", "defence", "attacker", "mode", "attack",
+                            "victim", "held_out.auc", "held_out.tpr_at_1pct_fpr",
+                            "global_test_accuracy", "epsilon")
 
 
 @dataclass(frozen=True)
@@ -199,16 +206,24 @@ def claim_campaign_dir(plan: CampaignPlan, out_dir: Path) -> None:
                               "choose another --out")
 
 
-def annotate(item: CampaignItem, results: list[dict]) -> list[dict]:
+def with_values(record: ResultRow | dict, values: dict[str, Any]) -> ResultRow | dict:
+    """`record` with `values` set: a result row annotated, or a GAN record (a dict) updated."""
+    if isinstance(record, ResultRow):
+        return record.annotated(values)
+    return {**record, **values}
+
+
+def annotate(item: CampaignItem, results: list) -> list:
     """An experiment's result records with its swept values and the paper's figure added."""
     annotated = []
     for r in results:
         figure = item.paper.get(r.get("attack"))
         if isinstance(figure, dict):  # one figure per victim
             figure = figure.get(r.get("victim"))
-        annotated.append({**r, **item.swept, **({PAPER_KEY: figure} if figure is not None else {}),
-                          "defence": item.experiment.defence_label(),
-                          "partition": item.experiment.data_label()})
+        annotated.append(with_values(r, {
+            **item.swept, **({PAPER_KEY: figure} if figure is not None else {}),
+            "defence": item.experiment.defence_label(),
+            "partition": item.experiment.data_label()}))
     return annotated
 
 
@@ -241,7 +256,7 @@ def passive_twins(plan: CampaignPlan) -> dict[str, str]:
     return twins
 
 
-def with_utility_drop(records: list[dict], twins: dict[str, str]) -> list[dict]:
+def with_utility_drop(records: list, twins: dict[str, str]) -> list:
     """Records of active experiments with their twin, the drop of the global model's final test
     accuracy against it (a fraction, 0.05 = 5 points) and `utility_flag` above 5 points;
     experiments whose twin has not run yet are left as they are."""
@@ -252,14 +267,16 @@ def with_utility_drop(records: list[dict], twins: dict[str, str]) -> list[dict]:
         twin = twins.get(r.get("experiment"))
         if twin in accuracy and r.get("global_test_accuracy") is not None:
             drop = accuracy[twin] - r["global_test_accuracy"]
-            r = {**r, "passive_twin": twin, "passive_twin_global_test_accuracy": accuracy[twin],
-                 "global_test_accuracy_drop": drop, "utility_flag": drop > UTILITY_DROP_FLAG}
+            values = {"passive_twin": twin, "passive_twin_global_test_accuracy": accuracy[twin],
+                      "global_test_accuracy_drop": drop,
+                      "utility_flag": drop > UTILITY_DROP_FLAG}
             if r.get("isolated_test_accuracy") is not None:
                 # an isolated victim never sees the global model: what it would notice is its
                 # own model doing worse than the federation's would have
                 victim_drop = accuracy[twin] - r["isolated_test_accuracy"]
-                r["victim_test_accuracy_drop"] = victim_drop
-                r["utility_flag"] = r["utility_flag"] or victim_drop > UTILITY_DROP_FLAG
+                values["victim_test_accuracy_drop"] = victim_drop
+                values["utility_flag"] = values["utility_flag"] or victim_drop > UTILITY_DROP_FLAG
+            r = with_values(r, values)
         out.append(r)
     return out
 
@@ -345,16 +362,27 @@ def flagged_lines(records: list[dict]) -> list[str]:
     return lines
 
 
-def campaign_markdown(records: list[dict], spread: list[dict]) -> str:
+def campaign_markdown(records: list, spread: list[dict]) -> str:
     """results.md: every run's rows (the GAN records in a table of their own measures: victim
-    share, relative distance, success), then the flags and the mean and spread over seeds."""
+    share, relative distance, success), the strongest attack of each experiment, the DP audits,
+    then the flags and the mean and spread over seeds."""
     gan = [r for r in records if r.get("attack") == "gan"]
     membership = [r for r in records if r.get("attack") != "gan"]
-    text = markdown_table(membership, CAMPAIGN_COLUMNS) if membership or not gan else ""
+    text = (markdown_table(membership, with_flags(membership, CAMPAIGN_COLUMNS))
+            if membership or not gan else "")
     if gan:
         from fedattack.reconstruction import GAN_COLUMNS
 
         text += ("\n" if text else "") + markdown_table(gan, GAN_COLUMNS)
+    strongest = strongest_rows(membership)
+    if strongest:
+        text += ("\nThe strongest attack of each experiment, chosen on one half of each "
+                 "victim's targets (the highest TPR there at 1% FPR, or at the smallest FPR the "
+                 "half resolves, then AUC), with its figures from the other half:\n\n"
+                 + markdown_table(strongest, STRONGEST_COLUMNS))
+    audits = summary_lines(membership)
+    if audits:
+        text += "\n" + "".join(f"{line}\n" for line in audits)
     flags = flagged_lines(records)
     if flags:
         text += (f"\nFlagged: active attacks that cost the global model more than "
@@ -366,10 +394,10 @@ def campaign_markdown(records: list[dict], spread: list[dict]) -> str:
     return text
 
 
-def write_campaign_results(out_dir: Path, records: list[dict],
+def write_campaign_results(out_dir: Path, records: list,
                            plan: CampaignPlan | None = None) -> None:
     spread = over_seeds(plan, records) if plan is not None else []
-    write_json(inside(out_dir, RESULTS_JSON), list(records))
+    write_rows(inside(out_dir, RESULTS_JSON), records)
     if spread:
         write_json(inside(out_dir, OVER_SEEDS_JSON), spread)
     write_atomic(inside(out_dir, RESULTS_MD), campaign_markdown(records, spread))
@@ -432,7 +460,7 @@ def selected(plan: CampaignPlan, only: Sequence[str] | None) -> set[str]:
 
 def run_campaign(plan: CampaignPlan, out_dir: str | Path, show_progress: bool = True,
                  verbose: bool = False, log: Callable[[str], None] | None = None,
-                 only: Sequence[str] | None = None) -> list[dict]:
+                 only: Sequence[str] | None = None) -> list:
     """Run the campaign's experiments in turn into `out_dir/<name>/`; return all result records.
 
     Finished experiments are skipped (their results are read back, never rewritten). The
@@ -451,11 +479,11 @@ def run_campaign(plan: CampaignPlan, out_dir: str | Path, show_progress: bool = 
 
 
 def _run_items(plan: CampaignPlan, out_dir: Path, show_progress: bool, verbose: bool,
-               log: Callable[[str], None], chosen: set[str]) -> list[dict]:
+               log: Callable[[str], None], chosen: set[str]) -> list:
     from fedattack.runner import experiment_finished, run_experiment
 
     claim_campaign_dir(plan, out_dir)
-    records: list[dict] = []
+    records: list = []
     twins = passive_twins(plan)
     trained: dict[str, Path] = {}  # training_key -> the run dir whose training finished
     total = len(plan.items)
@@ -476,7 +504,8 @@ def _run_items(plan: CampaignPlan, out_dir: Path, show_progress: bool, verbose: 
         trained.setdefault(key, run_dir)
         if exp.scenario == "federated":  # results written before the field existed lack it
             final = record.get("global_test_accuracy", record["history"][-1]["test_accuracy"])
-            results = [{"global_test_accuracy": final, **r} for r in results]
+            results = [r if "global_test_accuracy" in r
+                       else with_values(r, {"global_test_accuracy": final}) for r in results]
         records = with_utility_drop(records + annotate(item, results), twins)
         write_campaign_results(out_dir, records, plan)
     return records

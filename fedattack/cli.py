@@ -91,6 +91,22 @@ def preflight_all(loaded: Experiment | CampaignPlan, source: Path) -> None:
             raise ConfigError(f"{where}: {err}") from None
 
 
+def warn_label_skew(loaded: Experiment | CampaignPlan, source: Path) -> None:
+    """One warning line for the experiments whose label alone carries membership
+    (data.nonmember_labels: population under a label-skewed partition)."""
+    from fedattack.data.splits import label_carries_membership
+
+    experiments = ([i.experiment for i in loaded.items] if isinstance(loaded, CampaignPlan)
+                   else [loaded])
+    skewed = [exp.name for exp in experiments if label_carries_membership(exp)]
+    if skewed:
+        typer.echo(f"warning: {source}: {', '.join(skewed)}: data.nonmember_labels: population "
+                   "under a label-skewed partition: a victim's members are of its few classes, "
+                   "its non-members of all, so the label alone carries membership; "
+                   "nonmember_labels: matched (the default, auto) draws the non-members label "
+                   "by label", err=True)
+
+
 def load_config(path: Path) -> Experiment | CampaignPlan:
     """An experiment file, or a campaign file (one with a top-level `campaign` key) expanded."""
     data = load_yaml(path)
@@ -109,6 +125,7 @@ def validate(
     dataset's files, split sizes, layers and the attack's memory."""
     try:
         loaded = load_config(config)
+        warn_label_skew(loaded, config)
         if not no_data:
             preflight_all(loaded, config)
     except user_errors() as err:
@@ -143,6 +160,7 @@ def run(
             to_run = replace(loaded, items=[i for i in loaded.items
                                             if i.experiment.name in chosen])
         preflight_all(to_run, config)
+        warn_label_skew(to_run, config)
         if isinstance(loaded, CampaignPlan):
             run_campaign_command(loaded, out or child_dir("runs", loaded.name), quiet, verbose,
                                  only)

@@ -43,13 +43,18 @@ from fedattack.experiment import (
 from fedattack.features import FeatureCache, FeatureExtractor, FeatureSpec, resolve_layers
 from fedattack.io import read_json, write_json
 from fedattack.metrics import (
+    AttackMetrics,
+    Selection,
+    TargetHalves,
     attack_metrics,
     check_balanced,
     per_class_accuracy,
-    percentile_interval,
     roc_curve,
+    selection_figures,
+    target_halves,
 )
 from fedattack.observation import Unobserved, observed_rounds, observed_text, sight_of
+from fedattack.results import ResultRow, is_inverted, mark_strongest, mean_rows
 from fedattack.snapshots import SnapshotStore, View
 from fedattack.training import evaluate as evaluate_model
 from fedattack.training import resolve_device, set_weights
@@ -68,8 +73,6 @@ class Observation:
 
 
 LOSS_ONLY = FeatureSpec(gradients=(), activations=(), output=False, loss=True, label=False)
-TRAINING_KEYS = ("best_epoch", "epochs_trained", "val_auc", "threshold_loss_val_auc",
-                 "undertrained", "history")
 
 
 def training_record(attack: WhiteBoxAttack) -> dict:
@@ -272,21 +275,43 @@ class AttackRunner:
         return registry.get(name).run(self)
 
 
-def evaluate(run_dir: Path, knowledge: Knowledge, outcome: AttackOutcome,
-             seed: int = 0) -> tuple[dict, dict]:
-    """Metrics of one attack against the ground truth: the only reader of membership.npz.
-    Their bootstrap intervals are drawn from `seed` (the experiment's) and the victim's name, so
-    every attack on a victim sees the same resamples and each victim its own."""
+def target_labels(run_dir: Path, knowledge: Knowledge) -> np.ndarray:
+    """The targets' membership (1 member, 0 non-member), checked balanced: the only reading of
+    membership.npz, for the evaluation, after every score is computed."""
     truth = load_membership(run_dir).victim(knowledge.victim)
     labels = np.isin(knowledge.targets, truth.target_members).astype(int)
     check_balanced(labels)
-    metrics = attack_metrics(labels, outcome.scores, threshold=outcome.threshold,
-                             predictions=outcome.predictions,
-                             seed=(seed, zlib.crc32(knowledge.victim.encode())))
-    fpr, tpr, _ = roc_curve(labels, outcome.scores)
-    return metrics.as_dict(), {"fpr": fpr, "tpr": tpr, "labels": labels, "auc": metrics.auc,
-                               "auc_ci": metrics.auc_ci, "bootstrap": metrics.bootstrap,
-                               "min_resolvable_fpr": metrics.min_resolvable_fpr}
+    return labels
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One attack's figures on a victim's targets: on all of them, and on the two halves the
+    strongest attack is chosen on (`selection`) and reported from (`held_out`)."""
+
+    figures: AttackMetrics
+    selection: Selection
+    held_out: AttackMetrics
+    curve: dict  # the ROC and its figures, for the ROC figure
+
+
+def evaluate(labels: np.ndarray, halves: TargetHalves, outcome: AttackOutcome,
+             seed: tuple[int, ...]) -> Evaluation:
+    """Metrics of one attack against the ground truth `labels`. Their bootstrap intervals are
+    drawn from `seed` (the experiment's and the victim's), so every attack on a victim sees the
+    same resamples and each victim its own; the report half's from a stream of its own."""
+    scores = np.asarray(outcome.scores, np.float64)
+    figures = attack_metrics(labels, scores, threshold=outcome.threshold,
+                             predictions=outcome.predictions, seed=seed)
+    report = halves.report
+    predictions = None if outcome.predictions is None else np.asarray(outcome.predictions)[report]
+    held_out = attack_metrics(labels[report], scores[report], threshold=outcome.threshold,
+                              predictions=predictions, seed=(*seed, HELD_OUT_STREAM))
+    selection = selection_figures(labels[halves.select], scores[halves.select])
+    fpr, tpr, _ = roc_curve(labels, scores)
+    curve = {"fpr": fpr, "tpr": tpr, "auc": figures.auc, "auc_ci": figures.auc_ci,
+             "min_resolvable_fpr": figures.min_resolvable_fpr}
+    return Evaluation(figures, selection, held_out, curve)
 
 
 def attacked_model_accuracy(run_dir: Path, knowledge: Knowledge, obs: Observation,
@@ -295,9 +320,8 @@ def attacked_model_accuracy(run_dir: Path, knowledge: Knowledge, obs: Observatio
     attacker, the isolated victim's model under isolation, the global model for a local one) on
     the member and the non-member targets: the figures of the model actually attacked, evaluated,
     not a running average over the last local epoch nor the others' aggregate."""
-    truth = load_membership(run_dir).victim(knowledge.victim)
-    members = np.intersect1d(knowledge.targets, truth.target_members)
-    nonmembers = np.setdiff1d(knowledge.targets, truth.target_members)
+    labels = target_labels(run_dir, knowledge)
+    members, nonmembers = knowledge.targets[labels == 1], knowledge.targets[labels == 0]
     model = obs.models[-1].to(device)
     return {"target_train_accuracy": evaluate_model(model, dataset, members, device)["accuracy"],
             "target_test_accuracy": evaluate_model(model, dataset, nonmembers, device)["accuracy"]}
@@ -319,13 +343,11 @@ class VictimReport:
 class AttackReport:
     """Everything one experiment's attack stage produced: flat results and per-victim data."""
 
-    results: list[dict]
+    results: list[ResultRow]
     victims: list[VictimReport]
 
 
-METRICS_AVERAGED = ("attack_accuracy", "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr", "tpr",
-                    "fpr", "attack_time_s", "isolated_test_accuracy")
-METRICS_WITH_INTERVALS = ("attack_accuracy", "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr")
+HELD_OUT_STREAM = 1  # the report half's bootstrap: a stream apart from all the targets'
 
 
 def isolated_accuracy(run_record: dict, victim: str) -> dict:
@@ -339,7 +361,7 @@ def isolated_accuracy(run_record: dict, victim: str) -> dict:
 
 
 def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
-                  log: Callable[[str], None]) -> tuple[list[dict], VictimReport]:
+                  log: Callable[[str], None]) -> tuple[list[ResultRow], VictimReport]:
     """Run the experiment's attacks against one victim and evaluate them."""
     cfg = exp.attack or AttackConfig()
     obs = observe(exp, SnapshotStore(run_dir / SNAPSHOT_DIR), dataset, victim)
@@ -348,30 +370,32 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
     run_record = read_json(run_dir / RUN_FILE)
     results, curves, labels = [], {}, None
     read_model = attacked_model_accuracy(run_dir, knowledge, obs, dataset, runner.device)
+    seed = (exp.seed, zlib.crc32(victim.encode()))
     for name in cfg.attacks:
         log(f"{exp.name}: {name} attack on {victim} from {len(obs.models)} snapshot(s) of "
             f"view {obs.view!r}")
         started = time.perf_counter()
         outcome = runner.run(name)
-        metrics, curve = evaluate(run_dir, knowledge, outcome, seed=exp.seed)
-        labels = curve.pop("labels")
-        curves[name] = {**curve, "scores": outcome.scores, "predictions": outcome.predictions,
-                        "threshold": outcome.threshold, "extra": outcome.extra or {},
-                        "training": outcome.training}
-        results.append({
-            "experiment": exp.name, "scenario": exp.scenario, "attacker": obs.attacker,
-            "mode": obs.mode, "knowledge": registry.get(name).knowledge, "attack": name,
-            "features": outcome.features, "victim": victim, "snapshots": ",".join(obs.labels),
-            "observed": obs.observed,
-            **metrics,
+        labels = target_labels(run_dir, knowledge)  # read after the scores
+        halves = target_halves(labels, seed)
+        done = evaluate(labels, halves, outcome, seed)
+        curves[name] = {**done.curve, "scores": outcome.scores,
+                        "predictions": outcome.predictions, "threshold": outcome.threshold,
+                        "extra": outcome.extra or {}, "training": outcome.training}
+        results.append(ResultRow(
+            experiment=exp.name, scenario=exp.scenario, attacker=obs.attacker, mode=obs.mode,
+            knowledge=registry.get(name).knowledge, attack=name, features=outcome.features,
+            victim=victim, snapshots=",".join(obs.labels), observed=obs.observed,
+            figures=done.figures, selection=done.selection, held_out=done.held_out,
+            inverted=is_inverted(done.figures),
             **read_model,
             **global_accuracy(exp, run_record),
             **isolated_accuracy(run_record, victim),
-            "epsilon": run_record.get("epsilon"),  # DP-SGD of the honest participants, if any
-            **audit.audit_fields(exp, labels, outcome.scores),  # under DP: epsilon's lower bound
-            "attack_time_s": round(time.perf_counter() - started, 2),
+            epsilon=run_record.get("epsilon"),  # DP-SGD of the honest participants, if any
+            **audit.audit_fields(exp, labels, outcome.scores, halves),  # under DP
+            attack_time_s=round(time.perf_counter() - started, 2),
             **(outcome.training or {}),
-        })
+        ))
     summaries = runner.extractor(runner.spec).scalar_summaries(dataset, knowledge.targets)
     return results, VictimReport(victim, obs.labels, curves, labels, dataset.y[knowledge.targets],
                                  summaries)
@@ -383,45 +407,6 @@ def global_accuracy(exp: Experiment, run_record: dict) -> dict:
         return {}
     value = run_record.get("global_test_accuracy", run_record["history"][-1]["test_accuracy"])
     return {"global_test_accuracy": value}
-
-
-def average_over_victims(results: list[dict], victims: list[str],
-                         reports: list[VictimReport] | None = None) -> list[dict]:
-    """One record per attack with the metrics averaged over the victims (Table X reports the
-    average over target participants); the counts are summed.
-
-    A TPR at FPR is averaged only where every victim resolves it (None otherwise). The mean's
-    interval is the percentile interval of the mean of the victims' bootstrap resamples (each
-    victim's targets resampled on their own), from `reports`."""
-    averaged = []
-    for name in dict.fromkeys(r["attack"] for r in results):
-        rows = [r for r in results if r["attack"] == name]
-        mean = {**rows[0], "victim": f"mean of {len(victims)}",
-                "n_members": sum(r["n_members"] for r in rows),
-                "n_nonmembers": sum(r["n_nonmembers"] for r in rows)}
-        for key in METRICS_AVERAGED:
-            if key in rows[0]:
-                values = [r[key] for r in rows]
-                mean[key] = None if None in values else float(np.mean(values))
-        if "min_resolvable_fpr" in rows[0]:
-            mean["min_resolvable_fpr"] = max(r["min_resolvable_fpr"] for r in rows)
-        for key in METRICS_WITH_INTERVALS:
-            if f"{key}_ci" not in rows[0]:
-                continue
-            drawn = [v.curves[name]["bootstrap"].get(key) for v in reports or []
-                     if name in v.curves]
-            usable = mean[key] is not None and drawn and all(d is not None for d in drawn)
-            mean[f"{key}_ci"] = (list(percentile_interval(np.mean(drawn, axis=0)))
-                                 if usable else None)
-        if "undertrained" in rows[0]:  # per-victim training records stay in the victims' rows
-            for key in TRAINING_KEYS:
-                mean.pop(key, None)
-            flags = [r["undertrained"] for r in rows if r["undertrained"] is not None]
-            mean["undertrained"] = any(flags) if flags else None
-        for key in ("epsilon_lower_bound", "audit"):  # audits are per victim
-            mean.pop(key, None)
-        averaged.append(mean)
-    return averaged
 
 
 def run_attacks(exp: Experiment, run_dir: str | Path,
@@ -445,8 +430,8 @@ def run_attacks(exp: Experiment, run_dir: str | Path,
                          "more rounds (federation.record_rounds) or sample more clients")
     global_attacker = exp.attacker is not None and exp.attacker.kind == "global"
     if global_attacker and len(observed) > 1:  # fine-tuning's victims ask different questions
-        results += average_over_victims(results, observed, reports)
-    return AttackReport(audit.mark_strongest(results), reports)
+        results += mean_rows(results)
+    return AttackReport(audit.mark_strongest(mark_strongest(results)), reports)
 
 
 def write_report(run_dir: str | Path, exp: Experiment, report: AttackReport) -> None:

@@ -26,9 +26,11 @@ all resamples at once (1,000 resamples of 2,000 targets take a few tens of milli
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from fedattack.records import Mean, declared, to_json
 
 MIN_FALSE_POSITIVES = 5  # a TPR at FPR f is resolved when n_nonmembers * f >= this
 FIXED_FPRS = {"tpr_at_0.1pct_fpr": 0.001, "tpr_at_1pct_fpr": 0.01}
@@ -52,47 +54,43 @@ def resolvable(n_nonmembers: int, target_fpr: float) -> bool:
 
 @dataclass(frozen=True)
 class AttackMetrics:
-    attack_accuracy: float  # at the given threshold (or the given predictions): the headline
-    auc: float
-    tpr: float  # at that threshold
-    fpr: float
-    tpr_at_0_1pct_fpr: float | None  # the largest TPR among ROC points with FPR <= 0.001;
-    tpr_at_1pct_fpr: float | None  # None where the non-members cannot resolve that FPR
-    best_accuracy: float  # max over thresholds: an upper bound, never the headline
-    n_members: int
-    n_nonmembers: int
-    min_resolvable_fpr: float = 1.0
+    """Every figure of one attack on one evaluation set (fields declared for the mean over victims
+    and for results.json: fedattack.records)."""
+
+    # at the given threshold (or the given predictions): the headline
+    attack_accuracy: float = declared(Mean.AVERAGED, figure=True)
+    auc: float = declared(Mean.AVERAGED, figure=True)
+    tpr: float = declared(Mean.AVERAGED, figure=True)  # at that threshold
+    fpr: float = declared(Mean.AVERAGED, figure=True)
+    # the largest TPR among ROC points with FPR <= 0.001 (0.01); None where the non-members
+    # cannot resolve that FPR (and in a mean, where any victim's cannot)
+    tpr_at_0_1pct_fpr: float | None = declared(Mean.AVERAGED, figure=True,
+                                               key="tpr_at_0.1pct_fpr")
+    tpr_at_1pct_fpr: float | None = declared(Mean.AVERAGED, figure=True)
+    best_accuracy: float = declared(Mean.AVERAGED, figure=True)  # max over thresholds: an upper
+    # bound, never the headline
+    n_members: int = declared(Mean.SUMMED)
+    n_nonmembers: int = declared(Mean.SUMMED)
+    min_resolvable_fpr: float = declared(Mean.LARGEST, figure=True, default=1.0)
     # 95% bootstrap intervals; None without resamples or for an unresolved TPR
-    attack_accuracy_ci: Interval | None = None
-    auc_ci: Interval | None = None
-    tpr_at_0_1pct_fpr_ci: Interval | None = None
-    tpr_at_1pct_fpr_ci: Interval | None = None
-    bootstrap_resamples: int = 0
+    attack_accuracy_ci: Interval | None = declared(Mean.INTERVAL, figure=True, default=None,
+                                                   of="attack_accuracy", load=tuple)
+    auc_ci: Interval | None = declared(Mean.INTERVAL, figure=True, default=None, of="auc",
+                                       load=tuple)
+    tpr_at_0_1pct_fpr_ci: Interval | None = declared(
+        Mean.INTERVAL, figure=True, default=None, key="tpr_at_0.1pct_fpr_ci",
+        of="tpr_at_0.1pct_fpr", load=tuple)
+    tpr_at_1pct_fpr_ci: Interval | None = declared(Mean.INTERVAL, figure=True, default=None,
+                                                   of="tpr_at_1pct_fpr", load=tuple)
+    ci_level: float = declared(Mean.SHARED, default=CI_LEVEL)
+    bootstrap_resamples: int = declared(Mean.SHARED, default=0)
     # the resampled values themselves, by result key (averaging victims averages these)
-    bootstrap: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    bootstrap: dict[str, np.ndarray] = declared(Mean.DRAWS, written=False, default_factory=dict,
+                                                compare=False)
 
     def as_dict(self) -> dict[str, float | int | list[float] | None]:
-        def ci(value: Interval | None) -> list[float] | None:
-            return None if value is None else [value[0], value[1]]
-
-        return {
-            "attack_accuracy": self.attack_accuracy,
-            "auc": self.auc,
-            "tpr": self.tpr,
-            "fpr": self.fpr,
-            "tpr_at_0.1pct_fpr": self.tpr_at_0_1pct_fpr,
-            "tpr_at_1pct_fpr": self.tpr_at_1pct_fpr,
-            "best_accuracy": self.best_accuracy,
-            "n_members": self.n_members,
-            "n_nonmembers": self.n_nonmembers,
-            "min_resolvable_fpr": self.min_resolvable_fpr,
-            "attack_accuracy_ci": ci(self.attack_accuracy_ci),
-            "auc_ci": ci(self.auc_ci),
-            "tpr_at_0.1pct_fpr_ci": ci(self.tpr_at_0_1pct_fpr_ci),
-            "tpr_at_1pct_fpr_ci": ci(self.tpr_at_1pct_fpr_ci),
-            "ci_level": CI_LEVEL,
-            "bootstrap_resamples": self.bootstrap_resamples,
-        }
+        """The figures by results.json key, unrounded."""
+        return to_json(self, round_figures=False)
 
 
 def _binary(values, what: str) -> np.ndarray:
@@ -343,6 +341,66 @@ def attack_metrics(
         bootstrap_resamples=resamples,
         bootstrap=samples,
     )
+
+
+SELECTION_FPR = 0.01  # the strongest attack is the one with the highest TPR here (or at the
+# smallest FPR the selection half resolves, where that is larger), then the highest AUC
+_HALVES_STREAM = 0x5E1EC7  # the split's random stream, mixed with the seed
+
+
+@dataclass(frozen=True)
+class TargetHalves:
+    """Positions of a victim's targets in two balanced halves: choices (the strongest attack of
+    an experiment, a DP audit's attack and threshold) are made on `select` alone, and the
+    figures of what was chosen are reported on `report` alone."""
+
+    select: np.ndarray
+    report: np.ndarray
+
+
+def target_halves(labels, seed: int | Sequence[int]) -> TargetHalves:
+    """A seeded split of the targets into two halves, members and non-members each split in two
+    (so both halves are balanced when the targets are): the same for every attack on a victim,
+    drawn from `seed` (the experiment's seed and the victim's) on a stream of its own. The split
+    reads the membership labels only to stratify; it never reads a score."""
+    y = _binary(labels, "labels")
+    parts = [int(seed)] if np.isscalar(seed) else [int(p) for p in seed]
+    rng = np.random.default_rng([*parts, _HALVES_STREAM])
+    members, nonmembers = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    k = min(len(members), len(nonmembers)) // 2
+    if k == 0:
+        raise ValueError("splitting the targets in two needs at least 2 members and 2 "
+                         "non-members")
+    members, nonmembers = rng.permutation(members), rng.permutation(nonmembers)
+    return TargetHalves(np.sort(np.r_[members[:k], nonmembers[:k]]),
+                        np.sort(np.r_[members[k:], nonmembers[k:]]))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What an attack scores on the selection half of the targets: the criterion the strongest
+    attack is chosen by, never a reported figure."""
+
+    fpr: float = declared(Mean.LARGEST, figure=True)  # SELECTION_FPR, or the smallest FPR the
+    # half resolves where larger
+    tpr: float = declared(Mean.AVERAGED, figure=True)  # the TPR at that FPR
+    auc: float = declared(Mean.AVERAGED, figure=True)
+    n_members: int = declared(Mean.SUMMED)
+    n_nonmembers: int = declared(Mean.SUMMED)
+
+    @property
+    def criterion(self) -> tuple[float, float]:
+        return self.tpr, self.auc
+
+
+def selection_figures(labels, scores) -> Selection:
+    """The selection criterion of one attack on the selection half (`labels`, `scores`)."""
+    y, s = _labels_and_scores(labels, scores)
+    n_members, n_nonmembers = int(y.sum()), int(len(y) - y.sum())
+    fpr = min(1.0, max(SELECTION_FPR, min_resolvable_fpr(n_nonmembers)))
+    roc_fpr, roc_tpr, _ = roc_curve(y, s)
+    return Selection(fpr, _tpr_at(roc_fpr, roc_tpr, fpr), _area(roc_fpr, roc_tpr), n_members,
+                     n_nonmembers)
 
 
 def per_class_accuracy(labels, predictions, classes: Iterable[int]) -> dict[int, float]:

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from fedattack.audit import summary_lines
-from fedattack.io import write_atomic, write_json
+from fedattack.io import write_atomic
+from fedattack.results import ResultRow, write_rows, written
 
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
@@ -17,6 +18,8 @@ FIGURES = "figures"
 COLUMNS = {  # every column a results table can show: key -> (key, title, format)
     key: (key, title, fmt) for key, title, fmt in (
         ("experiment", "experiment", "{}"),
+        ("partition", "data", "{}"),
+        ("defence", "defence", "{}"),
         ("attacker", "attacker", "{}"),
         ("mode", "mode", "{}"),
         ("victim", "victim", "{}"),
@@ -34,6 +37,10 @@ COLUMNS = {  # every column a results table can show: key -> (key, title, format
         ("global_test_accuracy_drop", "drop vs passive", "{:.3f}"),
         ("epsilon", "epsilon (accountant)", "{:.2f}"),
         ("epsilon_lower_bound", "epsilon lower bound (audit)", "{:.2f}"),
+        ("global_test_accuracy", "global test acc", "{:.3f}"),
+        ("held_out.auc", "AUC (report half)", "{:.3f}"),
+        ("held_out.tpr_at_1pct_fpr", "TPR@1%FPR (report half)", "{:.3f}"),
+        ("flags", "flags", "{}"),
     )
 }
 
@@ -52,10 +59,27 @@ UNRESOLVED_FPR = {"tpr_at_0.1pct_fpr": 0.001, "tpr_at_1pct_fpr": 0.01}
 UTILITY_DROP_FLAG = 0.05  # an active attack costing the global model more is flagged
 
 
-def format_cell(record: dict, key: str, fmt: str) -> str:
+def flags_text(record) -> str:
+    """A row's flags in words: a learnt attack below the loss threshold on its held-out known
+    records (undertrained), an AUC interval entirely below 0.5 (inverted), and, in a mean, the
+    inverted victims' rows it averages."""
+    flags = [name for name in ("undertrained", "inverted") if record.get(name)]
+    victims = record.get("inverted_victims")
+    if victims:
+        flags.append(f"averages {len(victims)} inverted row(s): {', '.join(victims)}")
+    return "; ".join(flags)
+
+
+def format_cell(record, key: str, fmt: str) -> str:
     """A formatted value with its 95% interval where the record has one (`0.682 [0.650,
     0.714]`); `n/a (<5/n)` for a TPR at an FPR the record's n non-members cannot resolve; a dash
-    where the record has no value (e.g. no paper figure)."""
+    where the record has no value (e.g. no paper figure). A dotted key (`held_out.auc`) reads a
+    record the row holds."""
+    if key == "flags":
+        return flags_text(record)
+    if "." in key and key not in record:
+        head, leaf = key.split(".", 1)
+        return format_cell(record.get(head) or {}, leaf, fmt)
     value = record.get(key)
     if value is None:
         smallest = record.get("min_resolvable_fpr")
@@ -71,7 +95,14 @@ def format_cell(record: dict, key: str, fmt: str) -> str:
     return text
 
 
-def markdown_table(records: Sequence[dict], columns: Sequence[tuple] = TABLE_COLUMNS) -> str:
+def with_flags(records: Sequence, columns: Sequence[tuple]) -> tuple[tuple, ...]:
+    """`columns`, and the flags column where a record has a flag."""
+    if any(flags_text(r) for r in records) and COLUMNS["flags"] not in columns:
+        return (*columns, COLUMNS["flags"])
+    return tuple(columns)
+
+
+def markdown_table(records: Sequence, columns: Sequence[tuple] = TABLE_COLUMNS) -> str:
     """One row per (experiment, attack); `columns` are (key, title, format) triples."""
     head = "| " + " | ".join(title for _, title, _ in columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
@@ -80,15 +111,19 @@ def markdown_table(records: Sequence[dict], columns: Sequence[tuple] = TABLE_COL
     return "\n".join([head, rule, *rows]) + "\n"
 
 
-def write_results(out_dir: str | Path, records: Sequence[dict],
+def write_results(out_dir: str | Path, records: Sequence[ResultRow | dict],
                   columns: Sequence[tuple] = TABLE_COLUMNS) -> None:
+    """results.json (result rows as fedattack.results writes them; the GAN attack's records as
+    they are) and results.md: the table, its flags and any DP audit's line."""
     out_dir = Path(out_dir)
-    write_json(out_dir / RESULTS_JSON, list(records))
-    audited = any("epsilon_lower_bound" in r for r in records)  # a run under DP (audit.py)
+    write_rows(out_dir / RESULTS_JSON, records)
+    records = written(records)  # the tables show what results.json holds
+    columns = with_flags(records, columns)
+    audited = any(r.get("epsilon_lower_bound") is not None for r in records)  # under DP
     if audited:
         columns = (*columns, *(COLUMNS[k] for k in ("epsilon", "epsilon_lower_bound")
                                if COLUMNS[k] not in columns))
-    lines = summary_lines(records) if audited else []
+    lines = strongest_lines(records) + (summary_lines(records) if audited else [])
     write_atomic(out_dir / RESULTS_MD, markdown_table(records, columns)
                  + "".join(f"\n{line}\n" for line in lines))
 
@@ -303,26 +338,35 @@ def undertrained_warnings(records: Sequence[dict]) -> list[str]:
             for r in records if r.get("undertrained") and r.get("val_auc") is not None]
 
 
-def strongest_rows(records: Sequence[dict]) -> list[dict]:
-    """Per experiment, the row of the attack with the highest TPR at 1% FPR (on the mean over
-    victims where the experiment has one, else its single victim); experiments whose TPR at 1%
-    FPR is not resolvable are left out."""
-    best: dict[str, dict] = {}
-    by_experiment: dict[str, list[dict]] = {}
-    for r in records:
-        if r.get("attack") != "gan" and r.get("tpr_at_1pct_fpr") is not None:
-            by_experiment.setdefault(r["experiment"], []).append(r)
-    for name, rows in by_experiment.items():
-        means = [r for r in rows if str(r.get("victim", "")).startswith("mean of")]
-        pool = means or rows
-        best[name] = max(pool, key=lambda r: r["tpr_at_1pct_fpr"])
-    return list(best.values())
+def strongest_lines(records: Sequence) -> list[str]:
+    """One line per experiment for results.md: its strongest attack, how it was chosen, and its
+    figures on the targets the choice did not read."""
+    lines = []
+    for r in strongest_rows(records):
+        held = r["held_out"]
+        lines.append(
+            f"Strongest attack of {r['experiment']}: {r['attack']} ({r['victim']}), chosen on "
+            f"{r['strongest_chosen_on']}: AUC {format_cell(held, 'auc', '{:.3f}')}, TPR at 1% "
+            f"FPR {format_cell(held, 'tpr_at_1pct_fpr', '{:.3f}')} on "
+            f"{held['n_members']} + {held['n_nonmembers']} targets.")
+    return lines
 
 
-def plot_privacy_utility(records: Sequence[dict], path: str | Path) -> None:
-    """What a defence buys: the strongest attack's TPR at 1% FPR (with its 95% interval) against
-    the global model's test accuracy, one point per defence, a panel per attacker, a marker per
-    data partition."""
+def strongest_rows(records: Sequence) -> list:
+    """Per experiment, the row of its strongest attack (``strongest``: chosen on the selection
+    half of the targets, see fedattack.results.mark_strongest); its figures are the report
+    half's (``held_out``)."""
+    return [r for r in records if r.get("strongest")]
+
+
+PRIVACY_UTILITY_FIGURES = (("tpr_at_1pct_fpr", "TPR at 1% FPR"), ("auc", "AUC"))
+
+
+def plot_privacy_utility(records: Sequence, path: str | Path) -> None:
+    """What a defence buys: the strongest attack's TPR at 1% FPR (top, where the report half
+    resolves it) and AUC (bottom), each with its 95% interval, on the report half of the
+    targets (the attack chosen on the other half), against the global model's test accuracy;
+    one point per defence, a panel per attacker, a marker per data partition."""
     rows = [r for r in strongest_rows(records) if r.get("global_test_accuracy") is not None]
     if not rows:
         return
@@ -332,28 +376,32 @@ def plot_privacy_utility(records: Sequence[dict], path: str | Path) -> None:
     partitions = list(dict.fromkeys(r.get("partition", "") for r in rows))
     colours = plt.get_cmap("tab10")
     markers = "osD^v<>"
-    fig, axes = plt.subplots(1, len(attackers), figsize=(4.2 * len(attackers), 4.2),
-                             squeeze=False, sharey=True)
-    for ax, attacker in zip(axes[0], attackers, strict=True):
-        for r in rows:
-            if f"{r['attacker']} {r['mode']}" != attacker:
-                continue
-            d = defences.index(r.get("defence", "none"))
-            m = partitions.index(r.get("partition", ""))
-            y, ci = r["tpr_at_1pct_fpr"], r.get("tpr_at_1pct_fpr_ci")
-            yerr = None if not ci else [[max(0.0, y - ci[0])], [max(0.0, ci[1] - y)]]
-            ax.errorbar(r["global_test_accuracy"], y, yerr=yerr, fmt=markers[m % len(markers)],
-                        color=colours(d % 10), capsize=3, markersize=7)
-        ax.set_title(attacker)
-        ax.set_xlabel("global model test accuracy")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("strongest attack's TPR at 1% FPR (95% CI)")
+    fig, axes = plt.subplots(2, len(attackers), figsize=(4.2 * len(attackers), 7.6),
+                             squeeze=False, sharey="row")
+    for (key, name), panels in zip(PRIVACY_UTILITY_FIGURES, axes, strict=True):
+        for ax, attacker in zip(panels, attackers, strict=True):
+            for r in rows:
+                held = r["held_out"]
+                if f"{r['attacker']} {r['mode']}" != attacker or held.get(key) is None:
+                    continue
+                y, ci = held[key], held.get(f"{key}_ci")
+                yerr = None if not ci else [[max(0.0, y - ci[0])], [max(0.0, ci[1] - y)]]
+                ax.errorbar(r["global_test_accuracy"], y, yerr=yerr,
+                            fmt=markers[partitions.index(r.get("partition", "")) % len(markers)],
+                            color=colours(defences.index(r.get("defence", "none")) % 10),
+                            capsize=3, markersize=7)
+            ax.set_title(attacker)
+            ax.set_xlabel("global model test accuracy")
+            ax.grid(alpha=0.3)
+        panels[0].set_ylabel(f"strongest attack's {name} (95% CI)")
+    fig.suptitle("strongest attack chosen on one half of each victim's targets, its figures "
+                 "from the other half", fontsize=9)
     handles = [plt.Line2D([], [], color=colours(i % 10), marker="o", ls="", label=d)
                for i, d in enumerate(defences)]
     handles += [plt.Line2D([], [], color="grey", marker=markers[i % len(markers)], ls="",
                            label=p) for i, p in enumerate(partitions)]
     fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8,
                frameon=False)
-    fig.tight_layout(rect=(0, 0.08 + 0.035 * (len(handles) // 4), 1, 1))
+    fig.tight_layout(rect=(0, 0.05 + 0.02 * (len(handles) // 4), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

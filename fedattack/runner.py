@@ -89,22 +89,24 @@ def train_target(exp: Experiment, run_dir: Path, show_progress: bool, verbose: b
         return run_standalone(exp, run_dir, on_epoch=advance)
 
 
-def attack_target(exp: Experiment, run_dir: Path, show_progress: bool = True) -> list[dict]:
-    """Run the configured membership inference attacks; finished results are reused."""
+def attack_target(exp: Experiment, run_dir: Path, show_progress: bool = True) -> list:
+    """Run the configured membership inference attacks; finished results are reused (read
+    back into result rows, fedattack.results)."""
     from fedattack.data.splits import ensure_splits
     from fedattack.experiment import ensure_same_dataset, experiment_dataset, experiment_splits
     from fedattack.membership import run_attacks, write_report
     from fedattack.reporting import RESULTS_JSON
+    from fedattack.results import read_rows
 
     if (run_dir / RESULTS_JSON).exists():
-        return read_json(run_dir / RESULTS_JSON)
+        return read_rows(run_dir / RESULTS_JSON)
     dataset = experiment_dataset(exp)
     ensure_splits(experiment_splits(exp, dataset), run_dir)
     ensure_same_dataset(exp, dataset, run_dir)
     with run_progress(exp.name, show_progress, console):  # the attacks' phases, see membership
         report = run_attacks(exp, run_dir, log=console.print)
     write_report(run_dir, exp, report)
-    return report.results
+    return read_rows(run_dir / RESULTS_JSON)  # as written: a rerun reads the same rows
 
 
 def measure_gan(exp: Experiment, run_dir: Path) -> list[dict]:

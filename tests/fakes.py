@@ -1,6 +1,6 @@
 """In-memory stand-ins the tests share: a dataset of arrays with the `Dataset` interface the
 trainers, attacks and feature extractors use (`batch`, `name`, `num_classes`, `input_shape`,
-`x`, `y`), which also records the batches asked of it."""
+`x`, `y`), which also records the batches asked of it; a result row with real figures."""
 
 from __future__ import annotations
 
@@ -50,3 +50,28 @@ def tiny_experiment(name: str, scenario: str = "federated", *, data: dict, seed:
     :func:`tiny_data`, the other blocks (federation, training, attack, ...) as given."""
     return {"name": name, "seed": seed, "scenario": scenario, "data": data,
             "model": {"arch": "purchase-fc"}, **blocks}
+
+
+def result_row(victim: str = "participant-0", attack: str = "whitebox", shift: float = 1.0,
+               n: int = 200, seed: int = 0, **fields):
+    """A result row of `attack` on `victim` whose figures are computed (with their bootstrap
+    resamples) from `n` + `n` targets: members' scores N(shift, 1), non-members' N(0, 1);
+    `fields` (by results.json key) set on top."""
+    from fedattack.metrics import attack_metrics, selection_figures, target_halves
+    from fedattack.results import ResultRow, is_inverted
+
+    rng = np.random.default_rng(seed)
+    labels = np.r_[np.ones(n, int), np.zeros(n, int)]
+    scores = np.r_[rng.normal(shift, 1, n), rng.normal(0, 1, n)]
+    halves = target_halves(labels, seed)
+    figures = attack_metrics(labels, scores, threshold=shift / 2, seed=seed)
+    row = ResultRow(
+        experiment="e", scenario="federated", attacker="global", mode="passive",
+        knowledge="supervised", attack=attack, features="loss", victim=victim,
+        snapshots="round-1", observed="the victim's uploads", figures=figures,
+        selection=selection_figures(labels[halves.select], scores[halves.select]),
+        held_out=attack_metrics(labels[halves.report], scores[halves.report],
+                                threshold=shift / 2, seed=(seed, 1)),
+        inverted=is_inverted(figures), target_train_accuracy=0.9, target_test_accuracy=0.8,
+        global_test_accuracy=0.7, attack_time_s=1.0)
+    return row.annotated(fields) if fields else row

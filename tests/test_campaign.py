@@ -25,6 +25,7 @@ from fedattack.campaign import (
 )
 from fedattack.cli import app, load_config
 from fedattack.config import ConfigError
+from fedattack.results import written
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_FIELDS = ("attack_time_s",)
@@ -289,7 +290,7 @@ def reference(tmp_path_factory):
 def test_results_json_has_every_experiment_and_attack(reference):
     out, records = reference
     stored = json.loads((out / "results.json").read_text())
-    assert stored == records
+    assert stored == written(records)
     assert [(r["experiment"], r["attack"]) for r in stored] == [
         (FIRST, "whitebox"), (FIRST, "threshold-loss"),
         (SECOND, "whitebox"), (SECOND, "threshold-loss"),
@@ -447,7 +448,7 @@ def test_killed_campaign_resumes_with_the_same_results(reference, tmp_path):
     assert mtimes(out / FIRST) == finished
     resumed = json.loads((out / "results.json").read_text())
     _, uninterrupted = reference
-    assert without_timing(resumed) == without_timing(uninterrupted)
+    assert without_timing(resumed) == without_timing(written(uninterrupted))
 
 
 def test_paper_figure_per_victim_is_put_beside_that_victim_only():

@@ -8,6 +8,7 @@ with finite metrics, and each attacker must have read the view its threat model 
 import math
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -16,6 +17,9 @@ from fedattack.config import parse_experiment
 from fedattack.data.splits import load_knowledge, load_membership
 from fedattack.experiment import experiment_dataset, initial_model
 from fedattack.io import read_json
+from fedattack.records import FIGURE_RELATIVE_RESOLUTION
+from fedattack.records import rounded as written_as  # a figure as results.json keeps it
+from fedattack.results import written
 from fedattack.snapshots import SnapshotStore
 from fedattack.training import evaluate, set_weights
 from tests.fakes import tiny_data
@@ -42,7 +46,7 @@ def test_campaign_of_federated_attackers(tmp_path):
     path = tmp_path / "attackers.yaml"
     path.write_text(yaml.safe_dump(CAMPAIGN))
     records = run_campaign(load_campaign(path), tmp_path / "out", show_progress=False)
-    assert records == read_json(tmp_path / "out" / "results.json")
+    assert written(records) == read_json(tmp_path / "out" / "results.json")
     rows = {(r["experiment"], r["victim"], r["attack"]): r for r in records}
     victims = {"global-passive": ["participant-0", "participant-1", "participant-2",
                                   "mean of 3"],
@@ -58,11 +62,21 @@ def test_campaign_of_federated_attackers(tmp_path):
                 # 40 non-members per victim resolve FPRs of 12.5% and up only
                 for key in ("tpr_at_1pct_fpr", "tpr_at_0.1pct_fpr"):
                     assert r[key] is None and r[f"{key}_ci"] is None, (exp, victim, key)
-                assert r["global_test_accuracy"] == read_json(
-                    tmp_path / "out" / exp / "run.json")["history"][-1]["test_accuracy"]
+                assert r["global_test_accuracy"] == written_as(read_json(
+                    tmp_path / "out" / exp / "run.json")["history"][-1]["test_accuracy"])
+    # one strongest attack per experiment (a mean row where there is one), chosen on one half
+    # of each victim's 40 + 40 targets and reported on the other
+    strongest = {r["experiment"]: r for r in records if r.get("strongest")}
+    assert sorted(strongest) == sorted(victims) and sum(bool(r.get("strongest"))
+                                                        for r in records) == len(victims)
+    assert strongest["global-passive"]["victim"] == "mean of 3"
+    for r in records:
+        assert r["selection"]["n_nonmembers"] + r["held_out"]["n_nonmembers"] == \
+            r["n_nonmembers"]
     mean = rows[("global-passive", "mean of 3", "whitebox")]
     parts = [rows[("global-passive", f"participant-{p}", "whitebox")] for p in range(3)]
-    assert mean["auc"] == np.mean([p["auc"] for p in parts])
+    assert mean["auc"] == pytest.approx(np.mean([p["auc"] for p in parts]),
+                                        rel=FIGURE_RELATIVE_RESOLUTION)
     # the mean's interval, from the mean of the victims' resamples, is narrower than theirs
     width = mean["auc_ci"][1] - mean["auc_ci"][0]
     assert mean["auc_ci"][0] <= mean["auc"] <= mean["auc_ci"][1]
@@ -80,11 +94,12 @@ def test_campaign_of_federated_attackers(tmp_path):
     assert rows[("local-ga", "others-of-2", "whitebox")]["attacker"] == "local"
     for r in records:  # the final global model's test accuracy, with the victim's if isolated
         assert 0 < r["global_test_accuracy"] <= 1, r["experiment"]
-        assert r["global_test_accuracy"] == read_json(
-            tmp_path / "out" / r["experiment"] / "run.json")["history"][-1]["test_accuracy"]
+        assert r["global_test_accuracy"] == written_as(read_json(
+            tmp_path / "out" / r["experiment"] / "run.json")["history"][-1]["test_accuracy"])
     isolated_row = rows[("global-isolating-ga", "participant-1", "whitebox")]
     run = read_json(tmp_path / "out" / "global-isolating-ga" / "run.json")
-    assert isolated_row["isolated_test_accuracy"] == run["isolated"]["1"][-1]["test_accuracy"]
+    assert isolated_row["isolated_test_accuracy"] == written_as(
+        run["isolated"]["1"][-1]["test_accuracy"])
     assert [e["round"] for e in run["isolated"]["1"]] == [1, 2, 3]
     assert "isolated_test_accuracy" not in rows[("global-passive", "participant-0", "whitebox")]
 
@@ -110,6 +125,7 @@ def test_campaign_of_federated_attackers(tmp_path):
     members = np.intersect1d(knowledge.targets, truth.target_members)
     row = rows[("global-isolating-ga", "participant-1", "whitebox")]
     cpu = torch.device("cpu")
-    assert row["target_train_accuracy"] == evaluate(model, dataset, members, cpu)["accuracy"]
+    assert row["target_train_accuracy"] == written_as(
+        evaluate(model, dataset, members, cpu)["accuracy"])
     assert row["target_train_accuracy"] != read_json(run_dir / "run.json")["history"][-1][
         "train_accuracy"]

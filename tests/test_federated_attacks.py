@@ -46,6 +46,53 @@ def test_fedmia_sums_rounds_and_per_example_variance():
         fedmia_scores([[1.0, 2.0]], [[[1.0, 2.0]]])
 
 
+def _cdf(z: float) -> float:
+    """Pr[N(0,1) <= z], from erfc (independent of scipy's ndtr)."""
+    return 0.5 * math.erfc(-z / math.sqrt(2))
+
+
+def test_fedmia_authors_combination_is_the_mean_of_the_rounds_cdfs():
+    # two rounds, two records, three other participants; each record its own variance
+    victim = np.array([[2.0, 0.0], [1.0, 4.0]])
+    others = np.array([[[0.0, 1.0, 2.0], [0.0, 0.0, 3.0]],
+                       [[1.0, 1.0, 4.0], [2.0, 3.0, 4.0]]])
+    # round 1: record 0 mean 1, var 2/3; record 1 mean 1, var 2
+    # round 2: record 0 mean 2, var 2;   record 1 mean 3, var 2/3
+    z = [[(2 - 1) / math.sqrt(2 / 3), (0 - 1) / math.sqrt(2)],
+         [(1 - 2) / math.sqrt(2), (4 - 3) / math.sqrt(2 / 3)]]
+    expected = [(_cdf(z[0][0]) + _cdf(z[1][0])) / 2, (_cdf(z[0][1]) + _cdf(z[1][1])) / 2]
+    got = fedmia_scores(victim, others, "per-example", combine="mean-cdf")
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    # the default on the same case: the rounds' -log p-values summed, p = 1 - CDF
+    log_form = [_neg_log_sf(z[0][i]) + _neg_log_sf(z[1][i]) for i in range(2)]
+    np.testing.assert_allclose(fedmia_scores(victim, others, "per-example"), log_form,
+                               rtol=1e-12)
+
+
+def test_fedmia_mean_cdf_saturates_where_the_log_form_resolves():
+    # three members 10, 20 and 40 standard deviations above their references: the CDF is 1.0
+    # for all three (a tie), the log p-values keep them apart and in order
+    victim = [[10.0, 20.0, 40.0]]
+    others = [[[-1.0, 1.0]] * 3]
+    cdf = fedmia_scores(victim, others, "per-example", combine="mean-cdf")
+    assert cdf.tolist() == [1.0, 1.0, 1.0]
+    log_form = fedmia_scores(victim, others, "per-example")
+    assert np.all(np.isfinite(log_form)) and log_form[0] < log_form[1] < log_form[2]
+    assert log_form[0] == pytest.approx(_neg_log_sf(10.0), rel=1e-9)
+    with pytest.raises(ValueError, match="unknown FedMIA combination"):
+        fedmia_scores(victim, others, combine="max")
+
+
+def test_fedmia_params_offer_both_combinations_log_form_by_default():
+    from fedattack.attacks.fedmia import FedMIAParams
+
+    assert FedMIAParams().combine == "log-p-values" and FedMIAParams().variance == "global"
+    authors = FedMIAParams(combine="mean-cdf", variance="per-example")
+    assert (authors.combine, authors.variance) == ("mean-cdf", "per-example")
+    with pytest.raises(ValueError):
+        FedMIAParams(combine="median")
+
+
 def test_cosine_and_difference_frozen_case():
     # round 1: u = (1, 0), g = (3, 4): g.u = 3, |g| = 5, |u - g| = |(-2, -4)| = sqrt(20)
     # round 2: u = (0, 2), g = (2, 0): orthogonal, |u - g| = sqrt(8)
@@ -173,7 +220,9 @@ def test_epsilon_lower_bound_hand_computed():
 
     labels = np.r_[np.ones(100), np.zeros(100)]
     perfect = np.r_[np.linspace(2, 3, 100), np.linspace(0, 1, 100)]
-    a = 0.05 ** (1 / 100)  # TPR lower bound at TPR 1; the FPR upper bound at FPR 0 is 1 - a
+    # 95% for the two rates' bounds together: each one-sided at 97.5%. The TPR lower bound at
+    # TPR 1 is a = 0.025^(1/100); the FPR upper bound at FPR 0 is 1 - a
+    a = 0.025 ** (1 / 100)
     got = epsilon_lower_bound(labels, perfect, delta=0.0)
     assert got["epsilon_lower_bound"] == pytest.approx(math.log(a / (1 - a)), rel=1e-9)
     assert got["tpr_lower"] == pytest.approx(a) and got["fpr_upper"] == pytest.approx(1 - a)
@@ -193,7 +242,7 @@ def test_epsilon_lower_bound_half_right():
     # 100 + 100 targets; the first threshold catches 50 members and no non-member
     labels = np.r_[np.ones(100), np.zeros(100)]
     scores = np.r_[np.full(50, 9.0), np.ones(50), np.ones(100)]
-    low, high = clopper_pearson_lower(50, 100), clopper_pearson_upper(0, 100)
+    low, high = clopper_pearson_lower(50, 100, 0.975), clopper_pearson_upper(0, 100, 0.975)
     expected = math.log(low / high)  # > the backward bound log((1 - high) / (1 - low))
     assert expected > math.log((1 - high) / (1 - low))
     assert epsilon_lower_bound(labels, scores, 0.0)["epsilon_lower_bound"] == pytest.approx(
@@ -204,31 +253,76 @@ def test_epsilon_lower_bound_half_right():
     assert small["epsilon_lower_bound"] == 0.0
 
 
+def test_the_audit_chooses_its_threshold_on_one_half_and_bounds_on_the_other():
+    from fedattack.audit import audit_targets, clopper_pearson_lower, clopper_pearson_upper
+    from fedattack.metrics import target_halves
+
+    labels = np.r_[np.ones(100, int), np.zeros(100, int)]
+    scores = np.r_[np.linspace(2, 3, 100), np.linspace(0, 1, 100)]
+    halves = target_halves(labels, 7)
+    bound, found = audit_targets(labels, scores, halves, delta=0.0)
+    select_members = scores[halves.select][labels[halves.select] == 1]
+    assert found.threshold == select_members.min()  # the selection half's best test
+    report = halves.report
+    tp = int(((scores[report] >= found.threshold) & (labels[report] == 1)).sum())
+    assert tp < 50  # the report half's members below the threshold are missed
+    low, high = clopper_pearson_lower(tp, 50, 0.975), clopper_pearson_upper(0, 50, 0.975)
+    assert bound == pytest.approx(math.log(low / high), rel=1e-9)
+    assert (found.tpr_lower, found.fpr_upper) == (pytest.approx(low), pytest.approx(high))
+    assert (found.n_members, found.n_nonmembers, found.confidence) == (50, 50, 0.95)
+    assert found.selection_bound > bound > 0
+
+
+def test_the_audit_bound_is_zero_without_signal_in_at_least_95_percent_of_seeds():
+    from fedattack.audit import audit_targets, epsilon_lower_bound
+    from fedattack.metrics import target_halves
+
+    labels = np.r_[np.ones(500, int), np.zeros(500, int)]
+    valid = same_targets = 0
+    for seed in range(200):
+        scores = np.random.default_rng(seed).normal(size=1000)  # members as non-members
+        valid += audit_targets(labels, scores, target_halves(labels, seed), 1e-5)[0] > 0
+        # the maximum over thresholds on the very targets bounded, each rate at 95%, as the
+        # audit was computed before: a positive "bound" in far more than 5% of seeds
+        same_targets += epsilon_lower_bound(labels, scores, 1e-5,
+                                            confidence=0.90)["epsilon_lower_bound"] > 0
+    assert valid <= 10
+    assert same_targets > 10
+
+
 def test_audit_fields_strongest_and_report(tmp_path):
     from types import SimpleNamespace
 
     from fedattack import audit, reporting
     from fedattack.io import read_json
+    from fedattack.metrics import target_halves
+    from tests.fakes import result_row
 
-    labels = np.r_[np.ones(100), np.zeros(100)]
+    labels = np.r_[np.ones(100), np.zeros(100)].astype(int)
     perfect = np.r_[np.linspace(2, 3, 100), np.linspace(0, 1, 100)]
+    halves = target_halves(labels, 0)
     plain = SimpleNamespace(privacy=None)
     dp = SimpleNamespace(privacy=SimpleNamespace(noise_multiplier=1.0, delta=1e-5))
-    assert audit.audit_fields(plain, labels, perfect) == {}
-    strong = audit.audit_fields(dp, labels, perfect)
-    weak = audit.audit_fields(dp, labels, np.zeros(200))
-    assert strong["epsilon_lower_bound"] > 3 and weak["epsilon_lower_bound"] == 0.0
-    rows = audit.mark_strongest([
-        {"experiment": "dp", "attack": "a", "victim": "v", "epsilon": 8.0, **weak},
-        {"experiment": "dp", "attack": "b", "victim": "v", "epsilon": 8.0, **strong},
-    ])
+    assert audit.audit_fields(plain, labels, perfect, halves) == {}
+    strong = audit.audit_fields(dp, labels, perfect, halves)
+    weak = audit.audit_fields(dp, labels, np.zeros(200), halves)
+    assert strong["epsilon_lower_bound"] > 2 and weak["epsilon_lower_bound"] == 0.0
+    rows = audit.mark_strongest([result_row(attack="a", epsilon=8.0, **weak),
+                                 result_row(attack="b", epsilon=8.0, **strong)])
     assert "audit_strongest" not in rows[0] and rows[1]["audit_strongest"]
+    # the audited attack is the one with the largest bound on the selection half, whatever
+    # the bounds on the report half say
+    lucky = {**weak, "epsilon_lower_bound": 9.0}
+    chosen = audit.mark_strongest([result_row(attack="a", epsilon=8.0, **lucky),
+                                   result_row(attack="b", epsilon=8.0, **strong)])
+    assert [r.get("audit_strongest") for r in chosen] == [None, True]
     reporting.write_results(tmp_path, rows)
     md = (tmp_path / "results.md").read_text()
     assert "epsilon lower bound (audit)" in md and "| 8.00 |" in md
-    assert f"implies epsilon >= {strong['epsilon_lower_bound']:.2f}" in md
+    assert f"implies epsilon >= {strong['epsilon_lower_bound']:.2f} on the other half" in md
+    assert "95% for both together" in md
     assert read_json(tmp_path / "results.json")[1]["epsilon_lower_bound"] == pytest.approx(
-        strong["epsilon_lower_bound"])
+        strong["epsilon_lower_bound"], rel=1e-5)
     # a run without DP keeps its table as it was
-    reporting.write_results(tmp_path, [{"experiment": "plain", "attack": "a", "epsilon": None}])
+    reporting.write_results(tmp_path, [result_row()])
     assert "audit" not in (tmp_path / "results.md").read_text()

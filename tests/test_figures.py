@@ -52,35 +52,48 @@ def test_roc_legend_gives_auc_and_log_axes_start_at_the_smallest_resolvable_fpr(
     assert seen["xlim"][0] == seen["ylim"][0] == 0.01
 
 
-def _row(experiment, attack, tpr, acc, defence, victim="participant-0", attacker="global",
-         mode="passive"):
-    return {"experiment": experiment, "attack": attack, "tpr_at_1pct_fpr": tpr,
-            "tpr_at_1pct_fpr_ci": None if tpr is None else [tpr / 2, tpr * 1.5],
-            "global_test_accuracy": acc, "defence": defence, "partition": "iid",
-            "victim": victim, "attacker": attacker, "mode": mode}
+def _row(experiment, attack, shift, acc, defence, attacker="global", strongest=True):
+    from tests.fakes import result_row
+
+    return result_row(attack=attack, shift=shift, n=300, experiment=experiment,
+                      global_test_accuracy=acc, defence=defence, partition="iid",
+                      attacker=attacker, strongest=strongest or None)
 
 
-def test_strongest_rows_take_the_best_attack_on_the_mean_over_victims():
+def test_strongest_rows_are_the_rows_chosen_strongest():
     from fedattack.reporting import strongest_rows
 
-    records = [_row("a", "threshold-loss", 0.02, 0.6, "none", victim="mean of 4"),
-               _row("a", "rmia-offline", 0.05, 0.6, "none", victim="mean of 4"),
-               _row("a", "rmia-offline", 0.30, 0.6, "none", victim="participant-1"),
-               _row("b", "threshold-loss", None, 0.5, "SecAgg+"),  # unresolvable: left out
-               _row("c", "fedmia", 0.01, 0.4, "DP-SGD z=1")]
-    best = {r["experiment"]: (r["attack"], r["tpr_at_1pct_fpr"]) for r in strongest_rows(records)}
-    assert best == {"a": ("rmia-offline", 0.05), "c": ("fedmia", 0.01)}
+    records = [_row("a", "threshold-loss", 0.5, 0.6, "none", strongest=False),
+               _row("a", "rmia-offline", 1.0, 0.6, "none"),
+               _row("c", "fedmia", 0.2, 0.4, "DP-SGD z=1")]
+    assert strongest_rows(records) == [records[1], records[2]]
 
 
-def test_privacy_utility_figure_is_drawn(tmp_path):
+def test_privacy_utility_figure_draws_the_report_halfs_figures(tmp_path, monkeypatch):
     from fedattack.reporting import plot_privacy_utility
 
-    records = [_row("a", "rmia-offline", 0.05, 0.6, "none"),
-               _row("b", "rmia-offline", 0.01, 0.5, "DP-SGD z=1"),
-               _row("c", "loss-series", 0.02, 0.55, "SecAgg+", attacker="local")]
+    drawn = []
+    real = reporting._pyplot
+
+    def spy():
+        plt = real()
+
+        def close(fig):
+            drawn.extend((ax.get_ylabel(), len(ax.containers)) for ax in fig.axes[::2])
+
+        monkeypatch.setattr(plt, "close", close)
+        return plt
+
+    monkeypatch.setattr(reporting, "_pyplot", spy)
+    records = [_row("a", "rmia-offline", 1.0, 0.6, "none"),
+               _row("b", "rmia-offline", 0.1, 0.5, "DP-SGD z=1"),
+               _row("c", "loss-series", 0.5, 0.55, "SecAgg+", attacker="local")]
     path = tmp_path / "privacy-utility.png"
     plot_privacy_utility(records, path)
     assert path.stat().st_size > 10_000
+    # 150 non-members on a report half resolve no TPR at 1% FPR: only the AUCs are drawn
+    assert drawn == [("strongest attack's TPR at 1% FPR (95% CI)", 0),
+                     ("strongest attack's AUC (95% CI)", 2)]
 
 
 def test_the_class_count_map_of_many_participants_stays_page_sized(tmp_path):

@@ -194,6 +194,30 @@ def test_under_label_skew_non_members_carry_the_members_labels_class_by_class():
     assert min(gaps) > 0.4 * 60
 
 
+def test_population_non_members_under_label_skew_warn_once_at_validate_and_run(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from fedattack.cli import app
+
+    warning = "the label alone carries membership"
+    population = {**ATTACKED, "data": {**ATTACKED["data"], "nonmember_labels": "population"}}
+    iid = {k: v for k, v in population["data"].items() if k != "alpha"} | {"partition": "iid"}
+    for name, raw, warned in (("population", population, True), ("auto", ATTACKED, False),
+                              ("iid", {**population, "data": iid}, False)):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        for args in (["validate", str(path)], ["validate", "--no-data", str(path)]):
+            result = CliRunner().invoke(app, args)
+            assert result.exit_code == 0, result.output
+            assert result.output.count(warning) == (1 if warned else 0), (name, args)
+    # run warns once too, before anything runs (here it then stops: --out is a file)
+    (tmp_path / "file").write_text("")
+    done = CliRunner().invoke(app, ["run", str(tmp_path / "population.yaml"), "--out",
+                                    str(tmp_path / "file")])
+    assert done.output.count(warning) == 1, done.output
+
+
 def test_matched_non_members_follow_the_known_members_labels_when_sizes_differ():
     raw = {**ATTACKED, "data": {**ATTACKED["data"], "knowledge": {
         "train_members": 40, "train_nonmembers": 15, "test_members": 60, "test_nonmembers": 60}}}

@@ -271,12 +271,23 @@ def _draw(
     return np.sort(picked[targets:]), np.sort(picked[:targets])
 
 
+LABEL_SKEWED = ("dirichlet", "by-class")  # partitions whose participants hold a few classes
+
+
 def _matched(exp: Experiment) -> bool:
     """Whether non-members are drawn label by label like the members (`data.nonmember_labels`)."""
     choice = exp.data.nonmember_labels
     if choice == "auto":  # an experiment without a membership attack draws targets unused
-        return exp.data.partition in ("dirichlet", "by-class") and exp.attack is not None
+        return exp.data.partition in LABEL_SKEWED and exp.attack is not None
     return choice == "matched"
+
+
+def label_carries_membership(exp: Experiment) -> bool:
+    """Whether `exp` attacks membership with population non-members under a label-skewed
+    partition: a victim's members are then of its few classes and its non-members of all, so
+    the label alone tells many of them apart, and an attack's figures measure the skew."""
+    return (exp.attack is not None and exp.data.partition in LABEL_SKEWED
+            and exp.data.nonmember_labels == "population")
 
 
 def _draw_matched(
