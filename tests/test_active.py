@@ -391,3 +391,22 @@ def test_ascent_response_through_a_flower_simulation(tmp_path):  # ...covers it 
     rise = loss_rise(exp, run_dir, 3, {"targets": k.targets, "known": known,
                                        "untouched": untouched[:300]})
     assert rise["known"] > max(0.7 * rise["targets"], 1.5 * rise["untouched"]) > 0, rise
+
+
+# ------------------------------------------------------------------ paired differences (docs)
+
+def test_paired_auc_difference_of_a_row_with_itself_and_with_a_perfect_one():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "docs" / "results" / "table10" / "paired.py"
+    spec = importlib.util.spec_from_file_location("paired", path)
+    paired = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(paired)
+    labels = np.r_[np.ones(20, int), np.zeros(20, int)]
+    noise = np.random.default_rng(0).normal(size=40)
+    assert paired.paired_difference(labels, noise, noise) == {"difference": 0.0, "ci": [0.0, 0.0]}
+    perfect = paired.paired_difference(labels, labels + 0.1 * noise, noise)
+    assert perfect["difference"] > 0.3 and 0 < perfect["ci"][0] < perfect["ci"][1] <= 1
+    assert paired.twin("local-gradient-ascent") == "local-passive"
+    assert paired.twin("global-isolating") == "global-passive"
