@@ -2,6 +2,8 @@
 known records, and a federation that stays useful under the default step (driven without Ray:
 the real strategy and participants, by hand)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +13,8 @@ from pydantic import ValidationError
 
 from clients.client_app import Participant
 from fedattack.active import GradientAscent, ascended_records, ascent_for
-from fedattack.attacks.ascent_response import responses, standardised_mean
-from fedattack.attacks.observed import per_record_losses
+from fedattack.attacks.ascent_response import responses
+from fedattack.attacks.observed import federated_rounds, per_record_losses
 from fedattack.config import ASCENT_FRACTION, AttackerConfig, Experiment, parse_experiment
 from fedattack.data import Knowledge, load_knowledge, load_membership
 from fedattack.experiment import (
@@ -297,19 +299,18 @@ def test_known_records_receive_the_ascent_as_the_targets_do(ascended_run):
 
 # ------------------------------------------------------------------ the ascent-response attack
 
-def test_responses_and_their_rounds_standardised_on_the_known_records():
-    # round 1: known responses 1 and 3 (mean 2, std 1); round 2: 0 and 4 (mean 2, std 2)
-    known = [[1.0, 3.0], [0.0, 4.0]]
-    targets = [[4.0, 2.0, 0.0], [6.0, 2.0, 2.0]]
-    np.testing.assert_allclose(standardised_mean(targets, known),
-                               [(2 + 2) / 2, 0.0, (-2 + 0) / 2])
-    # a round where the known records do not vary is centred only
-    np.testing.assert_allclose(standardised_mean([[5.0]], [[1.0, 1.0]]), [4.0])
-    np.testing.assert_allclose(responses([[2.0, 1.0]], [[0.5, 1.5]]), [[1.5, -0.5]])
-    with pytest.raises(ValueError, match="share T"):
-        standardised_mean([[1.0]], [[1.0, 2.0], [1.0, 2.0]])
+def test_responses_are_log_ratios_or_differences_of_the_two_losses():
+    start, upload = [[2.0, 1.0], [4.0, 0.5]], [[0.5, 1.0], [1.0, 1.0]]
+    np.testing.assert_allclose(responses(start, upload),
+                               [[math.log(4), 0.0], [math.log(4), math.log(0.5)]])
+    np.testing.assert_allclose(responses(start, upload, "difference"), [[1.5, 0.0], [3.0, -0.5]])
+    # a loss that underflowed to 0 is a finite (very large) response, not inf or nan
+    (zero,) = responses([[1.0]], [[0.0]])[0]
+    assert math.isfinite(zero) and zero > 700
     with pytest.raises(ValueError, match="differ in shape"):
         responses([[1.0, 2.0]], [[1.0]])
+    with pytest.raises(ValueError, match="accepted: log-ratio, difference"):
+        responses([[1.0]], [[1.0]], "ratio")
 
 
 def test_ascent_response_attack_needs_known_records_and_the_aggregator():
@@ -333,14 +334,22 @@ def test_ascent_response_scores_targets_without_reading_their_membership(ascende
     try:
         obs = observe(exp, SnapshotStore(run_dir / SNAPSHOT_DIR), dataset, "participant-0")
         k = load_knowledge(run_dir, "participant-0")
-        outcome = AttackRunner(exp, run_dir, obs, dataset, k, log=lambda _: None).run(
-            "ascent-response")
+        runner = AttackRunner(exp, run_dir, obs, dataset, k, log=lambda _: None)
+        outcome = runner.run("ascent-response")
     finally:
         hidden.rename(truth)
+    # by hand: the mean over rounds of log(loss at the model trained from / loss at the upload)
+    seen = federated_rounds(runner, with_others=False)
+    by_hand = np.mean([[1, -1] @ np.log(per_record_losses([start, upload], dataset, k.targets,
+                                                          "cpu"))
+                       for start, upload in zip(seen.victim_start, seen.victim_uploads,
+                                                strict=True)], axis=0)
+    np.testing.assert_allclose(outcome.scores, by_hand, rtol=1e-12)
     assert obs.labels == ["round-2", "round-3", "round-4", "round-5"]
     assert outcome.scores.dtype == np.float64 and outcome.scores.shape == k.targets.shape
     assert outcome.extra["rounds"] == [2, 3, 4, 5]
     assert outcome.extra["ascended_start"] == [True] * 4
+    assert outcome.extra["statistic"] == "log-ratio"
     assert all(r > 0 for r in outcome.extra["mean_response_known"])  # training lowers losses
     metrics, _ = evaluate(run_dir, k, outcome)
     assert metrics["auc"] > 0.6, metrics  # an overfitting 300-record participant leaks
