@@ -404,7 +404,7 @@ def test_ascent_response_through_a_flower_simulation(tmp_path):  # ...covers it 
 
 # ------------------------------------------------------------------ paired differences (docs)
 
-def test_paired_auc_difference_of_a_row_with_itself_and_with_a_perfect_one():
+def test_paired_auc_difference_of_a_row_with_itself_and_with_a_perfect_one(tmp_path):
     import importlib.util
     from pathlib import Path
 
@@ -417,5 +417,8 @@ def test_paired_auc_difference_of_a_row_with_itself_and_with_a_perfect_one():
     assert paired.paired_difference(labels, noise, noise) == {"difference": 0.0, "ci": [0.0, 0.0]}
     perfect = paired.paired_difference(labels, labels + 0.1 * noise, noise)
     assert perfect["difference"] > 0.3 and 0 < perfect["ci"][0] < perfect["ci"][1] <= 1
-    assert paired.twin("local-gradient-ascent") == "local-passive"
-    assert paired.twin("global-isolating") == "global-passive"
+    (tmp_path / "global-isolating" / "attacks").mkdir(parents=True)
+    assert paired.twins("local-gradient-ascent", tmp_path) == ["local-passive"]
+    assert paired.twins("global-gradient-ascent", tmp_path) == ["global-passive"]
+    assert paired.twins("global-isolating-gradient-ascent", tmp_path) == [
+        "global-passive", "global-isolating"]

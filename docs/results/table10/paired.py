@@ -5,7 +5,8 @@ targets; an active row and its passive twin (global-passive for a global attacke
 for a local one) are therefore scored on the same records, and their AUC difference has a paired
 bootstrap interval far narrower than the two rows' own intervals side by side. The targets are
 resampled within members and within non-members (as fedattack.metrics resamples a row), the
-same resample for both rows.
+same resample for both rows. An ascending isolating attacker is also compared with the isolating
+one without the ascent.
 
     python docs/results/table10/paired.py RUN_DIR OUT.json
 
@@ -49,8 +50,14 @@ def paired_difference(labels, active, passive, seed: int = 0) -> dict:
             "ci": [round(float(low), 4), round(float(high), 4)]}
 
 
-def twin(name: str) -> str:
-    return "local-passive" if name.startswith("local") else "global-passive"
+def twins(name: str, run_dir: Path) -> list[str]:
+    """What an active experiment is compared with: its passive twin, and for an ascending
+    isolating attacker the same attacker without the ascent."""
+    found = ["local-passive" if name.startswith("local") else "global-passive"]
+    stem = name.removesuffix("-gradient-ascent")
+    if stem != name and (run_dir / stem / "attacks").is_dir():
+        found.append(stem)
+    return found
 
 
 def campaign_differences(run_dir: Path) -> list[dict]:
@@ -60,15 +67,15 @@ def campaign_differences(run_dir: Path) -> list[dict]:
             continue
         for scores in sorted((folder / "attacks").glob("*-scores.npy")):
             attack = scores.name.removesuffix("-scores.npy")
-            passive_dir = run_dir / twin(folder.name)
-            if not (passive_dir / "attacks" / scores.name).exists():
-                continue
-            targets, labels, active = scored_targets(folder, attack)
-            same, _, passive = scored_targets(passive_dir, attack)
-            if not np.array_equal(targets, same):
-                raise ValueError(f"{folder.name} and {passive_dir.name} differ in targets")
-            rows.append({"experiment": folder.name, "passive_twin": passive_dir.name,
-                         "attack": attack, **paired_difference(labels, active, passive)})
+            for other in twins(folder.name, run_dir):
+                if not (run_dir / other / "attacks" / scores.name).exists():
+                    continue
+                targets, labels, active = scored_targets(folder, attack)
+                same, _, baseline = scored_targets(run_dir / other, attack)
+                if not np.array_equal(targets, same):
+                    raise ValueError(f"{folder.name} and {other} differ in targets")
+                rows.append({"experiment": folder.name, "against": other, "attack": attack,
+                             **paired_difference(labels, active, baseline)})
     return rows
 
 
