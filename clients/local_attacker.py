@@ -3,10 +3,11 @@
 It follows the protocol on its own data, and at the observed rounds writes the global model it
 received into its own view of the snapshot store (``local-<partition>``, kind ``sent``, the model
 sent to it in that round): that is all a local attacker ever sees. Active, it uploads its locally
-trained model moved up the loss on the target records (eq. 2), by a step relative to its own
-round's update (``W_local`` minus the model it received) or by the paper's absolute ``gamma *
-dL/dW``, so that the other participants' SGD pulls the loss of their member targets back down
-while non-member targets keep rising.
+trained model moved up the loss on the target records and on its known records (eq. 2; see
+fedattack.active for why the known records too), by a step relative to its own round's update
+(``W_local`` minus the model it received) or by the paper's absolute ``gamma * dL/dW``, so that
+the other participants' SGD pulls the loss of their member targets back down while non-member
+targets keep rising.
 
 What it observed is also kept in the node's ``Context.state`` (round and sha256 of each model),
 which Flower keeps between rounds, so the attacker knows across rounds what it has already seen.
@@ -22,7 +23,7 @@ from flwr.common import ConfigRecord
 
 from clients.honest import HonestClient
 from clients.round import RoundContext
-from fedattack.active import GradientAscent, ascent_for
+from fedattack.active import GradientAscent, ascended_records, ascent_for
 from fedattack.data import knowledge_of
 from fedattack.experiment import SNAPSHOT_DIR
 from fedattack.snapshots import SnapshotStore, local_view
@@ -76,7 +77,8 @@ class LocalAttacker(HonestClient):
 
     @staticmethod
     def ascent(ctx: RoundContext) -> GradientAscent:
-        """Eq. 2 on the targets this attacker may know of (unlabelled, from its knowledge)."""
-        targets = knowledge_of(ctx.splits, ctx.splits.victims[0].name).targets
-        x, y = ctx.dataset.batch(targets)
+        """Eq. 2 on the targets and the known records of this attacker's victim, in one batch
+        (fedattack.active.ascended_records: no membership label reaches it)."""
+        records = ascended_records([knowledge_of(ctx.splits, ctx.splits.victims[0].name)])
+        x, y = ctx.dataset.batch(records)
         return ascent_for(ctx.model(), x, y, ctx.exp.attacker)

@@ -4,8 +4,10 @@ Passive, it is the recording strategy: every participant's upload at the observe
 global attacker's view. Active, it adds two manipulations, alone or together:
 
 - gradient ascent (eq. 2): at each ascent round the model it broadcasts is first moved up the
-  loss of the target records, by a step relative to the round's update (the aggregate minus the
-  model broadcast at the round's start) or by the paper's absolute ``gamma * dL/dW``;
+  loss of the target records and of the attacker's known records (``ascend``, built from
+  fedattack.active.ascended_records: its attack then trains on records treated as the targets
+  were), by a step relative to the round's update (the aggregate minus the model broadcast at
+  the round's start) or by the paper's absolute ``gamma * dL/dW``;
 - isolation: from round ``isolate_from`` on, each target participant is sent its own last upload
   instead of the aggregate, and its uploads are left out of the others' aggregate, so its training
   is never averaged away. With gradient ascent, the ascent is applied to the isolated model it
@@ -34,15 +36,15 @@ log = logging.getLogger(__name__)
 
 
 class MaliciousAggregator(RecordingStrategy):
-    """A recording strategy that ascends on target records and isolates target participants;
-    the inner strategy (any Flower strategy) aggregates what it lets through.
+    """A recording strategy that ascends on the target (and known) records and isolates target
+    participants; the inner strategy (any Flower strategy) aggregates what it lets through.
 
     Args:
         attacker: the ``attacker`` block of the experiment (kind ``global``).
         isolated: partition ids to isolate (empty unless the mode isolates).
-        ascend: ``(weights, reference) -> weights`` moved up the target loss, reference the
-            model the round started from (``fedattack.active.GradientAscent``); None unless the
-            mode is active.
+        ascend: ``(weights, reference) -> weights`` moved up the ascended records' loss,
+            reference the model the round started from (``fedattack.active.GradientAscent``);
+            None unless the mode is active.
         on_isolated: ``(round, partition, weights)`` called with each isolated participant's
             upload, or None.
         kwargs: passed to RecordingStrategy (the inner strategy among them).
@@ -110,7 +112,8 @@ class MaliciousAggregator(RecordingStrategy):
         return self.delegate(server_round, others)
 
     def ascended(self, weights: NDArrays, start: NDArrays, who: str) -> NDArrays:
-        """`weights` moved up the target loss; what the step did goes into the round's log."""
+        """`weights` moved up the ascended records' loss; what the step did goes into the round's
+        log."""
         moved = self.ascend(weights, start)
         last = getattr(self.ascend, "last", None)
         if last and self.round_logs:

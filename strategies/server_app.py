@@ -26,8 +26,9 @@ from flwr.server.compat.app import start_grid
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from fedattack import protocol
-from fedattack.active import GradientAscent, ascent_for
+from fedattack.active import GradientAscent, ascended_records, ascent_for
 from fedattack.config import Experiment, load_experiment
+from fedattack.data import knowledge_of
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, initial_model, prepare_run
 from fedattack.io import write_json
 from fedattack.observation import aggregator_grants
@@ -191,18 +192,18 @@ def attacker_options(exp: Experiment, dataset, splits, log: GlobalModelLog | Non
         return {}
     ascend = None
     if grants.ascends:
-        targets = np.unique(np.concatenate([v.targets() for v in splits.victims]))
-        ascend = target_ascent(exp, dataset, targets)
+        records = ascended_records(knowledge_of(splits, v.name) for v in splits.victims)
+        ascend = records_ascent(exp, dataset, records)
     isolated = set(grants.isolated)
     on_isolated = log.evaluate_isolated if (log is not None and isolated) else None
     return {"attacker": grants.attacker, "isolated": isolated, "ascend": ascend,
             "on_isolated": on_isolated}
 
 
-def target_ascent(exp: Experiment, dataset, targets: np.ndarray) -> GradientAscent:
-    """Eq. 2 on the target records, with a model of the experiment's architecture and the
-    attacker's step (relative or absolute)."""
-    x, y = dataset.batch(targets)
+def records_ascent(exp: Experiment, dataset, records: np.ndarray) -> GradientAscent:
+    """Eq. 2 on `records` (the targets and the known records of every victim), with a model of
+    the experiment's architecture and the attacker's step (relative or absolute)."""
+    x, y = dataset.batch(records)
     return ascent_for(initial_model(exp, dataset), x, y, exp.attacker)
 
 

@@ -15,7 +15,7 @@ from fedattack.config import AttackerConfig, Experiment
 from fedattack.data import knowledge_of
 from fedattack.experiment import SNAPSHOT_DIR, cached_dataset, experiment_splits, initial_model
 from fedattack.snapshots import SnapshotStore
-from fedattack.training import get_weights
+from fedattack.training import get_weights, set_weights
 from strategies.inner import weighted_average
 from strategies.malicious import MaliciousAggregator
 from tests.flower_fakes import client_manager, fit_res
@@ -188,7 +188,7 @@ def fit_config(exp, server_round):
             protocol.EXPERIMENT: exp.model_dump_json()}
 
 
-def test_local_attacker_uploads_its_model_moved_up_the_target_loss(tmp_path):
+def test_local_attacker_uploads_its_model_moved_up_the_target_and_known_records_loss(tmp_path):
     dataset = cached_dataset("purchase100-synth", None, 2000)
     received = get_weights(initial_model(EXP, dataset))
     config = fit_config(EXP, 2)
@@ -197,12 +197,27 @@ def test_local_attacker_uploads_its_model_moved_up_the_target_loss(tmp_path):
         received, config)
     assert (n_up, metrics[protocol.PARTITION_ID]) == (n, 1)
     splits = experiment_splits(EXP, dataset)
-    targets = knowledge_of(splits, "others-of-1").targets
-    x, y = dataset.batch(targets)
+    k = knowledge_of(splits, "others-of-1")
+    known = np.r_[k.known_members, k.known_nonmembers]
+    x, y = dataset.batch(np.unique(np.r_[k.targets, known]))
     expected = GradientAscent(initial_model(EXP, dataset), x, y, 0.7)(honest)
     for got, want in zip(upload, expected, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     assert not np.allclose(upload[0], honest[0])
+    # the known records' loss rises with the targets', beyond that of records it never knew
+    untouched = np.setdiff1d(splits.nonmembers, np.r_[k.targets, known])
+    rise = {name: mean_loss(upload, idx, dataset) - mean_loss(honest, idx, dataset)
+            for name, idx in (("targets", k.targets), ("known", known),
+                              ("untouched", untouched))}
+    assert rise["known"] > max(0.7 * rise["targets"], 1.5 * rise["untouched"]) > 0, rise
+
+
+def mean_loss(weights, indices, dataset) -> float:
+    model = initial_model(EXP, dataset)
+    set_weights(model, weights)
+    with torch.no_grad():
+        x, y = dataset.batch(indices)
+        return float(F.cross_entropy(model.eval()(x), y))
 
 
 def test_local_attacker_observes_only_the_models_it_receives(tmp_path):

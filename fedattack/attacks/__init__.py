@@ -5,8 +5,9 @@ network on white-box, output-layer and black-box features (`whitebox`), the shad
 (`shadow`), the unsupervised attack (`unsupervised`), loss and confidence thresholds
 (`threshold`), LiRA (`lira`) and RMIA (`rmia`) against reference models (`references`), and the
 federated attacks that read only the attacker's view: FedMIA (`fedmia`), Li et al.'s gradient
-cosine and difference (`gradcos`) and the loss series over rounds (`loss_series`); last, the
-calibrated white-box attack (`calibrated`), against the reference models or the other uploads.
+cosine and difference (`gradcos`) and the loss series over rounds (`loss_series`); the calibrated
+white-box attack (`calibrated`), against the reference models or the other uploads; last, the
+active attacker's own statistic, each target's response to the ascent (`ascent_response`).
 An attack is added with one new module and one import line here (or, outside the package, by
 importing a module that calls `fedattack.attack_registry.register`).
 """
@@ -14,6 +15,7 @@ importing a module that calls `fedattack.attack_registry.register`).
 from . import whitebox  # noqa: I001 (the import order is the order attacks are listed in)
 from . import shadow, unsupervised, threshold, lira, rmia, fedmia, gradcos, loss_series
 from . import calibrated
+from . import ascent_response
 from .lira import lira_offline, lira_online
 from .network import AttackNetwork
 from fedattack.attack_registry import AttackOutcome, register
@@ -25,6 +27,7 @@ from .whitebox import FeatureSource, TensorSource, WhiteBoxAttack
 __all__ = [
     "AttackNetwork",
     "AttackOutcome",
+    "ascent_response",
     "FeatureSource",
     "TensorSource",
     "ThresholdAttack",

@@ -56,8 +56,10 @@ def victim_partition(ctx) -> int:
     return int(ctx.knowledge.victim.removeprefix("participant-"))
 
 
-def federated_rounds(ctx) -> FederatedRounds:
-    """Uploads and broadcast models of the observed rounds, from the global attacker's view."""
+def federated_rounds(ctx, with_others: bool = True) -> FederatedRounds:
+    """Uploads and broadcast models of the observed rounds, from the global attacker's view;
+    without the other participants' uploads (`others` and `other_uploads` empty) unless
+    `with_others`."""
     from fedattack.experiment import SNAPSHOT_DIR
     from fedattack.snapshots import GLOBAL_VIEW, SnapshotStore
 
@@ -66,7 +68,8 @@ def federated_rounds(ctx) -> FederatedRounds:
         raise ValueError(f"needs the aggregator's view, not {ctx.obs.view!r}")
     view = SnapshotStore(Path(ctx.run_dir) / SNAPSHOT_DIR).view(GLOBAL_VIEW)
     victim = victim_partition(ctx)
-    others = [p for p in range(exp.federation.num_participants) if p != victim]
+    others = [p for p in range(exp.federation.num_participants)
+              if p != victim and with_others]
     rounds = [int(label.removeprefix("round-")) for label in ctx.obs.labels]
     broadcast, start, mine, theirs = [], [], [], []
     for t in rounds:
@@ -86,7 +89,7 @@ def federated_rounds(ctx) -> FederatedRounds:
                 raise ValueError(f"needs participant {p}'s upload of round {t}, not recorded")
             row.append(_load(view, found[0], exp, ctx.dataset))
         theirs.append(row)
-    if not others:
+    if with_others and not others:
         raise ValueError("needs at least one participant besides the victim")
     return FederatedRounds(rounds, victim, others, broadcast, start, mine, theirs)
 
