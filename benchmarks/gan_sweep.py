@@ -33,7 +33,7 @@ from fedattack import reporting
 from fedattack.config import Experiment, load_experiment
 from fedattack.experiment import CONFIG_FILE, RUN_FILE, SNAPSHOT_DIR, experiment_dataset
 from fedattack.io import read_json, write_json
-from fedattack.reconstruction import ROUNDS_FILE, to_pixels, window_success
+from fedattack.reconstruction import ROUNDS_FILE, to_pixels, window_success, window_text
 from fedattack.snapshots import GENERATED_KIND, SnapshotStore, local_view
 
 ROUNDS = (20, 50, 80)
@@ -111,15 +111,10 @@ def samples_row(exp_dir: Path, server_round: int, shown: int) -> tuple[np.ndarra
     samples = view.read(record)["x"].float()[:shown]
     images = to_pixels(samples, dataset).view(-1, *dataset.input_shape).numpy()
     per_round = [r for r in read_json(exp_dir / ROUNDS_FILE) if r["round"] <= server_round]
-    w = window_success(per_round)
-    share = ("unresolved" if w["window_success_share"] is None else
-             "{}/{} [{:.2f}, {:.2f}]".format(w["window_successes"], w["window_rounds"],
-                                             *w["window_success_share_ci"]))
     last = per_round[-1]
     return images, (f"round {server_round}: victim share {last['victim_share']:.2f}, relative "
                     f"distance {last['relative_distance']:.2f}, success {last['success']}; "
-                    f"last {w['window_rounds']} rounds: {share}")
-
+                    f"{window_text(window_success(per_round))}")
 
 def plot_samples(rows: list[tuple[str, Path, int]], path: Path,
                  shown: int = SAMPLES_SHOWN) -> None:

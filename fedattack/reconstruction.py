@@ -589,6 +589,15 @@ def window_success(per_round: list[dict], window: int = WINDOW) -> dict:
     }
 
 
+def window_text(window: dict) -> str:
+    """What :func:`window_success` found, in words: `last 10: 7/10 succeed, 95% CI [...]`."""
+    if window["window_success_share"] is None:
+        return f"last {window['window_rounds']}: unresolved"
+    low, high = window["window_success_share_ci"]
+    return (f"last {window['window_rounds']}: {window['window_successes']}/"
+            f"{window['window_rounds']} succeed, 95% CI [{low:.2f}, {high:.2f}]")
+
+
 def plot_success(per_round: list[dict], path: str | Path, title: str,
                  window: int = WINDOW) -> None:
     """The victim and none shares (top) and the relative distance (bottom) over rounds, each
@@ -611,12 +620,8 @@ def plot_success(per_round: list[dict], path: str | Path, title: str,
         for r in won:
             ax.axvline(r, color="C3", lw=0.6, alpha=0.6)
         ax.legend(fontsize=7, loc="upper left")
-    w = window_success(per_round, window)
-    share = ("unresolved" if w["window_success_share"] is None else
-             "{}/{} succeed [{:.2f}, {:.2f}]".format(w["window_successes"], w["window_rounds"],
-                                                     *w["window_success_share_ci"]))
     fig.suptitle(f"{title}\nsuccess (red lines): {len(won)} of {len(rounds)} rounds; "
-                 f"window: {share}", fontsize=9)
+                 f"{window_text(window_success(per_round, window))}", fontsize=9)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -44,6 +44,7 @@ from fedattack.reconstruction import (
     penultimate,
     plot_success,
     window_success,
+    window_text,
 )
 from fedattack.snapshots import GENERATED_KIND, SnapshotStore, local_view
 from fedattack.training import get_weights
@@ -511,6 +512,7 @@ def test_the_window_share_counts_the_last_ten_rounds_with_a_clopper_pearson_inte
     assert low == pytest.approx(beta.ppf(0.025, 7, 4)) and low == pytest.approx(0.3475, abs=1e-4)
     assert high == pytest.approx(beta.ppf(0.975, 8, 3)) and high == pytest.approx(0.9333,
                                                                                   abs=1e-4)
+    assert window_text(w) == "last 10: 7/10 succeed, 95% CI [0.35, 0.93]"
 
 
 def test_the_window_interval_at_the_ends_and_with_fewer_rounds_or_an_unresolved_round():
@@ -524,6 +526,7 @@ def test_the_window_interval_at_the_ends_and_with_fewer_rounds_or_an_unresolved_
     unresolved = window_success(rounds_with([True] * 9 + [None]))
     assert unresolved["window_success_share"] is None
     assert unresolved["window_success_share_ci"] is None and unresolved["window_rounds"] == 10
+    assert window_text(unresolved) == "last 10: unresolved"
 
 
 def test_the_success_figure_is_written(tmp_path):
