@@ -14,10 +14,12 @@ to reach round R (run.json's history; the offline measure's time is not included
         --out docs/results/gan-sweep
     python benchmarks/gan_sweep.py samples LABEL=EXPERIMENT_DIR:ROUND [...] \\
         --out docs/results/gan-sweep/samples.png
+    python benchmarks/gan_sweep.py success LABEL=EXPERIMENT_DIR:ROUND --out FIGURE.png
 
 `table` writes sweep.json and sweep.csv (one row per experiment and R); `samples` draws the
 samples the attacker recorded at the given rounds, one row of images each, with that round's
-verdict and the window's share in the row's title.
+verdict and the window's share in the row's title; `success` draws an experiment's victim share
+and relative distance over its rounds up to ROUND (as the measure's figures/gan/success.png).
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from fedattack import reporting
 from fedattack.config import Experiment, load_experiment
 from fedattack.experiment import CONFIG_FILE, RUN_FILE, SNAPSHOT_DIR, experiment_dataset
 from fedattack.io import read_json, write_json
-from fedattack.reconstruction import ROUNDS_FILE, to_pixels, window_success, window_text
+from fedattack.reconstruction import (
+    ROUNDS_FILE,
+    plot_success,
+    to_pixels,
+    window_success,
+    window_text,
+)
 from fedattack.snapshots import GENERATED_KIND, SnapshotStore, local_view
 
 ROUNDS = (20, 50, 80)
@@ -152,12 +160,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     samples = commands.add_parser("samples", help="a figure of generated samples")
     samples.add_argument("rows", nargs="+", type=parse_sample)
     samples.add_argument("--out", type=Path, required=True)
+    success = commands.add_parser("success", help="success over rounds, up to a round")
+    success.add_argument("run", type=parse_sample)
+    success.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     try:
         if args.command == "table":
             table_command(args.run_dirs, args.rounds, args.out)
-        else:
+        elif args.command == "samples":
             plot_samples(args.rows, args.out)
+        else:
+            success_command(*args.run, args.out)
     except (OSError, ValueError) as e:  # a missing or malformed run: one line
         parser.exit(2, f"gan_sweep: {e}\n")
 
@@ -169,6 +182,15 @@ def table_command(run_dirs: Sequence[Path], rounds: Sequence[int], out: Path) ->
     rows = [row for d in dirs for row in experiment_rows(d, rounds)]
     write_table(rows, out)
     print(reporting.markdown_table(rows, TABLE_COLUMNS))
+
+
+def success_command(label: str, exp_dir: Path, last_round: int, out: Path) -> None:
+    """The experiment's success figure (:func:`plot_success`) over its rounds up to
+    `last_round`: what a campaign of that many rounds shows."""
+    per_round = [r for r in read_json(exp_dir / ROUNDS_FILE) if r["round"] <= last_round]
+    if not per_round:
+        raise ValueError(f"{exp_dir}: no measured round up to {last_round}")
+    plot_success(per_round, out, label)
 
 if __name__ == "__main__":
     main()

@@ -43,8 +43,9 @@ def measured_run(run_dir: Path) -> Path:
     exp_dir.mkdir(parents=True)
     (exp_dir / CONFIG_FILE).write_text(experiment_yaml(exp))
     per_round = [{"round": 3 + i, "success": s, "victim_share": 0.9 if s else 0.1,
-                  "relative_distance": 0.3 if s else 1.2, "target_test_accuracy": i / 100,
-                  "epsilon": None} for i, s in enumerate(VERDICTS)]
+                  "none_share": 0.0, "relative_distance": 0.3 if s else 1.2,
+                  "target_test_accuracy": i / 100, "epsilon": None}
+                 for i, s in enumerate(VERDICTS)]
     write_json(exp_dir / ROUNDS_FILE, per_round)
     write_json(exp_dir / RUN_FILE, {"status": "finished", "history": [
         {"round": r, "elapsed_s": 10.0 * r} for r in range(19)]})
@@ -90,3 +91,13 @@ def test_the_samples_figure_is_drawn_from_the_recorded_rounds(tmp_path):
     assert out.stat().st_size > 0
     missing = sweep("samples", f"x={exp_dir}:9", "--out", str(tmp_path / "none.png"))
     assert missing.returncode != 0 and not (tmp_path / "none.png").exists()
+
+
+def test_the_success_figure_is_drawn_up_to_the_given_round(tmp_path):
+    exp_dir = measured_run(tmp_path)
+    out = tmp_path / "success.png"
+    done = sweep("success", f"steps-25={exp_dir}:12", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert out.stat().st_size > 0
+    early = sweep("success", f"x={exp_dir}:2", "--out", str(tmp_path / "early.png"))
+    assert early.returncode == 2 and "no measured round up to 2" in early.stderr
