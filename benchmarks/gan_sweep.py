@@ -53,7 +53,9 @@ TABLE_COLUMNS = (("dataset", "dataset", "{}"), ("dp", "DP", "{}"), ("seed", "see
                  ("first_success_round", "first success", "{}"),
                  ("successes", "successes (all)", "{}"),
                  ("test_accuracy", "test acc", "{:.3f}"), ("time_s", "time (s)", "{:.0f}"))
-SAMPLES_SHOWN = 16  # per row of the samples figure
+SAMPLES_SHOWN = 16  # per experiment in the samples figure ...
+SAMPLE_COLUMNS = 8  # ... in rows of this many
+FIGURE_WIDTH = 5.5  # inches
 CSV_COLUMNS = ("dataset", "dp", "noise_multiplier", "seed", "rounds", "generator_steps",
                "attacked_rounds", "generator_steps_total", "window_successes", "window_rounds",
                "window_success_share", "window_ci_low", "window_ci_high", "first_success_round",
@@ -129,11 +131,13 @@ def plot_samples(rows: list[tuple[str, Path, int]], path: Path,
     """One row of generated images per (label, experiment directory, round)."""
     plt = reporting._pyplot()
     drawn = [(label, *samples_row(d, r, shown)) for label, d, r in rows]
-    fig, axes = plt.subplots(len(drawn), 1, figsize=(8, 1.5 * len(drawn)), squeeze=False)
-    for ax, (label, images, verdict) in zip(axes[:, 0], drawn, strict=True):
-        grid = reporting._grid(images, columns=shown)
+    grids = [reporting._grid(images, columns=SAMPLE_COLUMNS) for _, images, _ in drawn]
+    heights = [g.shape[0] / g.shape[1] * FIGURE_WIDTH for g in grids]
+    fig, axes = plt.subplots(len(drawn), 1, squeeze=False, gridspec_kw={"height_ratios": heights},
+                             figsize=(FIGURE_WIDTH, sum(heights) + 0.35 * len(drawn)))
+    for ax, (label, _, verdict), grid in zip(axes[:, 0], drawn, grids, strict=True):
         ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1)
-        ax.set_title(f"{label} - {verdict}", fontsize=7)
+        ax.set_title(f"{label}\n{verdict}", fontsize=7)
         ax.set(xticks=[], yticks=[])
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
