@@ -27,6 +27,11 @@ samples its generator made from one fixed latent batch. Each round is measured b
   `relative_distance_real`; topped up to MIN_CHECK records from outside every split, see
   :func:`check_records`): where they fail it, the measure cannot resolve success on this
   data and `success` is null;
+- success *over a window*: the share of the last WINDOW attacked rounds that succeed, with its
+  95% Clopper-Pearson interval (:func:`window_success`), and a figure of the victim share and
+  the relative distance over rounds with the successes and the window marked
+  (:func:`plot_success`). One round says little: the generator can oscillate between patterns
+  that pass the rule and patterns that do not;
 - *nearest-neighbour distances* (root mean squared pixel difference, pixels in [0, 1]) from each
   generated sample to the victim's own training records of the class and to as many held-out
   records of the class: a generator that copies the victim's records is closer to the former,
@@ -45,11 +50,13 @@ import torch
 import torch.nn.functional as F
 
 from fedattack import reporting
+from fedattack.audit import clopper_pearson_lower, clopper_pearson_upper
 from fedattack.config import Experiment
 from fedattack.data import Dataset
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, experiment_dataset, experiment_splits
 from fedattack.gan import WithGenerated, build_generator, generate
 from fedattack.io import read_json, write_json
+from fedattack.metrics import CI_LEVEL
 from fedattack.models import build_target
 from fedattack.snapshots import GENERATED_KIND, SnapshotStore, local_view
 from fedattack.training import evaluate, resolve_device, train_model
@@ -69,6 +76,8 @@ EIGENFACES_STEPS = 500  # L-BFGS iterations of its softmax layer
 EIGENFACES_ZOOMS = (0.9, 1.1)  # its training photographs are also seen zoomed by these ...
 EIGENFACES_SHIFT = 4  # ... and shifted by this many pixels up, down, left and right, and mirrored
 MIN_CHECK = 8  # fewer held-out victim records: the check is topped up outside every split
+WINDOW = 10  # the last attacked rounds whose share of successes is reported
+SUCCESS_FIGURE = "success.png"
 SUCCESS_RULE = (f"victim_share >= {SUCCESS_SHARE} and relative_distance <= {SUCCESS_DISTANCE}"
                 " (null where held-out real victim records fail the same rule)")
 
@@ -84,6 +93,9 @@ GAN_COLUMNS = (
     ("relative_distance_real", "rel. dist. real", "{:.2f}"),
     ("success", "success", "{}"),
     ("first_success_round", "first success", "{}"),
+    ("window_successes", "successes (window)", "{}"),
+    ("window_rounds", "window", "{}"),
+    ("window_success_share", "success share (window)", "{:.2f}"),
     ("nn_distance_train", "NN dist. train", "{:.3f}"),
     ("nn_distance_real", "NN dist. real", "{:.3f}"),
     ("classifier_accuracy", "classifier acc", "{:.3f}"),
@@ -526,13 +538,8 @@ def measure_attack(exp: Experiment, run_dir: str | Path, log=print) -> list[dict
     if not per_round:
         raise ValueError(f"{exp.name}: the GAN attacker recorded no samples in {run_dir}")
     write_json(run_dir / ROUNDS_FILE, per_round)
-    reporting.plot_series(per_round, ("victim_share", "none_share", "victim_confidence"),
-                          figures / "victim_share.png",
-                          f"{exp.name}: independent classifier on generated samples",
-                          hline=SUCCESS_SHARE)
-    reporting.plot_series(per_round, ("relative_distance",), figures / "relative_distance.png",
-                          f"{exp.name}: kernel distance to the victim's class (1: nearest "
-                          "other class)", ylim=None, hline=SUCCESS_DISTANCE)
+    plot_success(per_round, figures / SUCCESS_FIGURE, f"{exp.name}: victim class "
+                 f"{exp.gan.victim_class}, {exp.gan.generator_steps} generator steps a round")
     record = summary(exp, per_round, measure.anchors())
     record["nn_distance_real"] = nearest_distance(refs.held_out, refs.trained).mean().item()
     reporting.write_results(run_dir, [record], GAN_COLUMNS)
@@ -553,8 +560,68 @@ def summary(exp: Experiment, per_round: list[dict], anchors: dict) -> dict:
         "relative_distance_first": first["relative_distance"],
         **{k: v for k, v in last.items() if k != "round"},
         "first_success_round": successes[0] if successes else None,
+        **window_success(per_round),
         **anchors,
         "noise_multiplier": privacy.noise_multiplier if privacy else None,
         "share_fraction": privacy.share_fraction if privacy else None,
         "per_round": per_round,
     }
+
+
+def window_success(per_round: list[dict], window: int = WINDOW) -> dict:
+    """The share of the last `window` rounds (all, where fewer) that succeed, with its two-sided
+    95% Clopper-Pearson interval; share and interval null where the measure leaves a round of
+    the window unresolved (`success` null)."""
+    last = per_round[-window:]
+    verdicts = [r["success"] for r in last]
+    resolved = all(v is not None for v in verdicts)
+    k, n = sum(bool(v) for v in verdicts), len(last)
+    tail = (1 - CI_LEVEL) / 2
+    return {
+        "window_first_round": last[0]["round"], "window_last_round": last[-1]["round"],
+        "window_rounds": n,
+        "window_successes": k if resolved else None,
+        "window_success_share": k / n if resolved else None,
+        "window_success_share_ci": [float(clopper_pearson_lower(k, n, 1 - tail)),
+                                    float(clopper_pearson_upper(k, n, 1 - tail))]
+        if resolved else None,
+    }
+
+
+def window_text(window: dict) -> str:
+    """What :func:`window_success` found, in words: `last 10: 7/10 succeed, 95% CI [...]`."""
+    if window["window_success_share"] is None:
+        return f"last {window['window_rounds']}: unresolved"
+    low, high = window["window_success_share_ci"]
+    return (f"last {window['window_rounds']}: {window['window_successes']}/"
+            f"{window['window_rounds']} succeed, 95% CI [{low:.2f}, {high:.2f}]")
+
+
+def plot_success(per_round: list[dict], path: str | Path, title: str,
+                 window: int = WINDOW) -> None:
+    """The victim and none shares (top) and the relative distance (bottom) over rounds, each
+    with its threshold of the success rule; successful rounds marked, the window shaded and its
+    share of successes in the title."""
+    plt = reporting._pyplot()
+    rounds = [r["round"] for r in per_round]
+    won = [r["round"] for r in per_round if r["success"]]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    for key in ("victim_share", "none_share"):
+        top.plot(rounds, [r[key] for r in per_round], marker=".", label=key)
+    top.set(ylim=(-0.02, 1.02), ylabel="share of samples")
+    bottom.plot(rounds, [r["relative_distance"] for r in per_round], marker=".",
+                color="C2", label="relative_distance")
+    bottom.set(xlabel="round", ylabel="relative distance")
+    for ax, threshold in ((top, SUCCESS_SHARE), (bottom, SUCCESS_DISTANCE)):
+        ax.axhline(threshold, color="k", ls=":", lw=0.8)
+        ax.axvspan(per_round[-window:][0]["round"] - 0.5, rounds[-1] + 0.5, color="0.9",
+                   zorder=0, label=f"last {min(window, len(rounds))} rounds")
+        for r in won:
+            ax.axvline(r, color="C3", lw=0.6, alpha=0.6)
+        ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"{title}\nsuccess (red lines): {len(won)} of {len(rounds)} rounds; "
+                 f"{window_text(window_success(per_round, window))}", fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -69,7 +69,8 @@ class GlobalModelLog:
         test = evaluate(self.model, self.dataset, self.splits.nonmembers, self.device)
         entry = {"round": server_round, "train_loss": train["loss"],
                  "train_accuracy": train["accuracy"], "test_loss": test["loss"],
-                 "test_accuracy": test["accuracy"]}
+                 "test_accuracy": test["accuracy"],
+                 "elapsed_s": round(time.perf_counter() - self.started, 3)}
         self.record["history"].append(entry)
         self.record["global_test_accuracy"] = test["accuracy"]  # the latest global model's
         if server_round == self.exp.federation.rounds and self.record["status"] == "running":

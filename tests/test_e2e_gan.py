@@ -14,7 +14,7 @@ import pytest
 
 from fedattack.config import Experiment
 from fedattack.io import read_json
-from fedattack.reconstruction import ROUNDS_FILE
+from fedattack.reconstruction import ROUNDS_FILE, SUCCESS_FIGURE, window_success
 from fedattack.reporting import FIGURES, RESULTS_JSON
 from fedattack.runner import run_experiment
 
@@ -52,6 +52,9 @@ def run_and_check_outputs(exp: Experiment, run_dir) -> dict:
     assert read_json(run_dir / ROUNDS_FILE) == summary["per_round"]
     for r in rounds:
         assert (run_dir / FIGURES / "gan" / f"round-{r:04d}.png").stat().st_size > 0
+    assert (run_dir / FIGURES / "gan" / SUCCESS_FIGURE).stat().st_size > 0
+    assert summary.items() >= window_success(summary["per_round"]).items()
+    assert summary["window_rounds"] == min(10, len(rounds))
     assert summary["attack"] == "gan" and summary["classifier_accuracy"] > 0.8
     assert 0 < summary["nn_distance_real"] < summary["per_round"][0]["nn_distance_train"]
     return summary

@@ -31,6 +31,7 @@ from fedattack.gan import (
     train_generator,
 )
 from fedattack.reconstruction import (
+    SUCCESS_FIGURE,
     SUCCESS_SHARE,
     Eigenfaces,
     GanMeasure,
@@ -41,6 +42,9 @@ from fedattack.reconstruction import (
     none_images,
     normalise,
     penultimate,
+    plot_success,
+    window_success,
+    window_text,
 )
 from fedattack.snapshots import GENERATED_KIND, SnapshotStore, local_view
 from fedattack.training import get_weights
@@ -484,3 +488,48 @@ def test_a_campaigns_results_md_shows_the_gan_measures(tmp_path):
     head, _, row = gan_table.splitlines()
     assert "victim share" in head and "rel. dist." in head and "success" in head
     assert "| no-dp | gan | 20 |" in row and "0.875" in row and "0.31" in row and "True" in row
+
+
+# -- success over a window of rounds ---------------------------------------------------------
+
+
+def rounds_with(successes: list[bool | None], first_round: int = 3) -> list[dict]:
+    """A hand-made series of measured rounds with these verdicts."""
+    return [{"round": first_round + i, "success": s, "victim_share": 0.9 if s else 0.2,
+             "none_share": 0.0, "relative_distance": 0.3 if s else 1.4}
+            for i, s in enumerate(successes)]
+
+
+def test_the_window_share_counts_the_last_ten_rounds_with_a_clopper_pearson_interval():
+    from scipy.stats import beta
+
+    early = [True] * 6  # rounds 3-8, before the window: not counted
+    window = [False, True, True, False, True, True, True, False, True, True]  # rounds 9-18
+    w = window_success(rounds_with(early + window))
+    assert (w["window_first_round"], w["window_last_round"], w["window_rounds"]) == (9, 18, 10)
+    assert w["window_successes"] == 7 and w["window_success_share"] == 0.7
+    low, high = w["window_success_share_ci"]
+    assert low == pytest.approx(beta.ppf(0.025, 7, 4)) and low == pytest.approx(0.3475, abs=1e-4)
+    assert high == pytest.approx(beta.ppf(0.975, 8, 3)) and high == pytest.approx(0.9333,
+                                                                                  abs=1e-4)
+    assert window_text(w) == "last 10: 7/10 succeed, 95% CI [0.35, 0.93]"
+
+
+def test_the_window_interval_at_the_ends_and_with_fewer_rounds_or_an_unresolved_round():
+    none = window_success(rounds_with([False] * 12))
+    assert none["window_success_share"] == 0 and none["window_success_share_ci"] == \
+        [0.0, pytest.approx(1 - 0.025 ** 0.1)]
+    every = window_success(rounds_with([True] * 10))
+    assert every["window_success_share_ci"] == [pytest.approx(0.025 ** 0.1), 1.0]
+    short = window_success(rounds_with([True, False, False, False]))
+    assert short["window_rounds"] == 4 and short["window_success_share"] == 0.25
+    unresolved = window_success(rounds_with([True] * 9 + [None]))
+    assert unresolved["window_success_share"] is None
+    assert unresolved["window_success_share_ci"] is None and unresolved["window_rounds"] == 10
+    assert window_text(unresolved) == "last 10: unresolved"
+
+
+def test_the_success_figure_is_written(tmp_path):
+    path = tmp_path / "gan" / SUCCESS_FIGURE
+    plot_success(rounds_with([False, True] * 8), path, "title")
+    assert path.stat().st_size > 0
