@@ -14,6 +14,7 @@ console given).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -70,10 +71,12 @@ def _label(text: str) -> str:
 class RunProgress:
     """Phases of one run on one console; ``phase()`` starts one, ``advance()`` moves it."""
 
-    def __init__(self, name: str, console: Console | None = None, show: bool = True) -> None:
+    def __init__(self, name: str, console: Console | None = None, show: bool = True,
+                 clock: Callable[[], float] | None = None) -> None:
         self.name = name
         self.show = show
         self.console = console or Console(stderr=True)
+        self.clock = clock  # rich's (time.monotonic) unless given
         self._progress: Progress | None = None
         self._task: TaskID | None = None
 
@@ -89,8 +92,11 @@ class RunProgress:
                            table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)))
             # expand: the line spans the terminal and the detail (ratio 1) takes what the fixed
             # columns leave; unexpanded, a long detail would squeeze them all instead
+            # speed_estimate_period: the eta averages the steps of the last hour (rich's
+            # default, 30 s, has no step to average when an epoch takes longer: "eta -")
             self._progress = Progress(*columns, console=self.console, transient=False,
-                                      expand=True)
+                                      expand=True, speed_estimate_period=3600,
+                                      get_time=self.clock)
             self._progress.__enter__()
             self.console.print(f"{self.name}:")
         return self

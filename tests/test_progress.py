@@ -60,6 +60,20 @@ def test_a_phase_without_count_shows_no_count_while_it_runs():
     assert "0/" not in running and "?" not in running
 
 
+def test_the_time_left_is_estimated_when_each_step_takes_minutes():
+    now = [0.0]
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=False, color_system=None)
+    with RunProgress("quickstart", console, clock=lambda: now[0]) as progress:
+        progress.phase("whitebox epoch", 10)
+        for _ in range(3):
+            now[0] += 90.0  # an epoch every minute and a half
+            progress.advance()
+        frame = io.StringIO()
+        Console(file=frame, width=80).print(progress._progress.get_renderable())
+    assert "eta 0:10:30" in frame.getvalue()  # 7 epochs left
+
+
 def test_elapsed_and_remaining_time_are_shown_whole():
     for line in final_rows(render(80)):
         fields = line.split()
