@@ -98,7 +98,7 @@ def test_a_campaign_prints_its_rows_and_the_spread_over_seeds():
     text = out.getvalue()
     assert all(len(line.rstrip()) <= 80 for line in text.splitlines())
     assert "0.700 ± 0.010" in text and "[0.690, 0.710]" in text and "seeds 0,1,2" in text
-    assert "mean ± standard deviation [min, max] over the seeds" in text
+    assert "mean ± sample standard deviation [min, max] over the seeds" in text
 
 
 def test_fill_never_breaks_an_item():
@@ -165,14 +165,16 @@ def test_list_names_what_an_experiment_can_use_in_80_columns():
         assert f"{name}  {key}:" in re.sub(r" {2,}", "  ", text), name
 
 
-def test_each_defence_is_named_by_a_key_of_the_experiment():
-    from fedattack.catalogue import DEFENCES
+def test_each_section_and_defence_is_named_by_a_key_of_the_experiment():
+    from fedattack.catalogue import DEFENCES, catalogue
     from fedattack.config import Experiment
 
-    for _, key, _ in DEFENCES:
+    keys = [s.key for s in catalogue() if s.key] + [key for _, key, _ in DEFENCES]
+    assert len(keys) == 4 + len(DEFENCES)
+    for key in keys:
         model = Experiment
         for part in key.split("."):
-            assert part in model.model_fields, key
+            assert model is not None and part in model.model_fields, key
             annotation = model.model_fields[part].annotation
             model = next((a for a in getattr(annotation, "__args__", (annotation,))
                           if hasattr(a, "model_fields")), None)
