@@ -168,6 +168,14 @@ def stdout() -> Console:
     return Console(highlight=False)
 
 
+def warn_undertrained(records: list[dict]) -> None:
+    """On stderr, wrapped at the terminal's width: each learnt attack that learnt less than
+    the loss threshold."""
+    console = Console(stderr=True, highlight=False)
+    for line in undertrained_warnings(records):
+        console.print(line, markup=False)
+
+
 def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose: bool,
                          only: list[str] | None = None) -> None:
     from fedattack.runner import experiment_finished
@@ -179,8 +187,7 @@ def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose
                f"results in {out_dir}")
     if records:
         print_campaign(stdout(), records, over_seeds(plan, records))
-    for line in undertrained_warnings(records):
-        typer.echo(line, err=True)
+    warn_undertrained(records)
 
 
 def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose: bool) -> None:
@@ -199,8 +206,7 @@ def report_run(exp: Experiment, run_dir: Path, record: dict, results: list[dict]
                   markup=False)
     if results:
         print_run(console, results)
-    for line in undertrained_warnings(results):
-        typer.echo(line, err=True)
+    warn_undertrained(results)
 
 
 @app.command()

@@ -77,11 +77,17 @@ def test_a_run_ends_with_the_table_at_the_terminals_width(monkeypatch, capsys):
     from fedattack.config import Experiment
 
     record = {"history": [{"train_accuracy": 0.953, "test_accuracy": 0.671}]}
+    rows = quickstart_rows()
+    rows[0].update(undertrained=True, val_auc=0.702, threshold_loss_val_auc=0.707)
     for columns in (80, 200):
         monkeypatch.setenv("COLUMNS", str(columns))
-        report_run(Experiment(name="quickstart"), Path("runs/quickstart"), record,
-                   quickstart_rows())
-        lines = capsys.readouterr().out.splitlines()
+        report_run(Experiment(name="quickstart"), Path("runs/quickstart"), record, rows)
+        printed = capsys.readouterr()
+        lines = printed.out.splitlines()
+        warning = printed.err.splitlines()
+        assert warning[0].startswith("warning: quickstart whitebox (all): undertrained")
+        assert all(len(line) <= columns for line in warning) and len(warning) == 1 + (
+            columns == 80)
         assert lines[0].startswith("quickstart: target model train accuracy 0.953")
         assert all(len(line.rstrip()) <= columns for line in lines)
         assert not any(line.startswith("|") for line in lines)  # no Markdown
