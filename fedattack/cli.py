@@ -169,11 +169,11 @@ def stdout() -> Console:
 
 
 def warn_undertrained(records: list[dict]) -> None:
-    """On stderr, wrapped at the terminal's width: each learnt attack that learnt less than
-    the loss threshold."""
+    """On stderr, one line per learnt attack that learnt less than the loss threshold: wrapped
+    at the terminal's width on a terminal, whole where stderr is read by a program."""
     console = Console(stderr=True, highlight=False)
     for line in undertrained_warnings(records):
-        console.print(line, markup=False)
+        console.print(line, markup=False, soft_wrap=not console.is_terminal)
 
 
 def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose: bool,
