@@ -147,4 +147,4 @@ def print_campaign(console: Console, records: list[dict], spread: list[dict]) ->
     if spread:
         console.print("\nOver seeds:", highlight=False)
         print_results(console, spread, SPREAD_COLUMNS, spread_cell,
-                      brackets="mean ± standard deviation [min, max] over the seeds")
+                      brackets="mean ± sample standard deviation [min, max] over the seeds")
