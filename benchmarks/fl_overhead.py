@@ -7,7 +7,7 @@ after every round. Nothing is recorded to the snapshot store on either side.
 Printed: Ray start-up, Flower's first round (actor processes start and import torch), the
 steady-state time of rounds 2..R on both sides, and their ratio (target: at most 1.3).
 
-    python benchmarks/fl_overhead.py [--rounds 10]
+    python benchmarks/fl_overhead.py [--rounds 10] [--tiny]
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ray
 import torch
+from tiny import shrink  # benchmarks/tiny.py
 
 from fedattack.config import load_experiment
 from fedattack.experiment import experiment_dataset, experiment_splits, initial_model
@@ -64,10 +65,17 @@ def plain_loop(exp, round_times: list[float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--tiny", action="store_true",
+                        help="two participants, two rounds, small data (seconds; a check of "
+                        "the script, its figures mean nothing)")
     args = parser.parse_args()
     exp = load_experiment(REPO / "experiments" / "quickstart.yaml")
+    if args.tiny:
+        exp = shrink(exp)
+        args.rounds = exp.federation.rounds
+    # Training only: no attack (the quickstart's reads rounds this run neither has nor records).
     exp = exp.model_copy(update={
-        "name": "bench-fl-overhead",
+        "name": "bench-fl-overhead", "attack": None,
         "federation": exp.federation.model_copy(update={"rounds": args.rounds,
                                                         "record_rounds": "none"})})
     experiment_splits(exp, experiment_dataset(exp))  # build/cache the data outside the timings

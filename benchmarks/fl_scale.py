@@ -12,7 +12,7 @@ most 1.3), the peak resident memory of the process that ran the server (target: 
 number of participants), and the snapshot bytes written per round against (sampled uploads + 1
 global model) x the model's size (target: 1.0, i.e. proportional to the sampled clients only).
 
-    python benchmarks/fl_scale.py [--sizes 10 100 1000] [--rounds 4] [--records 20]
+    python benchmarks/fl_scale.py [--sizes 10 100 1000] [--rounds 4] [--records 20] [--tiny]
 """
 
 from __future__ import annotations
@@ -135,9 +135,14 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--records", type=int, default=20)
+    parser.add_argument("--tiny", action="store_true",
+                        help="federations of 2 and 3, two rounds, 50 records each (seconds; a "
+                        "check of the script, its figures mean nothing)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--build", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tiny:
+        args.sizes, args.rounds, args.records = [2, 3], 2, 50
     if args.build:  # the synthetic dataset, built and cached before the measured process
         from fedattack.experiment import experiment_dataset, experiment_splits
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tiny import shrink  # benchmarks/tiny.py
 
 from fedattack.config import Experiment, load_experiment
 from fedattack.data import load_knowledge, victim_names
@@ -50,17 +51,6 @@ ROUND1_ATOL = 1e-4
 ACCURACY_ATOL = 0.05
 AUC_ATOL = 0.05
 STAGES = ("training", "features", "attack network")
-
-
-def tiny(exp: Experiment) -> Experiment:
-    """The experiment shrunk to two participants, two rounds and a small attack (seconds)."""
-    d = exp.model_dump()
-    d["data"].update(num_records=3000, train_size=300, nonmember_size=600,
-                     knowledge={"train_members": 100, "train_nonmembers": 100,
-                                "test_members": 100, "test_nonmembers": 100})
-    d["federation"].update(num_participants=2, rounds=2, record_rounds=[1, 2])
-    d["attack"].update(snapshots=[1, 2], epochs=2, kernels=8)
-    return Experiment.model_validate(d)
 
 
 def on_device(exp: Experiment, device: str) -> Experiment:
@@ -150,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.config} must be a federated experiment with the white-box attack",
               file=sys.stderr)
         return 2
-    exp = tiny(exp) if args.tiny else exp
+    exp = shrink(exp) if args.tiny else exp
     name = torch.cuda.get_device_name(args.device) if args.device != "cpu" else "cpu"
     print(f"{exp.name}: device {args.device} ({name}) against cpu, seed {exp.seed}, "
           f"torch {torch.__version__}")

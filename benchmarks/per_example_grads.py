@@ -48,6 +48,7 @@ the per-example-gradient features (a) and (a') of each, interleaved as above, an
 a fresh process streaming the features of 20,000 records with each; it prints user/built-in.
 
     python benchmarks/per_example_grads.py [--repeats 7] [--threads 1,N] [--clock wall|cpu]
+        [--tiny]
     python benchmarks/per_example_grads.py --user-model [--repeats 7] [--threads 1,N]
 """
 
@@ -79,6 +80,7 @@ from fedattack.models import build_model
 N_FEATURES, NUM_CLASSES, N_RECORDS = 600, 100, 2048
 LAYERS = (-2, -1)
 MEMORY_COUNTS = (5_000, 20_000)
+TINY_RECORDS, TINY_MEMORY_COUNTS = 128, (500, 1_000)  # --tiny
 STREAM_BATCH = 256  # FeatureExtractor.batches' default
 MEMORY_NOISE_MB = 8
 ATTACK_MEMORY_NOISE_MB = 32  # Adam's state and the attack network's batches come and go
@@ -166,10 +168,10 @@ def opacus_module(model: torch.nn.Module):
     return GradSampleModule(model.train(), loss_reduction="sum")
 
 
-def timings(repeats: int, clock: str) -> None:
+def timings(repeats: int, clock: str, n_records: int = N_RECORDS) -> None:
     model = purchase_model()
-    data = InMemory(N_RECORDS)
-    idx = np.arange(N_RECORDS)
+    data = InMemory(n_records)
+    idx = np.arange(n_records)
     x, y = data.x, data.y
     spec = FeatureSpec(gradients=LAYERS, activations=(), output=False, loss=False, label=False)
     extractor = FeatureExtractor([model], spec, NUM_CLASSES)
@@ -180,14 +182,14 @@ def timings(repeats: int, clock: str) -> None:
     params = layer_params(model)
 
     def func():
-        return list(extractor.batches(data, idx, batch_size=N_RECORDS))
+        return list(extractor.batches(data, idx, batch_size=n_records))
 
     def func_streamed():
         for batch in extractor.batches(data, idx, batch_size=STREAM_BATCH):
             del batch  # consumed one batch at a time, as attack training does
 
     def func_general():
-        return list(func_extractor.batches(data, idx, batch_size=N_RECORDS))
+        return list(func_extractor.batches(data, idx, batch_size=n_records))
 
     def loop():
         return per_example_grads_loop(model, x, y, LAYERS)
@@ -217,9 +219,9 @@ def timings(repeats: int, clock: str) -> None:
     del feats, general, ref, samples
 
     shapes = extractor.shapes()
-    mib = N_RECORDS * extractor.record_bytes() / 2**20
+    mib = n_records * extractor.record_bytes() / 2**20
     print(
-        f"purchase-fc, {N_RECORDS} records, per-example gradients of {', '.join(names)} "
+        f"purchase-fc, {n_records} records, per-example gradients of {', '.join(names)} "
         f"({' + '.join(str(shapes[f'grad:{n}'][1:]) for n in names)} per record, "
         f"{mib:.0f} MiB in all); torch {torch.__version__}, {torch.get_num_threads()} "
         f"thread(s); chunks of {extractor.chunk_size()} records (torch.func path: "
@@ -389,10 +391,11 @@ def attack_scores(count: int) -> None:
     print(peak_rss_kb(), extractor.chunk_size(), extractor.record_bytes())
 
 
-def peak_memory(mode: str, threads: int) -> tuple[dict[int, int], int, int]:
+def peak_memory(mode: str, threads: int,
+                counts: tuple[int, int]) -> tuple[dict[int, int], int, int]:
     """Peak RSS in KiB of a fresh `--<mode> COUNT` child per count; its chunk and record size."""
     results = {}
-    for count in MEMORY_COUNTS:
+    for count in counts:
         out = subprocess.run(
             [sys.executable, __file__, f"--{mode}", str(count), "--threads", str(threads)],
             check=True,
@@ -404,7 +407,7 @@ def peak_memory(mode: str, threads: int) -> tuple[dict[int, int], int, int]:
     return results, chunk, record_bytes
 
 
-def memory(threads: int) -> None:
+def memory(threads: int, counts: tuple[int, int] = MEMORY_COUNTS) -> None:
     runs = {
         "stream": ("streaming features (gradients of the last two layers, output, loss, label)",
                    "losses", 4, MEMORY_NOISE_MB),
@@ -412,14 +415,14 @@ def memory(threads: int) -> None:
                    "label)", "scores", 8, ATTACK_MEMORY_NOISE_MB),
     }
     for mode, (what, kept_name, kept_bytes, noise) in runs.items():
-        results, chunk, record_bytes = peak_memory(mode, threads)
+        results, chunk, record_bytes = peak_memory(mode, threads, counts)
         print(
             f"peak RSS of {what}; {record_bytes / 1024:.0f} KiB of features per record, chunk "
             f"{chunk} records; keeping the {kept_name}:"
         )
         for count, kb in results.items():
             print(f"  {count:>6} records: {kb / 1024:8.1f} MiB")
-        lo, hi = MEMORY_COUNTS
+        lo, hi = counts
         diff = (results[hi] - results[lo]) / 1024
         kept = (hi - lo) * kept_bytes / 2**20
         ok = diff <= kept + noise
@@ -450,6 +453,12 @@ def main() -> None:
     parser.add_argument("--user-model", action="store_true",
                         help="compare the user-model path (model.factory) with the built-in "
                         "model of the same architecture")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="128 records, one round, one thread, memory at 500 and 1,000 records (seconds; a "
+        "check of the script, its figures mean nothing)",
+    )
     parser.add_argument("--stream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--attack", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -461,6 +470,8 @@ def main() -> None:
         else:
             attack_scores(args.attack)
         return
+    if args.tiny:
+        args.threads, args.repeats = "1", 1
     threads = sorted({int(n) for n in args.threads.split(",")})
     if args.user_model:
         for n in threads:
@@ -470,9 +481,9 @@ def main() -> None:
         return
     for n in threads:
         torch.set_num_threads(n)
-        timings(args.repeats, args.clock)
+        timings(args.repeats, args.clock, TINY_RECORDS if args.tiny else N_RECORDS)
         print()
-    memory(threads[-1])
+    memory(threads[-1], TINY_MEMORY_COUNTS if args.tiny else MEMORY_COUNTS)
 
 
 if __name__ == "__main__":

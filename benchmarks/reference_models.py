@@ -16,6 +16,7 @@ Printed: together / one (target: at most 3) and sequential / together, and the l
 difference between a vectorised and a sequential reference's parameters.
 
     PYTHONPATH=. python benchmarks/reference_models.py [--epochs 5] [--records 1000] [--k 8]
+        [--tiny]
 """
 
 from __future__ import annotations
@@ -48,11 +49,16 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    ap.add_argument("--tiny", action="store_true",
+                    help="2 references, 100 records, 1 epoch, 1 round on a small variant of the "
+                    "data set (seconds; a check of the script, its figures mean nothing)")
     args = ap.parse_args()
+    if args.tiny:
+        args.k, args.records, args.epochs, args.rounds = 2, 100, 1, 1
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    data = load_dataset("purchase100-synth")
+    data = load_dataset("purchase100-synth", num_records=2000 if args.tiny else None)
     sets = paired_halves(np.arange(2 * args.records), args.k, seed=0)
     seeds = [100 + k for k in range(args.k)]
     cfg = TrainConfig(optimizer="adam", lr=1e-3, batch_size=64)

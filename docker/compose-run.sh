@@ -2,7 +2,8 @@
 # The deployment of docker/compose.py in real containers, end to end:
 #   1. images: the base (Flower's official images, or docker/build-base.sh's stand-ins built from
 #      Debian packages where the image hub cannot be reached) and the fedattack app image
-#      (docker/Dockerfile, torch from the CPU wheel that `pip download` puts in docker/wheels/);
+#      (docker/Dockerfile, torch's CPU build: from PyTorch's CPU index, or where the hub cannot be
+#      reached the CPU wheel that `pip download` puts in docker/wheels/);
 #   2. a fresh CA, server certificate and SuperNode key pairs (docker/generate-certs.sh);
 #   3. from the compose file (`docker/compose.py --auth --gpus 0`): the SuperLink with TLS and
 #      SuperNode authentication, the ServerApp's SuperExec, the two SuperNode keys registered,
@@ -94,10 +95,15 @@ if [ "$base" = local ]; then
   bash docker/build-base.sh 2> "$work/base.err" | sed 's/^/  /' \
     || { grep -v -E 'DEPRECATED|buildx|^ *$' "$work/base.err" >&2; exit 1; }
   build_args+=(--build-arg "BASE_IMAGE=fedattack-superexec-base:$FLWR_VERSION")
-  # torch's CPU wheel in the build context (the stand-in's python3 is 3.11, as here)
-  slow "$PY" -m pip download -q torch==2.13.0 --no-deps -d docker/wheels 2> "$work/pip.err" \
+  # torch's CPU wheel, at the pinned version, from PyTorch's CPU index (where pip cannot reach
+  # it, from wherever its configuration points) into the build context; the stand-in's python3
+  # is 3.11, as here. A wheel without +cpu would be the CUDA build.
+  torch_version=$(sed -n 's/^torch==//p' constraints.txt)
+  slow "$PY" -m pip download -q -c constraints.txt --no-deps \
+    --index-url https://download.pytorch.org/whl/cpu -d docker/wheels torch 2> "$work/pip.err" \
     || { cat "$work/pip.err" >&2; exit 1; }
-  wheel=$(cd docker/wheels && ls torch-2.13.0*.whl | head -1)
+  wheel=$(cd docker/wheels && ls "torch-$torch_version+cpu-"*.whl 2>/dev/null | head -1)
+  [ -n "$wheel" ] || { log "no CPU wheel of torch $torch_version in docker/wheels"; exit 1; }
   build_args+=(--build-arg "TORCH_WHEEL=$wheel")
   log "torch from the build context: docker/wheels/$wheel"
 fi

@@ -325,7 +325,7 @@ def over_seeds(plan: CampaignPlan, records: list[dict]) -> list[dict]:
     return out
 
 
-def _spread_cell(row: dict, key: str, fmt: str) -> str:
+def spread_cell(row: dict, key: str, fmt: str) -> str:
     """`mean ± std [min, max]` over the seeds, or a single record's cell."""
     value = row.get(key)
     if isinstance(value, dict):
@@ -339,7 +339,7 @@ def _spread_cell(row: dict, key: str, fmt: str) -> str:
 def spread_table(rows: list[dict]) -> str:
     head = "| " + " | ".join(title for _, title, _ in SPREAD_COLUMNS) + " |"
     rule = "|" + "|".join("---" for _ in SPREAD_COLUMNS) + "|"
-    body = ["| " + " | ".join(_spread_cell(r, key, fmt) for key, _, fmt in SPREAD_COLUMNS)
+    body = ["| " + " | ".join(spread_cell(r, key, fmt) for key, _, fmt in SPREAD_COLUMNS)
             + " |" for r in rows]
     return "\n".join([head, rule, *body]) + "\n"
 

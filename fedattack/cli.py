@@ -7,20 +7,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
-from fedattack.campaign import (
-    CampaignPlan,
-    campaign_markdown,
-    over_seeds,
-    plan_campaign,
-    run_campaign,
-    selected,
-)
+from fedattack.campaign import CampaignPlan, over_seeds, plan_campaign, run_campaign, selected
 from fedattack.config import ConfigError, Experiment, is_campaign, load_yaml, parse_experiment
 from fedattack.io import CorruptedFile, DirectoryBusy, UnsafePath, child_dir, exclusive
 from fedattack.reporting import markdown_table, undertrained_warnings
+from fedattack.terminal import print_campaign, print_run
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown",
                   help="fedattack: federated-learning privacy attacks on Flower.")
 
 def show_version(value: bool) -> None:
@@ -121,8 +116,10 @@ def validate(
     no_data: bool = typer.Option(False, "--no-data", help="check the file alone, not against "
                                  "its dataset's files and its model"),
 ) -> None:
-    """Check an experiment or campaign file without running it: its keys and values, then its
-    dataset's files, split sizes, layers and the attack's memory."""
+    """Check an experiment or campaign file without running it.
+
+    Its keys and values, then its dataset's files, split sizes, layers and the attack's memory.
+    """
     try:
         loaded = load_config(config)
         warn_label_skew(loaded, config)
@@ -142,14 +139,19 @@ def validate(
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="experiment or campaign YAML"),
-    out: Path = typer.Option(None, "--out", help="run directory (default: runs/<name>)"),
+    out: Path = typer.Option(None, "--out", help="run directory (default: runs/ and the "
+                             "experiment's or campaign's name)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
     verbose: bool = typer.Option(False, "--verbose", help="show Flower and Ray logs"),
     only: list[str] = typer.Option(None, "--only", help="a campaign's experiment (its entry's "
                                    "name, or an expanded name) to run alone; may be repeated"),
 ) -> None:
-    """Run an experiment (train the target model, record what each attacker observes, attack)
-    or every experiment of a campaign; a rerun resumes where an interrupted one stopped."""
+    """Run an experiment, or every experiment of a campaign.
+
+    Trains the target model, records what each attacker observes, attacks, and prints the
+    results (results.md and results.json keep them in the run directory). A rerun resumes where
+    an interrupted one stopped.
+    """
     try:
         loaded = load_config(config)
         if only and not isinstance(loaded, CampaignPlan):
@@ -200,6 +202,18 @@ def attack(
         fail(f"{config}: attack: the block naming the attacks to run is missing")
     run(config, out=out, quiet=quiet, verbose=False, only=None)
 
+def stdout() -> Console:
+    """Standard output at the terminal's width (80 columns when it is not a terminal)."""
+    return Console(highlight=False)
+
+
+def warn_undertrained(records: list[dict]) -> None:
+    """On stderr, one line per learnt attack that learnt less than the loss threshold: wrapped
+    at the terminal's width on a terminal, whole where stderr is read by a program."""
+    console = Console(stderr=True, highlight=False)
+    for line in undertrained_warnings(records):
+        console.print(line, markup=False, soft_wrap=not console.is_terminal)
+
 
 def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose: bool,
                          only: list[str] | None = None) -> None:
@@ -211,9 +225,8 @@ def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose
     typer.echo(f"campaign {plan.name}: {done} of {len(plan.items)} experiments finished; "
                f"results in {out_dir}")
     if records:
-        typer.echo(campaign_markdown(records, over_seeds(plan, records)))
-    for line in undertrained_warnings(records):
-        typer.echo(line, err=True)
+        print_campaign(stdout(), records, over_seeds(plan, records))
+    warn_undertrained(records)
 
 
 def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose: bool) -> None:
@@ -226,12 +239,13 @@ def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose:
 def report_run(exp: Experiment, run_dir: Path, record: dict, results: list[dict]) -> None:
     """The target model's last accuracies and the attack results of one finished run."""
     last = record["history"][-1]
-    typer.echo(f"{exp.name}: target model train accuracy {last['train_accuracy']:.3f}, "
-               f"test accuracy {last['test_accuracy']:.3f}; run directory {run_dir}")
+    console = stdout()
+    console.print(f"{exp.name}: target model train accuracy {last['train_accuracy']:.3f}, "
+                  f"test accuracy {last['test_accuracy']:.3f}; run directory {run_dir}",
+                  markup=False)
     if results:
-        typer.echo(markdown_table(results))
-    for line in undertrained_warnings(results):
-        typer.echo(line, err=True)
+        print_run(console, results)
+    warn_undertrained(results)
 
 
 @app.command()
@@ -240,7 +254,10 @@ def download(
     root: Path = typer.Option(None, "--root", help="data folder (default: $FEDATTACK_DATA or "
                               "~/.cache/fedattack)"),
 ) -> None:
-    """Fetch a real dataset's files from its public URLs (needs a network connection)."""
+    """Fetch a real dataset's files from its public URLs.
+
+    Needs a network connection; the files go where `fedattack run` looks for them.
+    """
     import urllib.error
 
     from fedattack.data import data_root, dataset_names
@@ -262,12 +279,16 @@ def download(
 @app.command("deploy-local")
 def deploy_local(
     config: Path = typer.Argument(..., help="federated experiment YAML"),
-    out: Path = typer.Option(None, "--out", help="run directory (default: runs/<name>)"),
+    out: Path = typer.Option(None, "--out", help="run directory (default: runs/ and the "
+                             "experiment's name)"),
     auth: bool = typer.Option(False, "--auth", help="admit only SuperNodes with registered keys"),
     timeout: float = typer.Option(3600.0, "--timeout", help="seconds the run may take"),
 ) -> None:
-    """Run a federated experiment through a real Flower deployment on 127.0.0.1 with TLS
-    (SuperLink, SuperExecs, one SuperNode per participant), then attack it offline."""
+    """Run a federated experiment through a local Flower deployment.
+
+    A real deployment on 127.0.0.1 with TLS (SuperLink, SuperExecs, one SuperNode per
+    participant); the run is then attacked offline.
+    """
     from fedattack.deploy import AppMismatch, DeployError, check_deployable, deploy_experiment
     from fedattack.runner import progress_bar
 
@@ -324,8 +345,11 @@ def clean(
     run_dir: Path = typer.Argument(..., help="a run directory, or a campaign's"),
     dry_run: bool = typer.Option(False, "--dry-run", help="say what would go, remove nothing"),
 ) -> None:
-    """Remove the feature caches of finished runs (rebuilt from the snapshots if ever needed),
-    keeping results, figures, splits and snapshots."""
+    """Remove the feature caches of finished runs.
+
+    Results, figures, splits and snapshots are kept; a cache is rebuilt from the snapshots if
+    ever needed.
+    """
     from fedattack.cleanup import clean_caches
 
     try:
@@ -339,6 +363,29 @@ def clean(
         typer.echo(f"kept the cache of {run}: its attack has not finished")
     total = sum(item.bytes for item in removed) / 1e6
     typer.echo(f"{verb} {len(removed)} cache folder(s), {total:.1f} MB")
+
+
+@app.command("list")
+def list_available() -> None:
+    """Name the datasets, models, attacks, strategies and defences."""
+    from rich.padding import Padding
+    from rich.table import Table
+
+    from fedattack.catalogue import catalogue
+
+    console = stdout()
+    for section in catalogue():
+        console.print(f"[bold]{section.title}[/bold]"
+                      + (f" ({section.key})" if section.key else ""))
+        if any(what for _, what in section.rows):
+            body = Table.grid(padding=(0, 2))
+            body.add_column(no_wrap=True)
+            body.add_column()
+            for name, what in section.rows:
+                body.add_row(name, what)
+        else:
+            body = ", ".join(name for name, _ in section.rows)
+        console.print(Padding(body, (0, 0, 0, 2)))
 
 
 def main() -> None:

@@ -28,8 +28,9 @@ from fedattack.io import read_json
 from fedattack.reporting import RESULTS_JSON
 from fedattack.snapshots import SnapshotStore
 from tests.replay import assert_uploads_replay_and_globals_are_fedavg
+from tests.system_tools import needs_docker_engine
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600), needs_docker_engine()]
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "docker" / "compose-run.sh"

@@ -29,8 +29,9 @@ from fedattack.io import read_json
 from fedattack.reporting import RESULTS_JSON
 from fedattack.snapshots import SnapshotStore
 from tests.replay import assert_uploads_replay_and_globals_are_fedavg
+from tests.system_tools import needs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, needs("openssl", "ssh-keygen")]  # TLS certificates, node keys
 
 DATA = {
     "dataset": "purchase100-synth",

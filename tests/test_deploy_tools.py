@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from fedattack.cli import app
 from fedattack.deploy import CERT_SCRIPT, DeployError, ProcessGroup
+from tests.system_tools import needs
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
@@ -24,6 +25,7 @@ def openssl(*args: str) -> str:
                           timeout=60).stdout
 
 
+@needs("openssl", "ssh-keygen")
 def test_certificates_chain_to_the_ca_with_the_sans_and_node_keys(tmp_path):
     certs = tmp_path / "certs"
     done = run_script("-o", str(certs), "-n", "3", "-s", "DNS:link.example.org", "-s",
@@ -42,6 +44,7 @@ def test_certificates_chain_to_the_ca_with_the_sans_and_node_keys(tmp_path):
     assert not (certs / "keys" / "supernode-4").exists()
 
 
+@needs("openssl", "ssh-keygen")
 def test_certificate_script_never_overwrites_a_ca_and_rejects_bad_counts(tmp_path):
     assert run_script("-o", str(tmp_path), "-n", "1").returncode == 0
     again = run_script("-o", str(tmp_path), "-n", "1")

@@ -1,8 +1,11 @@
 """Reference models of LiRA and RMIA: the data they train on, vectorised training, the cache."""
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from rich.console import Console
 
 from fedattack.attacks.references import (
     ReferenceSet,
@@ -21,6 +24,7 @@ from fedattack.data import Knowledge
 from fedattack.io import read_json, write_json
 from fedattack.models.cnn import SmallCNN
 from fedattack.models.fc import FCNet
+from fedattack.progress import run_progress
 from tests.fakes import ArrayDataset
 
 
@@ -140,6 +144,21 @@ def test_the_cache_is_reused_and_invalidated_by_every_determining_input(tmp_path
     weights.write_bytes(bytes(damaged))
     assert obtain(spec_of(data), data, tmp_path).trained
     assert not obtain(spec_of(data), data, tmp_path).trained
+
+
+def test_training_references_shows_a_bar_of_models_or_of_epochs(tmp_path):
+    """A run's display gains a row for reference-model training: models one after the other,
+    epochs when trained together; a cache hit trains nothing and adds no row."""
+    data = blobs()
+    for vectorised, row in ((False, "reference model  2/2"), (True, "reference epoch  2/2")):
+        screen = io.StringIO()
+        with run_progress("refs", True, Console(file=screen, width=80)):
+            obtain(spec_of(data), data, tmp_path / str(vectorised), vectorised=vectorised)
+            obtain(spec_of(data), data, tmp_path / str(vectorised), vectorised=vectorised)
+        rows = screen.getvalue().splitlines()
+        assert [r for r in rows if r.startswith("reference")] == [
+            next(r for r in rows if r.startswith(row))]
+        assert "done" in rows[-1].split()
 
 
 def test_the_cache_lies_in_the_campaign_folder_when_there_is_one(tmp_path):

@@ -57,6 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedattack import progress
 from fedattack.config import TrainConfig
 from fedattack.data.files import dataset_digest
 from fedattack.io import inside, read_json, write_atomic, write_json
@@ -133,18 +134,21 @@ def _optimizer(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Opti
 
 
 def train_sequential(models: list[nn.Module], dataset, train_sets: list[np.ndarray],
-                     seeds: list[int], cfg: TrainConfig, epochs: int,
-                     device: torch.device) -> list[nn.Module]:
-    """Train each model in turn with train_model (seed_k shuffles reference k)."""
+                     seeds: list[int], cfg: TrainConfig, epochs: int, device: torch.device,
+                     on_step: Callable[[], object] = lambda: None) -> list[nn.Module]:
+    """Train each model in turn with train_model (seed_k shuffles reference k); `on_step` is
+    called after each model."""
     for model, idx, seed in zip(models, train_sets, seeds, strict=True):
         train_model(model, dataset, idx, None, cfg, epochs, device, seed)
+        on_step()
     return [m.cpu() for m in models]
 
 
 def train_vectorised(models: list[nn.Module], dataset, train_sets: list[np.ndarray],
-                     seeds: list[int], cfg: TrainConfig, epochs: int,
-                     device: torch.device) -> list[nn.Module]:
-    """Train the K models together, as train_sequential would one by one (see module doc)."""
+                     seeds: list[int], cfg: TrainConfig, epochs: int, device: torch.device,
+                     on_step: Callable[[], object] = lambda: None) -> list[nn.Module]:
+    """Train the K models together, as train_sequential would one by one (see module doc);
+    `on_step` is called after each epoch."""
     from torch.func import functional_call, stack_module_state, vmap
 
     sizes = {len(s) for s in train_sets}
@@ -196,6 +200,7 @@ def train_vectorised(models: list[nn.Module], dataset, train_sets: list[np.ndarr
             optimizer.zero_grad(set_to_none=True)
             losses(params, x, y).sum().backward()  # sum: each model gets its own gradient
             optimizer.step()
+        on_step()
     for k, model in enumerate(models):
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -266,9 +271,12 @@ class ReferenceSet:
         log(f"  reference models: training {len(models)} "
             f"{'together (vectorised)' if together else 'one after the other'} on "
             f"{len(spec.train_sets[0])} records each, {spec.epochs} epochs")
+        display = progress.active()  # a bar of models, or of epochs when trained together
+        display.phase(*(("reference epoch", spec.epochs) if together
+                        else ("reference model", len(models))))
         train = train_vectorised if together else train_sequential
         models = train(models, dataset, list(spec.train_sets), list(spec.seeds), cfg,
-                       spec.epochs, device)
+                       spec.epochs, device, display.advance)
         buffer = io.BytesIO()
         np.savez(buffer, **{f"{k}/{name}": v.detach().cpu().numpy()
                             for k, m in enumerate(models) for name, v in m.state_dict().items()})
@@ -423,7 +431,9 @@ def reference_attack(name: str, exp, run_dir: Path, knowledge, dataset,
         if a is None:
             a, aucs = tune_a(r[n:], inside_[n:], 0, 1, cfg.gamma)
             extra["a_auc"] = {str(k): v for k, v in aucs.items()}
-            log(f"  rmia-offline: a = {a} (AUC {aucs[a]:.3f} against reference 0)")
+            log(f"  rmia-offline: a = {a}, tuned on the reference models alone: the best of "
+                f"a = {min(aucs)}...{max(aucs)} when reference model 0 is attacked as if it were "
+                f"the target (AUC {aucs[a]:.3f})")
         scores = rmia_scores(p[:n], r[:n], p[z], r[z], cfg.gamma, a, inside_[:n], inside_[z])
         return scores, {**extra, "a": a, "gamma": cfg.gamma, "population_z": len(z)}
     scores = rmia_scores(p[:n], r[:n], p[z], r[z], cfg.gamma, None)

@@ -11,6 +11,7 @@ from fedattack.data.registry import (
     dataset_names,
     download,
     load_dataset,
+    obtained_by,
 )
 from fedattack.data.splits import (
     ALL,
@@ -38,6 +39,7 @@ __all__ = [
     "Splits",
     "data_root",
     "dataset_names",
+    "obtained_by",
     "download",
     "load_dataset",
     "load_knowledge",

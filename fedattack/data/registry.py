@@ -31,7 +31,8 @@ from fedattack.data.files import (  # re-exported: the registry is where users l
 from fedattack.io import write_atomic
 
 __all__ = ["Dataset", "DatasetUnavailable", "Entry", "data_root", "dataset_names", "download",
-           "find_file", "load_dataset", "locate", "open_data", "read_data", "save_npz"]
+           "find_file", "load_dataset", "locate", "obtained_by", "open_data", "read_data",
+           "save_npz"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,15 @@ def _registry() -> dict[str, Entry]:
 
 def dataset_names() -> list[str]:
     return sorted(_registry())
+
+
+def obtained_by(name: str) -> str:
+    """How dataset `name` is had, in a few words (for `fedattack list`)."""
+    entry = _entry(name)
+    ways = ["synthetic, built on first use"] if entry.synthetic else []
+    ways += [f"`fedattack download {name}`"] if entry.urls else []
+    ways += [entry.hint] if entry.hint else []
+    return "; or ".join(ways)
 
 
 def _entry(name: str) -> Entry:

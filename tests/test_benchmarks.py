@@ -1,0 +1,59 @@
+"""Every benchmark under benchmarks/ runs in its tiny mode (`--tiny`), end to end, and prints its
+figures: none can rot unnoticed, as fl_overhead.py did when the quickstart gained snapshots it
+could not record (issue 28). A tiny run's figures mean nothing; only that each is printed, and
+finite, is checked.
+
+Three take about a minute of CPU each even tiny (the Flower ones start Ray and simulate
+federations; per_example_grads measures memory in fresh processes, one a full white-box attack):
+slow-marked, run by .ci/run; reference_models runs in `make test`."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+SHARED = {"tiny.py"}  # the tiny mode's sizes, imported by the benchmarks
+TESTED_ELSEWHERE = {"gpu_check.py": "tests/test_gpu_check.py"}  # its own test, --tiny included
+
+# What each benchmark's output must contain: its figures' labels.
+PRINTED = {
+    "per_example_grads.py": ["(a)  FeatureExtractor (outer products)", "loop/func",
+                             "peak RSS of streaming features", "peak RSS of a full stand-alone"],
+    "reference_models.py": ["together / one", "sequential / together",
+                            "max |together - sequential|"],
+    "fl_overhead.py": ["Ray start-up", "Flower first round", "steady rounds 2..2",
+                       "ratio Flower / plain, excluding start-up"],
+    "fl_scale.py": ["| participants | Flower s/round", "| 2 |", "| 3 |"],
+}
+SLOW = {"fl_overhead.py", "fl_scale.py", "per_example_grads.py"}
+
+
+def run_tiny(script: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--tiny"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_every_benchmark_has_a_tiny_mode_that_a_test_runs():
+    scripts = {p.name for p in BENCHMARKS.glob("*.py")} - SHARED
+    assert scripts == set(PRINTED) | set(TESTED_ELSEWHERE)
+    for script in scripts:
+        assert '"--tiny"' in (BENCHMARKS / script).read_text(), script
+    for test in TESTED_ELSEWHERE.values():
+        assert "--tiny" in (ROOT / test).read_text(), test
+
+
+@pytest.mark.parametrize("script", [
+    pytest.param(s, marks=[pytest.mark.slow] if s in SLOW else []) for s in PRINTED])
+def test_the_benchmark_runs_in_its_tiny_mode(script):
+    out = run_tiny(script)
+    for label in PRINTED[script]:
+        assert label in out, f"{script} printed no {label!r}:\n{out[-3000:]}"
+    assert not re.search(r"\bnan\b|\binf\b", out, flags=re.IGNORECASE), out[-3000:]
