@@ -31,6 +31,7 @@ from pathlib import Path
 from fedattack import protocol
 from fedattack.config import ConfigError, Experiment
 from fedattack.experiment import CONFIG_FILE, RUN_FILE, claim_run_dir
+from fedattack.interruption import marks_interrupted
 from fedattack.io import read_json
 from fedattack.protocol import FederationFailed
 from fedattack.runner import attack_target, discard_unfinished, finished_record
@@ -406,8 +407,8 @@ def deploy_experiment(exp: Experiment, run_dir: str | Path, auth: bool = False,
     if record is None:
         discard_unfinished(run_dir)
         paths = DeployPaths(run_dir)
-        with LocalDeployment(paths, exp.federation.num_participants, auth, timeout_s, app,
-                             on_round) as dep:
+        with marks_interrupted(run_dir, exp.name), LocalDeployment(
+                paths, exp.federation.num_participants, auth, timeout_s, app, on_round) as dep:
             record = dep.run_experiment(exp)
     results = attack_target(exp, run_dir) if exp.attack is not None else []
     return record, results

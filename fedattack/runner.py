@@ -17,6 +17,7 @@ from fedattack.experiment import (
     experiment_dataset,
     experiment_splits,
 )
+from fedattack.interruption import marks_interrupted
 from fedattack.io import (
     exclusive,
     read_json,
@@ -79,7 +80,7 @@ def train_target(exp: Experiment, run_dir: Path, show_progress: bool, verbose: b
         console.print(f"{exp.name}: target model already trained in {run_dir}")
         return done
     discard_unfinished(run_dir)
-    with progress_bar(exp, show_progress) as advance:
+    with marks_interrupted(run_dir, exp.name), progress_bar(exp, show_progress) as advance:
         if exp.scenario == "federated":
             from fedattack.simulation import run_federated
 

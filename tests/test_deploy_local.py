@@ -150,3 +150,55 @@ def test_registered_supernodes_run_the_experiment_under_secagg(auth_deployment):
         ("global", 0), ("global", 1)}
     nodes = flwr(["supernode", "list", CONNECTION], dep.env, dep.paths.run_dir)["nodes"]
     assert len(nodes) == 2 and {n["status"] for n in nodes} == {"online"}
+
+
+# --- signals (issue 25, item 6) ------------------------------------------------------------------
+
+
+def test_sigterm_stops_every_process_of_the_deployment_and_marks_the_run_interrupted(tmp_path):
+    """SIGTERM to `fedattack deploy-local` during training: the SuperLink, SuperNodes, SuperExecs
+    and the apps they started (sessions of their own) all stop, the command exits 130 with the
+    line saying how to resume, and run.json says `interrupted`."""
+    import json
+    import signal
+    import sys
+    import time
+
+    import yaml
+
+    run_dir = tmp_path / "run"
+    exp = {**EXP.model_dump(mode="json"), "name": "deployed-sigterm", "attack": None,
+           "federation": {**EXP.federation.model_dump(mode="json"), "rounds": 30}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    proc = subprocess.Popen([sys.executable, "-m", "fedattack.cli", "deploy-local", "exp.yaml",
+                             "--out", str(run_dir)], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    flwr_home = f"FLWR_HOME={DeployPaths(run_dir.resolve()).flwr_home}"
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                history = json.loads((run_dir / RUN_FILE).read_text())["history"]
+                if any(entry["round"] >= 1 for entry in history):
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(1)
+        assert processes_with_env(flwr_home)  # the deployment is up
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+        took = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    left = processes_with_env(flwr_home)
+    for pid in left:  # leave nothing running, whatever the outcome
+        os.kill(pid, signal.SIGKILL)
+    stderr = proc.stderr.read()
+    assert code == 130, stderr
+    assert took < 60, took  # SuperNodes take a few seconds to stop on SIGTERM
+    assert left == []
+    assert stderr.strip().splitlines()[-1] == "interrupted: run the same command again to resume"
+    assert read_json(run_dir / RUN_FILE)["status"] == "interrupted"
