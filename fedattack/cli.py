@@ -304,6 +304,9 @@ def clean(
         removed, skipped = clean_caches(run_dir, dry_run)
     except FileNotFoundError as err:
         fail(str(err))
+    except OSError as err:  # a read-only run directory
+        fail(f"cannot remove the cache in {err.filename} ({err.strerror}): make it writable and "
+             "run the same command again")
     verb = "would remove" if dry_run else "removed"
     for item in removed:
         typer.echo(f"{verb} {item.path} ({item.bytes / 1e6:.1f} MB)")

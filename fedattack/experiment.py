@@ -16,7 +16,15 @@ import torch
 from fedattack.config import Experiment, experiment_yaml, load_experiment
 from fedattack.data import Dataset, Splits, load_dataset, make_splits
 from fedattack.data.splits import SPLIT_FILES, ensure_splits
-from fedattack.io import CHECKSUMS, inside, remove_file, remove_tree, write_atomic, write_json
+from fedattack.io import (
+    CHECKSUMS,
+    RUN_DIR_MARKER,
+    inside,
+    remove_file,
+    remove_tree,
+    write_atomic,
+    write_json,
+)
 from fedattack.models import build_model
 from fedattack.privacy import check_private_model
 
@@ -106,7 +114,7 @@ def claim_run_dir(exp: Experiment, run_dir: str | Path) -> Path:
         remove_tree(run_dir, SPLITS_DIR)  # left by a pre-flight that failed: reclaimed
         remove_file(run_dir, CONFIG_FILE)
     if not config_path.exists():
-        write_atomic(config_path, experiment_yaml(exp))
+        write_atomic(config_path, RUN_DIR_MARKER + experiment_yaml(exp))
     elif load_experiment(config_path) != exp:
         raise FileExistsError(
             f"{run_dir} holds a run of a different configuration; choose another --out"

@@ -150,6 +150,11 @@ def remove_file(root: str | Path, path: str | Path) -> None:
     inside(root, path).unlink(missing_ok=True)
 
 
+# The first line of every run directory's config.yaml: what `fedattack clean` recognises a run
+# directory by (a YAML comment, so the file still reads as the experiment it holds).
+RUN_DIR_MARKER = "# fedattack run directory: the resolved configuration of this run\n"
+
+
 class CorruptedFile(Exception):
     """A file of a run directory that is missing, unreadable or not what was written there."""
 
