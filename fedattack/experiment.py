@@ -140,6 +140,12 @@ def _other_config(path: Path, exp: Experiment) -> bool:
 def check_against_dataset(exp: Experiment, dataset: Dataset) -> None:
     """What the config alone cannot check: the GAN's classes exist, DP-SGD can train the model."""
     if exp.gan is not None:
+        if len(dataset.input_shape) != 3:
+            what = ("gan.classifier: eigenfaces reads images" if exp.gan.classifier
+                    == "eigenfaces" else "gan: the GAN attack generates images")
+            raise ValueError(f"{what}, but {dataset.name}'s records have shape "
+                             f"{tuple(dataset.input_shape)}, not (channels, height, width); "
+                             "use an image dataset")
         n = dataset.num_classes
         named = {"victim_class": exp.gan.victim_class, "fake_class": exp.gan.fake_class}
         for key, cls in named.items():
@@ -148,6 +154,25 @@ def check_against_dataset(exp: Experiment, dataset: Dataset) -> None:
                                  f"accepted: 0..{n - 1}")
     if exp.privacy is not None and exp.privacy.noise_multiplier is not None:
         check_private_model(initial_model(exp, dataset))
+
+
+def check_against_splits(exp: Experiment, dataset: Dataset, splits: Splits) -> None:
+    """What needs the partitions: a participant other than the GAN's attacker holds records of
+    its victim class (otherwise there is no one to attack, and the measures compare the
+    generator's samples with nobody's records)."""
+    if exp.gan is None:
+        return
+    from fedattack.data.partition import class_counts
+
+    counts = class_counts(np.asarray(dataset.y), splits.partitions, dataset.num_classes)
+    victim = exp.gan.victim_class
+    held = {i: c[victim] for i, c in enumerate(counts) if i != exp.gan.attacker}
+    if not any(held.values()):
+        raise ValueError(f"gan.victim_class: no participant but the attacker (participant "
+                         f"{exp.gan.attacker}) holds a record of class {victim} under "
+                         f"data.partition {exp.data.partition} (records of class {victim} per "
+                         f"participant: {[c[victim] for c in counts]}); choose a class another "
+                         "participant holds")
 
 
 def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:

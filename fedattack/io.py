@@ -97,8 +97,20 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_atomic(path, text + "\n")
 
 
+REWRITE = "fedattack writes it whole or not at all, so it was changed since: delete it and run " \
+    "the same command again to redo what it records"
+
+
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON document in `path`; DamagedJSON (one line naming the file) when it is not one."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except json.JSONDecodeError as err:
+        raise DamagedJSON(path, f"not valid JSON ({err.msg} at line {err.lineno} column "
+                                f"{err.colno})", REWRITE) from None
+    except UnicodeDecodeError as err:
+        raise DamagedJSON(path, f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                                f"{err.start})", REWRITE) from None
 
 
 class UnsafePath(ValueError):
@@ -161,6 +173,11 @@ class CorruptedFile(Exception):
     def __init__(self, path: str | Path, reason: str, remedy: str = "") -> None:
         self.path, self.reason = Path(path), reason
         super().__init__(f"{self.path}: {reason}" + (f"; {remedy}" if remedy else ""))
+
+
+class DamagedJSON(CorruptedFile, ValueError):
+    """A JSON file of a run that does not parse; a ValueError too, as json.loads raises, so a
+    reader that tolerates a file being replaced still does."""
 
 
 CHECKSUMS = "checksums.json"
