@@ -131,7 +131,7 @@ CANNOT_MEET = {  # federation block -> the key and a phrase of the one-line mess
                    "num_shares: 2 is refused by SecAgg+"),
     "one sampled": ({"num_participants": 5, "clients_per_round": 1,
                      "secure_aggregation": True},
-                    "federation.secure_aggregation: SecAgg+ needs at least 2 participants"),
+                    "federation.secure_aggregation needs at least 2 participants per round"),
 }
 
 
