@@ -1,12 +1,13 @@
 """Stopping a run on Ctrl-C or SIGTERM: promptly, with no process left, and run.json saying so.
 
 The command line turns SIGINT and SIGTERM into one KeyboardInterrupt in its main thread
-(:func:`interrupting_signals`), so that a `kill PID` unwinds the run as Ctrl-C does: Flower's
-simulation shuts Ray down on its way out, the local deployment stops its processes. The handler
-also notes, at the moment of the signal, every process this one has started (Ray's raylet, its
-agents and actors, the deployment's SuperLink and SuperNodes): some of them outlive the
-process that started them (Ray's DashboardAgent and RuntimeEnvAgent are re-parented when the
-raylet goes), so :func:`stop_processes` stops those still alive once the run has unwound.
+(:func:`interrupting_signals`), so that a `kill PID` unwinds the run as Ctrl-C does (the local
+deployment stops its processes on the way out). The handler also notes, at the moment of the
+signal, every process this one has started (Ray's raylet, its agents and actors, the
+deployment's SuperLink and SuperNodes), and the process adopts its orphaned descendants: some
+outlive the process that started them (Ray's DashboardAgent and RuntimeEnvAgent when the raylet
+goes), so :func:`stop_processes` stops those still alive once the run has unwound. A Flower
+simulation on Ray is not unwound but ended from the handler (:func:`ends_at_once`).
 :func:`mark_interrupted` records the interruption in run.json; a rerun of the same command starts
 the training again, as after any run that did not finish.
 """
@@ -42,25 +43,29 @@ class Interruption:
     processes: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat), None if it is gone."""
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state, parent pid, ...: field 3 of
+    proc(5) onwards), None if the process is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ", comm may hold spaces
-    return int(fields[19])  # field 22 of proc(5), counted from state (field 3)
+    return stat[stat.rindex(")") + 2:].split()  # the name in parentheses may hold spaces
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, None if it is gone."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[19])  # field 22 of proc(5)
 
 
 def _parents() -> dict[int, int]:
     """pid -> parent pid of every process /proc shows (empty where there is no /proc)."""
     parents = {}
     for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue  # exited while being read
+        fields = _stat(entry.name)
+        if fields is not None:
+            parents[int(entry.name)] = int(fields[1])
     return parents
 
 
@@ -82,16 +87,12 @@ def descendants(pid: int | None = None) -> list[tuple[int, int]]:
 
 def still_alive(processes: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Those of `processes` (pid, start time) that still run (a zombie does not)."""
-    return [(pid, started) for pid, started in processes
-            if _start_time(pid) == started and _state(pid) != "Z"]
-
-
-def _state(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return "X"
-    return stat[stat.rindex(")") + 2]
+    alive = []
+    for pid, started in processes:
+        fields = _stat(pid)
+        if fields is not None and int(fields[19]) == started and fields[0] != "Z":
+            alive.append((pid, started))
+    return alive
 
 
 def _signal_all(processes: list[tuple[int, int]], sig: signal.Signals) -> None:
