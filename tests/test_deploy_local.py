@@ -18,6 +18,7 @@ from fedattack import protocol
 from fedattack.config import Experiment
 from fedattack.deploy import (
     CONNECTION,
+    HOST,
     DeployError,
     DeployPaths,
     LocalDeployment,
@@ -126,6 +127,36 @@ def test_unregistered_supernode_is_refused(auth_deployment, tmp_path):
     assert "No SuperNode found with the given public key" in link_log
     nodes = flwr(["supernode", "list", CONNECTION], dep.env, dep.paths.run_dir)["nodes"]
     assert nodes == []
+
+
+def test_a_superexec_without_the_secret_is_refused(auth_deployment):
+    """A local process posing as the ServerApp's SuperExec, without the secret deploy-local
+    shares with the real one, cannot take the run's task (issue 25, item 11)."""
+    dep, name = auth_deployment, "rogue-superexec"
+    refusal = "SuperExec authentication failed for /flwr.proto.Runtime/AcquireTask"
+
+    def refusals() -> int:
+        return dep.procs.log_path("superlink").read_text().count(refusal)
+
+    assert refusals() == 0  # the deployment's own SuperExec signs its requests
+    dep.procs.start(name, ["flower-superexec", "--runtime-api-address", f"{HOST}:{dep.link_port}",
+                           "--root-certificates", str(dep.paths.certs / "ca.crt")])
+    dep.procs.wait_exit(name, timeout_s=180)  # Flower's SuperExec gives up (exit code 0)
+    assert refusals() >= 1
+
+
+def test_the_control_api_answers_any_local_client(auth_deployment, tmp_path):
+    """What docs/deployment-security.md says: Flower 1.42 (without Flower Enterprise's OIDC)
+    does not authenticate Control API clients; anyone on this machine who trusts the
+    (public) CA certificate lists the runs. If this fails, Flower has closed it: update the
+    page."""
+    dep = auth_deployment
+    stranger = tmp_path / "stranger"
+    env = {**dep.env, "FLWR_HOME": str(stranger)}
+    stranger.mkdir()
+    (stranger / "config.toml").write_text(
+        (dep.paths.flwr_home / "config.toml").read_text())
+    assert flwr(["ls", CONNECTION], env, tmp_path)["success"]
 
 
 def test_failed_run_is_reported_although_flwr_run_exits_0(auth_deployment, tmp_path):
