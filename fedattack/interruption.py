@@ -4,12 +4,12 @@ The command line turns SIGINT and SIGTERM into one KeyboardInterrupt in its main
 (:func:`interrupting_signals`), so that a `kill PID` unwinds the run as Ctrl-C does (the local
 deployment stops its processes on the way out). The handler also notes, at the moment of the
 signal, every process this one has started (Ray's raylet, its agents and actors, the
-deployment's SuperLink and SuperNodes), and the process adopts its orphaned descendants: some
-outlive the process that started them (Ray's DashboardAgent and RuntimeEnvAgent when the raylet
-goes), so :func:`stop_processes` stops those still alive once the run has unwound. A Flower
-simulation on Ray is not unwound but ended from the handler (:func:`ends_at_once`).
-:func:`mark_interrupted` records the interruption in run.json; a rerun of the same command starts
-the training again, as after any run that did not finish.
+deployment's SuperLink and SuperNodes), and from then on the process adopts its orphaned
+descendants: some outlive the process that started them (Ray's DashboardAgent and
+RuntimeEnvAgent when the raylet goes), so :func:`stop_processes` stops those still alive once
+the run has unwound. A Flower simulation on Ray is not unwound but ended from the handler
+(:func:`ends_at_once`). :func:`mark_interrupted` records the interruption in run.json; a rerun
+of the same command starts the training again, as after any run that did not finish.
 """
 
 from __future__ import annotations
@@ -143,9 +143,11 @@ def interrupting_signals() -> Iterator[Interruption]:
     (noting the processes started so far, and silencing the libraries' logging, whose errors
     from then on are about the processes being stopped); later signals are ignored, so that
     stopping what the run started, which takes seconds, is not cut short and leaves nothing
-    behind. This process also adopts the orphans among its descendants (a raylet's agents once
-    the raylet has gone), so none escapes. The previous handlers, logging and adoption come
-    back after the block. Outside the main thread, nothing changes."""
+    behind. From the signal on, this process also adopts the orphans among its descendants
+    (a raylet's agents once the raylet has gone), so that none escapes the stopping; not before,
+    where it would collect the zombies of the actors every Ray shutdown leaves. The previous
+    handlers, logging and adoption come back after the block. Outside the main thread, nothing
+    changes."""
     interruption = Interruption()
     if threading.current_thread() is not threading.main_thread():
         yield interruption
@@ -155,6 +157,7 @@ def interrupting_signals() -> Iterator[Interruption]:
         if interruption.signal is not None:
             return
         interruption.signal = signal.Signals(signum)
+        _subreaper(True)
         interruption.processes = descendants()
         logging.disable(logging.CRITICAL)
         if _AT_ONCE:
@@ -164,7 +167,6 @@ def interrupting_signals() -> Iterator[Interruption]:
     saved = {sig: signal.signal(sig, interrupt) for sig in INTERRUPTING}
     logging_disabled = logging.root.manager.disable
     adopting = _subreaper()
-    _subreaper(True)
     try:
         yield interruption
     finally:

@@ -36,8 +36,9 @@ COMMAND = textwrap.dedent("""
                 write_json(sys.argv[1] + "/run.json", {"experiment": "x", "status": "running"})
                 # as deploy-local's processes: a session of its own, and a child of its own
                 subprocess.Popen(["sh", "-c", "sleep 600 & wait"], start_new_session=True)
-                # as Ray's agents: a grandchild that ignores SIGTERM
-                subprocess.Popen(["sh", "-c", "trap '' TERM; sleep 600 & wait"])
+                # as Ray's processes, which block SIGINT: a child whose child (as the raylet's
+                # agents) outlives it, and ignores SIGTERM too
+                subprocess.Popen(["sh", "-c", "trap '' INT TERM; sleep 600 & wait"])
                 # as Flower's server threads once Ray is gone: a thread that never ends
                 threading.Thread(target=threading.Event().wait).start()
                 time.sleep(0.5)
