@@ -102,11 +102,10 @@ def _signal_all(processes: list[tuple[int, int]], sig: signal.Signals) -> None:
 
 
 def stop_processes(processes: list[tuple[int, int]], grace_s: float = STOP_GRACE_S) -> None:
-    """SIGTERM those of `processes` still alive, SIGKILL any left after `grace_s` seconds (at
-    once with 0), and wait a moment for them to go."""
-    if grace_s > 0:
-        _signal_all(processes, signal.SIGTERM)
-        _wait_gone(processes, grace_s)
+    """SIGTERM those of `processes` still alive, SIGKILL any left after `grace_s` seconds, and
+    wait a moment for them to go."""
+    _signal_all(processes, signal.SIGTERM)
+    _wait_gone(processes, grace_s)
     _signal_all(processes, signal.SIGKILL)
     _wait_gone(processes, 2.0)
 
@@ -195,12 +194,13 @@ def ends_at_once(run_dir: str | Path, experiment: str) -> Iterator[None]:
 
 def exit_at_once(interruption: Interruption, run_dir: Path, experiment: str) -> None:
     """End an interrupted run now: let no other thread write again, mark run.json interrupted,
-    SIGKILL every process the run started (Ray's state is not kept: the rerun starts the
-    training again), say how to resume, exit 130."""
+    say how to resume, SIGKILL every process the run started (Ray's state is not kept: the
+    rerun starts the training again) and exit 130 at once. Nothing is waited for after the
+    kill: Ray's core, in this process, ends it with exit code 1 when it sees its raylet gone."""
     freeze_writes()
     mark_interrupted(run_dir, experiment)
-    stop_processes(interruption.processes + descendants(), grace_s=0)
     announce_interrupted()
+    _signal_all(interruption.processes + descendants(), signal.SIGKILL)
     os._exit(INTERRUPTED)
 
 
