@@ -38,7 +38,15 @@ outputs.
           features cached on disk (FeatureExtractor.cache) and scored (predict_proba), keeping
           the scores
 
+`--user-model` compares instead the user-model path (issue 26) with the built-in model of the same
+architecture: the Purchase FC net written as a user would write it (a plain `nn.Sequential` in a
+module of its own, built through `model: {factory: ...}` from the experiment's python_path), given
+the built-in model's weights (the outputs are checked equal), against `build_model("purchase-fc")`:
+the per-example-gradient features (a) and (a') of each, interleaved as above, and the peak RSS of
+a fresh process streaming the features of 20,000 records with each; it prints user/built-in.
+
     python benchmarks/per_example_grads.py [--repeats 7] [--threads 1,N] [--clock wall|cpu]
+    python benchmarks/per_example_grads.py --user-model [--repeats 7] [--threads 1,N]
 """
 
 from __future__ import annotations
@@ -257,9 +265,86 @@ def peak_rss_kb() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def stream_losses(count: int) -> None:
+USER_MODULE = "bench_user_model"
+USER_SOURCE = """
+from torch import nn
+
+
+def purchase_like(input_shape, num_classes):
+    sizes = [input_shape[0], 1024, 512, 256, 128]
+    layers = []
+    for width, size in zip(sizes, sizes[1:]):
+        layers += [nn.Linear(width, size), nn.Tanh()]
+    return nn.Sequential(*layers, nn.Linear(128, num_classes))
+"""
+
+
+def user_model(folder: Path) -> torch.nn.Module:
+    """The Purchase FC architecture from a user's module through model.factory, with the
+    built-in model's weights."""
+    from fedattack.config import Experiment
+    from fedattack.models import build_target
+
+    (folder / f"{USER_MODULE}.py").write_text(USER_SOURCE)
+    exp = Experiment(python_path=[str(folder)],
+                     model={"factory": f"{USER_MODULE}:purchase_like"})
+    model = build_target(exp.model, (N_FEATURES,), NUM_CLASSES).eval()
+    builtin = purchase_model()
+    model.load_state_dict(dict(zip(model.state_dict(), builtin.state_dict().values(),
+                                   strict=True)))
+    x, _ = InMemory(8).batch(np.arange(8))
+    with torch.no_grad():
+        assert torch.equal(model(x), builtin(x)), "the user's model is not the same function"
+    return model
+
+
+def user_model_timings(repeats: int, clock: str) -> None:
+    data, idx = InMemory(N_RECORDS), np.arange(N_RECORDS)
+    spec = FeatureSpec(gradients=LAYERS, activations=(), output=False, loss=False, label=False)
+    with tempfile.TemporaryDirectory() as folder:
+        models = {"built-in": purchase_model(), "user": user_model(Path(folder))}
+    extractors = {k: FeatureExtractor([m], spec, NUM_CLASSES) for k, m in models.items()}
+    first = {k: e.batches(data, idx[:64], batch_size=64).__next__() for k, e in extractors.items()}
+    for name, (ours, theirs) in zip(first["built-in"], zip(*(f.values() for f in first.values()),
+                                                          strict=True), strict=True):
+        assert torch.equal(ours, theirs), name  # same layers, named differently
+    runs = {}
+    for k, e in extractors.items():
+        runs[f"(a)  {k}, all at once"] = lambda e=e: list(e.batches(data, idx, N_RECORDS))
+        runs[f"(a') {k}, streamed in batches of {STREAM_BATCH}"] = lambda e=e: [
+            None for _ in e.batches(data, idx, STREAM_BATCH)]
+    print(f"purchase-fc built in vs the same architecture through model.factory, {N_RECORDS} "
+          f"records, per-example gradients of the last two layers; {torch.get_num_threads()} "
+          f"thread(s); best of {repeats} interleaved rounds after a warm-up, {clock} clock")
+    best = best_times(runs, repeats, CLOCKS[clock])
+    for label, seconds in best.items():
+        print(f"{label:<52} {seconds * 1e3:9.1f} ms")
+    for path in ("(a) ", "(a')"):
+        user, builtin = (next(v for k, v in best.items() if k.startswith(f"{path} {who}"))
+                         for who in ("user", "built-in"))
+        print(f"user/built-in {path}: {user / builtin:.3f}")
+
+
+def user_model_memory(threads: int) -> None:
+    count = MEMORY_COUNTS[-1]
+    peaks = {}
+    for extra, who in (([], "built-in"), (["--user-model"], "user")):
+        out = subprocess.run([sys.executable, __file__, "--stream", str(count), "--threads",
+                              str(threads), *extra], check=True, capture_output=True,
+                             text=True).stdout.split()
+        peaks[who] = int(out[0])
+    print(f"peak RSS streaming the features of {count} records: built-in "
+          f"{peaks['built-in'] / 1024:.1f} MiB, user {peaks['user'] / 1024:.1f} MiB, "
+          f"user/built-in {peaks['user'] / peaks['built-in']:.3f}")
+
+
+def stream_losses(count: int, user: bool = False) -> None:
     """Child process: stream the features of `count` records, keep only the loss."""
-    model = purchase_model()
+    if user:
+        with tempfile.TemporaryDirectory() as folder:
+            model = user_model(Path(folder))
+    else:
+        model = purchase_model()
     spec = FeatureSpec(gradients=LAYERS)
     extractor = FeatureExtractor([model], spec, NUM_CLASSES)
     losses = np.empty((count, 1), dtype=np.float32)
@@ -347,6 +432,9 @@ def main() -> None:
         default="wall",
         help="wall clock (default) or process CPU time (steadier on a busy machine)",
     )
+    parser.add_argument("--user-model", action="store_true",
+                        help="compare the user-model path (model.factory) with the built-in "
+                        "model of the same architecture")
     parser.add_argument("--stream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--attack", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -354,11 +442,17 @@ def main() -> None:
     if args.stream or args.attack:
         torch.set_num_threads(int(args.threads))
         if args.stream:
-            stream_losses(args.stream)
+            stream_losses(args.stream, args.user_model)
         else:
             attack_scores(args.attack)
         return
     threads = sorted({int(n) for n in args.threads.split(",")})
+    if args.user_model:
+        for n in threads:
+            torch.set_num_threads(n)
+            user_model_timings(args.repeats, args.clock)
+        user_model_memory(threads[-1])
+        return
     for n in threads:
         torch.set_num_threads(n)
         timings(args.repeats, args.clock)

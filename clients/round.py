@@ -15,7 +15,12 @@ import numpy as np
 from fedattack import protocol
 from fedattack.config import Experiment
 from fedattack.data import Dataset, Splits
-from fedattack.experiment import cached_dataset, experiment_splits, initial_model
+from fedattack.experiment import (
+    cached_dataset,
+    experiment_splits,
+    initial_model,
+    received_experiment,
+)
 
 PROXIMAL_MU = "proximal_mu"  # the key flwr.server.strategy.FedProx puts in the fit config
 
@@ -23,7 +28,7 @@ PROXIMAL_MU = "proximal_mu"  # the key flwr.server.strategy.FedProx puts in the 
 @lru_cache(maxsize=4)
 def experiment_setup(exp_json: str, data_root: str | None) -> tuple[Experiment, Dataset, Splits]:
     """Parse the experiment sent by the server and derive this node's data, once per process."""
-    exp = Experiment.model_validate_json(exp_json)
+    exp = received_experiment(exp_json)
     dataset = cached_dataset(exp.data.dataset, data_root or exp.data.root, exp.data.num_records)
     return exp, dataset, experiment_splits(exp, dataset)
 

@@ -16,6 +16,12 @@ LeakPro's attacks own their configs) and a ``check(experiment)`` that refuses, w
 experiment the attack cannot run. The config's accepted attack names, the offline stage's
 dispatch and the knowledge column of every result come from here, so they cannot disagree.
 
+An attack may live outside this package: a module of the user's that calls `register` is loaded
+through a Python entry point of the group ``fedattack.attacks`` (``[project.entry-points.
+"fedattack.attacks"] toy = "mypkg.toy"``), whenever the registry is first read, or named in the
+experiment's ``attack.plugins: [mypkg.toy]``, when the experiment is parsed; so ``validate``,
+``run``, the offline attack and every worker that parses the experiment know it alike.
+
 A run function takes the attack context (`fedattack.membership.AttackRunner`: the observed
 models, the attacker's knowledge, feature extraction, the loss threshold) and returns an
 `AttackOutcome`: one score per target, higher meaning member. This module imports nothing of the
@@ -28,6 +34,7 @@ import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from typing import Any
 
 # What an attack needs besides the observed models (the "knowledge" column of a result):
@@ -41,6 +48,7 @@ KNOWLEDGE = {
 SCENARIOS = ("standalone", "finetune", "federated")
 ATTACKERS = ("standalone", "global", "local")  # who observes: see fedattack.membership.observe
 BUILTINS = "fedattack.attacks"  # the package whose modules register the built-in attacks
+ENTRY_POINTS = "fedattack.attacks"  # the entry-point group of attacks outside the package
 
 
 @dataclass
@@ -96,6 +104,11 @@ class Attack:
 
 _REGISTRY: dict[str, Attack] = {}
 _builtins_loaded = False
+_plugins_failed: str | None = None  # why an entry point could not be loaded, said every time
+
+
+class PluginError(ValueError):
+    """An attack plug-in (entry point) that cannot be loaded; one line naming it."""
 
 
 def register(name: str, *, knowledge: str, description: str, params: type | None = None,
@@ -130,10 +143,37 @@ def unregister(name: str) -> None:
 
 
 def _load_builtins() -> None:
-    global _builtins_loaded
+    """The built-in attacks, then those of the installed packages' entry points, once; an
+    entry point that raises is reported (PluginError) by every later call too."""
+    global _builtins_loaded, _plugins_failed
     if not _builtins_loaded:
         _builtins_loaded = True
         importlib.import_module(BUILTINS)
+        _plugins_failed = _load_entry_points()
+    if _plugins_failed is not None:
+        raise PluginError(_plugins_failed)
+
+
+def _load_entry_points() -> str | None:
+    """Import every module of the ``fedattack.attacks`` entry points; why one failed, or None."""
+    for point in entry_points(group=ENTRY_POINTS):
+        try:
+            point.load()
+        except Exception as err:
+            text = " ".join(str(err).split())[:200]
+            return (f"the attack plug-in {point.name!r} = {point.value!r} (entry point of group "
+                    f"{ENTRY_POINTS}) raised {type(err).__name__}: {text}; fix or uninstall "
+                    "its package")
+    return None
+
+
+def load_plugins(modules: list[str], field: str = "plugins") -> None:
+    """Import the attack modules named in the experiment (`attack.plugins`), which register
+    their attacks; ValueError starting with `field` (a module that cannot be imported)."""
+    from fedattack.usercode import import_module  # the package's code, imported only when used
+
+    for module in modules:
+        import_module(module, field)
 
 
 def registered() -> dict[str, Attack]:

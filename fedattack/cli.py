@@ -197,6 +197,28 @@ def run(
             exit_interrupted(interruption)
 
 
+@app.command()
+def attack(
+    config: Path = typer.Argument(..., help="a standalone experiment YAML with model.weights "
+                                  "and data.members"),
+    out: Path = typer.Option(None, "--out", help="run directory (default: runs/<name>)"),
+    quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
+) -> None:
+    """Audit a model trained elsewhere: run the experiment's membership attacks on the model of
+    model.weights (its factory or arch), whose training records data.members lists, without
+    training it (reference and shadow models are trained by the experiment's recipe)."""
+    try:
+        loaded = load_config(config)
+    except user_errors() as err:
+        fail(str(err))
+    if not isinstance(loaded, Experiment) or loaded.model.weights is None:
+        fail(f"{config}: `fedattack attack` audits a model trained elsewhere: give model.weights "
+             "and data.members in a standalone experiment (`fedattack run` trains one)")
+    if loaded.attack is None:
+        fail(f"{config}: attack: the block naming the attacks to run is missing")
+    run(config, out=out, quiet=quiet, verbose=False, only=None)
+
+
 def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose: bool,
                          only: list[str] | None = None) -> None:
     from fedattack.runner import experiment_finished
@@ -289,6 +311,31 @@ def deploy_local(
         except KeyboardInterrupt:
             exit_interrupted(interruption)
     report_run(exp, run_dir, record, results)
+
+
+@app.command()
+def invert(
+    run_dir: Path = typer.Argument(..., help="a finished federated run directory"),
+    attack: list[str] = typer.Option(None, "--attack", help="reconstruction attack (dlg, idlg, "
+                                     "inverting-gradients); may be repeated"),
+    victim: list[int] = typer.Option(None, "--victim", help="participant to attack (default: "
+                                     "all); may be repeated"),
+    rounds: list[int] = typer.Option(None, "--round", help="round whose update is attacked "
+                                     "(default: the first recorded); may be repeated"),
+    iterations: int = typer.Option(None, "--iterations", help="every attack's iterations"),
+    restarts: int = typer.Option(None, "--restarts", help="Inverting Gradients' restarts"),
+) -> None:
+    """Reconstruct participants' training records from the aggregator's recorded view (gradient
+    inversion); results and figures under RUN_DIR/inversion/."""
+    from fedattack.inversion.stage import RESULT_COLUMNS, invert_run, settings_of
+
+    try:
+        rows = invert_run(run_dir, settings_of(attack, victim, rounds, iterations, restarts))
+    except user_errors() as err:
+        fail(str(err))
+    except ValueError as err:
+        fail(f"{run_dir}: {err}")
+    typer.echo(markdown_table(rows, RESULT_COLUMNS))
 
 
 @app.command()

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedattack.config import Experiment, experiment_yaml, load_experiment
+from fedattack.config import ConfigError, Experiment, experiment_yaml, load_experiment
+from fedattack.config.data import DatasetSource
 from fedattack.data import Dataset, Splits, load_dataset, make_splits
-from fedattack.data.splits import SPLIT_FILES, ensure_splits
+from fedattack.data.files import dataset_digest
+from fedattack.data.splits import SPLIT_FILES, ensure_same_records, ensure_splits
 from fedattack.io import (
     CHECKSUMS,
     RUN_DIR_MARKER,
@@ -25,7 +27,7 @@ from fedattack.io import (
     write_atomic,
     write_json,
 )
-from fedattack.models import build_model
+from fedattack.models import build_target
 from fedattack.privacy import check_private_model
 
 CONFIG_FILE = "config.yaml"
@@ -35,8 +37,10 @@ SPLITS_DIR = "splits"
 
 
 @lru_cache(maxsize=4)
-def cached_dataset(name: str, root: str | None, num_records: int | None) -> Dataset:
-    """Load a dataset once per process: Flower re-creates clients every round, in the same actor."""
+def cached_dataset(name: str | DatasetSource, root: str | None,
+                   num_records: int | None) -> Dataset:
+    """Load a dataset once per process: Flower re-creates clients every round, in the same actor.
+    A user's dataset (a DatasetSource, which is hashable) is cached by its config too."""
     return load_dataset(name, root=root, num_records=num_records)
 
 
@@ -44,17 +48,37 @@ def experiment_dataset(exp: Experiment) -> Dataset:
     return cached_dataset(exp.data.dataset, exp.data.root, exp.data.num_records)
 
 
+def received_experiment(exp_json: str) -> Experiment:
+    """The experiment a participant receives from the server (JSON); a config it cannot use
+    here (the user's code or files missing on this node) is a one-line ConfigError naming the
+    field, which the server reads to fail the run at once (fedattack.usercode)."""
+    from pydantic import ValidationError
+
+    from fedattack.config import format_validation_error
+
+    try:
+        return Experiment.model_validate_json(exp_json)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, "participant", Experiment)) from None
+
+
 def initial_model(exp: Experiment, dataset: Dataset) -> torch.nn.Module:
     """The untrained target model, a pure function of the experiment's seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(exp.seed)
-        return build_model(exp.model.arch, dataset.input_shape,
-                           exp.output_classes(dataset.num_classes), exp.model.activation)
+        return build_target(exp.model, dataset.input_shape,
+                            exp.output_classes(dataset.num_classes))
 
 
 def experiment_splits(exp: Experiment, dataset: Dataset) -> Splits:
-    """The experiment's splits: a pure function of the config and the dataset size."""
-    return make_splits(len(dataset), exp, dataset.y)
+    """The experiment's splits: a pure function of the config and the dataset size (and, for a
+    model trained elsewhere, of the indices of its training records, data.members)."""
+    members = None
+    if exp.data.members is not None:
+        from fedattack.standalone import read_members
+
+        members = read_members(exp, len(dataset))
+    return make_splits(len(dataset), exp, dataset.y, members)
 
 
 def _files_signature(run_dir: Path, names: tuple[str, ...]) -> tuple | None:
@@ -138,7 +162,17 @@ def _other_config(path: Path, exp: Experiment) -> bool:
 
 
 def check_against_dataset(exp: Experiment, dataset: Dataset) -> None:
-    """What the config alone cannot check: the GAN's classes exist, DP-SGD can train the model."""
+    """What the config alone cannot check: the GAN's classes exist, DP-SGD can train the model,
+    the user's model builds and trains on a batch of the dataset, a model trained elsewhere fits
+    it and the indices of its training records are records of the dataset."""
+    if exp.model.factory is not None:
+        check_user_model(exp, dataset)
+    if exp.model.weights is not None:
+        from fedattack.models.factory import load_weights
+        from fedattack.standalone import read_members
+
+        load_weights(initial_model(exp, dataset), exp.model.weights)
+        read_members(exp, len(dataset))
     if exp.gan is not None:
         if len(dataset.input_shape) != 3:
             what = ("gan.classifier: eigenfaces reads images" if exp.gan.classifier
@@ -175,6 +209,24 @@ def check_against_splits(exp: Experiment, dataset: Dataset, splits: Splits) -> N
                          "participant holds")
 
 
+def check_user_model(exp: Experiment, dataset: Dataset) -> None:
+    """model.factory: it imports, builds an nn.Module, and runs a forward and a backward pass on
+    a batch of the dataset's records; UserCodeError (one line naming the field) otherwise."""
+    from fedattack.models.factory import check_on_batch
+
+    model = initial_model(exp, dataset)
+    x, y = dataset.batch(np.arange(min(len(dataset), 8)))
+    check_on_batch(model.train(), x, y, exp.output_classes(dataset.num_classes))
+
+
+def ensure_same_dataset(exp: Experiment, dataset: Dataset, run_dir: Path) -> None:
+    """A user's dataset (data.dataset a mapping) is the one the run was split from: its digest
+    is recorded beside the splits at the start and checked whenever the run is taken up again
+    (the built-in datasets' files do not change)."""
+    if isinstance(exp.data.dataset, DatasetSource):
+        ensure_same_records(dataset_digest(dataset), run_dir)
+
+
 def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:
     """Check the experiment against its dataset, claim the run directory and write the
     ground-truth splits; idempotent, and done once per process while the config and the splits'
@@ -188,6 +240,7 @@ def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:
     run_dir = claim_run_dir(exp, run_dir)
     splits = experiment_splits(exp, dataset)
     ensure_splits(splits, run_dir)
+    ensure_same_dataset(exp, dataset, run_dir)
     if exp.scenario == "federated":
         write_class_counts(exp, dataset, splits, run_dir)
     _PREPARED.put(exp, run_dir, (dataset, splits))

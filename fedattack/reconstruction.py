@@ -50,7 +50,7 @@ from fedattack.data import Dataset
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, experiment_dataset, experiment_splits
 from fedattack.gan import WithGenerated, build_generator, generate
 from fedattack.io import read_json, write_json
-from fedattack.models import build_model
+from fedattack.models import build_target
 from fedattack.snapshots import GENERATED_KIND, SnapshotStore, local_view
 from fedattack.training import evaluate, resolve_device, train_model
 
@@ -415,8 +415,7 @@ def train_classifier(exp: Experiment, dataset: Dataset, train_idx: np.ndarray,
                                num_classes + 1).fit_space(faces)
             none = torch.full((len(nones),), num_classes, dtype=labels.dtype)
             return model.fit_head(torch.cat([faces, nones]), torch.cat([labels, none]))
-        model = build_model(exp.model.arch, dataset.input_shape, num_classes + 1,
-                            exp.model.activation)
+        model = build_target(exp.model, dataset.input_shape, num_classes + 1)
     data = WithGenerated(dataset, nones, label=num_classes)
     train_model(model, data, np.concatenate([train_idx, data.indices()]), None, exp.training,
                 exp.gan.classifier_epochs, device, exp.seed + 1)

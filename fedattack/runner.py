@@ -94,7 +94,7 @@ def train_target(exp: Experiment, run_dir: Path, show_progress: bool, verbose: b
 def attack_target(exp: Experiment, run_dir: Path, show_progress: bool = True) -> list[dict]:
     """Run the configured membership inference attacks; finished results are reused."""
     from fedattack.data.splits import ensure_splits
-    from fedattack.experiment import experiment_dataset, experiment_splits
+    from fedattack.experiment import ensure_same_dataset, experiment_dataset, experiment_splits
     from fedattack.membership import run_attacks, write_report
     from fedattack.reporting import RESULTS_JSON
 
@@ -102,6 +102,7 @@ def attack_target(exp: Experiment, run_dir: Path, show_progress: bool = True) ->
         return read_json(run_dir / RESULTS_JSON)
     dataset = experiment_dataset(exp)
     ensure_splits(experiment_splits(exp, dataset), run_dir)
+    ensure_same_dataset(exp, dataset, run_dir)
     with run_progress(exp.name, show_progress, console):  # the attacks' phases, see membership
         report = run_attacks(exp, run_dir, log=console.print)
     write_report(run_dir, exp, report)

@@ -46,6 +46,7 @@ from flwr.server.strategy import Strategy
 
 from fedattack.protocol import PARTITION_ID, FederationFailed
 from fedattack.snapshots import GLOBAL_VIEW, Snapshot, SnapshotStore
+from fedattack.usercode import user_code_failure
 from strategies.inner import OrderedFedAvg, inner_strategy, weighted_average
 
 log = logging.getLogger(__name__)
@@ -444,6 +445,12 @@ class RecordingStrategy(Strategy):
                 round_log.refuse(proxy.cid, None, f"failed: {res.status.message}")
             else:
                 round_log.refuse(None, None, one_line(f"failed: {failure!r}"))
+            unusable = user_code_failure(str(failure[1].status.message if isinstance(
+                failure, tuple) else failure))
+            if unusable:  # it would fail every round: the run stops now, saying why
+                self.fail(FederationFailed(f"round {server_round}: a participant cannot load "
+                                           f"the experiment: {unusable}"))
+                return None, {}
         accepted = self.accept(server_round, results, round_log)
         self.round_logs.append(round_log)
         if self.secure_aggregation and accepted:

@@ -183,6 +183,40 @@ def test_registered_supernodes_run_the_experiment_under_secagg(auth_deployment):
     assert len(nodes) == 2 and {n["status"] for n in nodes} == {"online"}
 
 
+def test_a_users_model_and_data_load_in_the_supernodes(tmp_path, monkeypatch):
+    """Issue 26: the model class and CSV of a project the test writes, named in the YAML with
+    python_path, are loaded by every SuperNode's ClientApp and by the ServerApp; the offline
+    attack runs the project's attack plug-in."""
+    import sys
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from fedattack.cli import app
+    from tests.test_user_federation import federation
+    from tests.user_project import write_project
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    project = write_project(tmp_path / "project")
+    try:
+        spec = federation(project)
+        spec["federation"]["num_participants"] = 2
+        config = tmp_path / "mine.yaml"
+        config.write_text(yaml.safe_dump(spec))
+        run_dir = tmp_path / "run"
+        result = CliRunner().invoke(app, ["deploy-local", str(config), "--out", str(run_dir),
+                                          "--timeout", str(TIMEOUT_S)])
+        assert result.exit_code == 0, result.output
+        uploads = SnapshotStore(run_dir / SNAPSHOT_DIR).view("global")
+        first = uploads.records(kind="upload", round=1)
+        assert sorted(r.partition for r in first) == [0, 1]
+        assert [a.shape for a in uploads.read_arrays(first[0])][:2] == [(8, 6), (8,)]
+        rows = read_json(run_dir / RESULTS_JSON)
+        assert {r["attack"] for r in rows} == {project.attack, "threshold-loss", "whitebox"}
+    finally:
+        project.forget()
+
+
 # --- signals (issue 25, item 6) ------------------------------------------------------------------
 
 

@@ -85,12 +85,27 @@ def stop(pids: list[int]) -> None:
             pass
 
 
+def users_project(tmp_path: Path) -> str:
+    """Issue 26: the experiment of a project the test writes (model class, CSV, attack plug-in),
+    named with absolute paths, as `flwr run` needs (its ServerApp runs in a folder of Flower's)."""
+    from tests.test_user_federation import federation
+    from tests.user_project import write_project
+
+    spec = federation(write_project(tmp_path / "project"))
+    spec["federation"]["num_participants"] = 4
+    spec["data"]["nonmember_size"] = 40  # 4 x 20 + 40 = the CSV's 120 records
+    return yaml.safe_dump(spec)
+
+
 @pytest.mark.slow
-def test_flwr_run_as_the_readme_says_completes_and_writes_the_run_directory(tmp_path):
+@pytest.mark.parametrize("experiment", ["built-in", "users-project"])
+def test_flwr_run_as_the_readme_says_completes_and_writes_the_run_directory(tmp_path,
+                                                                            experiment):
     if sys.platform != "linux":
         pytest.fail("this test finds the SuperLink it started through /proc (Linux)")
     home = tmp_path / "flwr-home"
-    (tmp_path / "tiny.yaml").write_text(TINY)
+    (tmp_path / "tiny.yaml").write_text(TINY if experiment == "built-in" else
+                                        users_project(tmp_path))
     run_dir = tmp_path / "run"
     env = {**os.environ, "FLWR_HOME": str(home),
            # the venv activated, as the README says: flwr starts flower-superlink from the PATH

@@ -212,3 +212,23 @@ def test_a_pool_too_small_to_match_the_labels_is_refused_in_one_line():
     with pytest.raises(ValueError, match="to match the members' labels but the held-out pool "
                        "has .*raise data.nonmember_size"):
         make_splits(len(dataset), exp, dataset.y)
+
+
+@pytest.mark.parametrize("case", [
+    {"alpha": 0.5, "self_balancing": False, "shuffle": True, "seed": 3},
+    {"alpha": [0.3, 1.0, 2.0, 0.5], "self_balancing": True, "shuffle": False, "seed": 7},
+], ids=["scalar-shuffled", "per-partition-self-balancing"])
+def test_dirichlet_equals_the_installed_flwr_datasets_partitioner(case):
+    """The same partitions as flwr-datasets' DirichletPartitioner itself (installed with the dev
+    extra) on a Hugging Face dataset of the same labels, record for record and in order."""
+    partitioners = pytest.importorskip("flwr_datasets.partitioner", reason="the data extra")
+    datasets = pytest.importorskip("datasets", reason="the data extra")
+    labels = labels_of(6, 50, seed=2)
+    table = datasets.Dataset.from_dict({"label": labels.tolist(),
+                                        "idx": list(range(len(labels)))})
+    theirs = partitioners.DirichletPartitioner(num_partitions=4, partition_by="label",
+                                               min_partition_size=5, **case)
+    theirs.dataset = table
+    ours = partition.dirichlet(labels, 4, case["alpha"], 5, case["self_balancing"],
+                               case["shuffle"], case["seed"])
+    assert [p.tolist() for p in ours] == [theirs.load_partition(i)["idx"] for i in range(4)]

@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedattack.config import TrainConfig
+from fedattack.data.files import dataset_digest
 from fedattack.io import CorruptedFile, inside, read_json, write_atomic, write_json
 from fedattack.models.fc import ACTIVATIONS, FCNet
 from fedattack.training import epoch_generator, lr_at, set_lr, train_model
@@ -227,14 +228,6 @@ def _digest(indices: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
-def dataset_digest(dataset) -> str:
-    h = hashlib.sha256()
-    for arr in (dataset.x, dataset.y):
-        h.update(str((arr.dtype, arr.shape)).encode())
-        h.update(np.ascontiguousarray(arr).tobytes())
-    return f"{dataset.name}:{h.hexdigest()[:32]}"
-
-
 def cache_root(run_dir: Path) -> Path:
     """The campaign folder when run_dir is one of its experiments, else run_dir."""
     parent = Path(run_dir).parent
@@ -393,8 +386,7 @@ def reference_plan(name: str, exp, knowledge, dataset) -> ReferenceSpec:
         assert not any(np.isin(knowledge.targets, s).any() for s in train_sets), \
             "an offline reference model would train on a target"
     seeds = tuple(exp.seed + 5000 + 100 * online + k for k in range(cfg.models))
-    arch = {"arch": exp.model.arch, "activation": exp.model.activation,
-            "input_shape": list(dataset.input_shape),
+    arch = {**exp.model.identity(), "input_shape": list(dataset.input_shape),
             "classes": exp.output_classes(dataset.num_classes)}
     return ReferenceSpec(dataset_digest(dataset), arch, exp.training.model_dump(mode="json"),
                          reference_epochs(exp), seeds, tuple(train_sets))

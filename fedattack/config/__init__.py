@@ -5,10 +5,12 @@ experiments plus sweeps). Every field has a default that reproduces the paper's 
 paper gives one; unknown keys are refused so that a typo never silently falls back to a default.
 
 One module a concern: ``base`` (strict models, bounded counts, names), ``data`` and ``model``
-(the dataset and the target model), ``federation`` (participants, strategy, SecAgg+, client DP),
-``attack`` (the offline attack and the federated attacker), ``gan`` (Hitaj et al.'s attacker and
-DP-SGD), ``experiment`` (the Experiment and its cross-field rules), ``loading`` (YAML and its
-one-line messages) and ``campaign``. Parsing a YAML imports neither torch nor Flower.
+(the dataset and the target model), ``code`` (references to the user's code and files,
+``python_path``), ``federation`` (participants, strategy, SecAgg+, client DP), ``attack`` (the
+offline attack and the federated attacker), ``gan`` (Hitaj et al.'s attacker and DP-SGD),
+``experiment`` (the Experiment and its cross-field rules), ``loading`` (YAML and its one-line
+messages) and ``campaign``. Parsing a YAML imports neither torch nor Flower (an experiment that
+names attack plug-ins imports those).
 """
 
 from fedattack.config.attack import (
@@ -43,7 +45,7 @@ from fedattack.config.campaign import (
     is_experiment_key,
     parse_campaign,
 )
-from fedattack.config.data import DataConfig, KnowledgeSizes
+from fedattack.config.data import DataConfig, DatasetSource, KnowledgeSizes
 from fedattack.config.experiment import Experiment
 from fedattack.config.federation import (
     CLIENT_DP_CLIPPING,
@@ -68,7 +70,8 @@ __all__ = [
     "ASCENT_FRACTION", "CLIENT_DP_CLIPPING", "FEDERATED_MODES", "MAX_COUNT", "MAX_STEPS",
     "NAME_MAX", "NAME_PATTERN", "STRATEGY_PARAMETERS", "Accuracy", "AttackConfig",
     "AttackName", "AttackerConfig", "Campaign", "CampaignEntry", "ClientDPConfig", "ConfigError",
-    "DataConfig", "DuplicateKey", "Experiment", "FeatureConfig", "FederationConfig", "GanConfig",
+    "DataConfig", "DatasetSource", "DuplicateKey", "Experiment", "FeatureConfig",
+    "FederationConfig", "GanConfig",
     "KnowledgeSizes", "LayerRef", "ModelConfig", "NonNegInt", "PositiveInt", "PrivacyConfig",
     "ReferenceConfig", "SafeName", "SecAggConfig", "Steps", "Strict", "StrategyConfig",
     "TrainConfig", "Unit", "attack_names", "experiment_yaml", "format_validation_error",

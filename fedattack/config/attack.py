@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
 from fedattack.config.base import NonNegInt, PositiveInt, Steps, Strict
+from fedattack.config.code import ModuleName
 
 LayerRef = int | str
 """A layer by module name or by (negative) index into `fedattack.models.layer_names`."""
@@ -84,6 +85,11 @@ class AttackConfig(Strict):
 
     model_config = ConfigDict(extra="allow", validate_assignment=True, allow_inf_nan=False)
 
+    # Before `attacks`: the plug-ins register the attacks it may name.
+    plugins: list[ModuleName] = Field(
+        default_factory=list, description="modules of your own that register attacks "
+        "(fedattack.attack_registry.register), imported from python_path when the experiment "
+        "is parsed")
     attacks: list[AttackName] = Field(
         default_factory=lambda: ["whitebox", "blackbox", "threshold-loss"],
         description="registered attack names (fedattack.attack_registry); an attack's own "
@@ -121,6 +127,17 @@ class AttackConfig(Strict):
     memory_mb: Annotated[float, Field(ge=1, le=2**24)] = 256.0
     shadow_models: PositiveInt = 1
     references: ReferenceConfig = ReferenceConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_plugins(cls, data: Any) -> Any:
+        """Import the plug-ins first, so that `attacks` and their parameters may name theirs."""
+        plugins = data.get("plugins") if isinstance(data, dict) else None
+        if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+            from fedattack import attack_registry as registry
+
+            registry.load_plugins(plugins)
+        return data
 
     @model_validator(mode="after")
     def _attack_parameters(self) -> AttackConfig:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fedattack.config.attack import AttackConfig, AttackerConfig
 from fedattack.config.base import NonNegInt, SafeName, Strict
+from fedattack.config.code import use_python_path
 from fedattack.config.data import DataConfig
 from fedattack.config.federation import FederationConfig
 from fedattack.config.gan import GanConfig, PrivacyConfig
@@ -21,6 +22,12 @@ class Experiment(Strict):
     seed: NonNegInt = 0
     scenario: Literal["federated", "standalone", "finetune"] = "federated"
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Before `data`, `model` and `attack`: fields are validated in order, and the attack block
+    # imports its plug-ins from these folders.
+    python_path: list[str] = Field(
+        default_factory=list, description="folders your model factory, data loader and attack "
+        "plug-ins are imported from, put on sys.path by every process that reads the experiment "
+        "(relative to the working directory; resolved to absolute paths)")
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainConfig = TrainConfig()
@@ -37,6 +44,25 @@ class Experiment(Strict):
     privacy: PrivacyConfig | None = Field(
         default=None, description="DP-SGD and selective sharing for honest participants"
     )
+
+    @field_validator("python_path")
+    @classmethod
+    def _importable_from(cls, folders: list[str]) -> list[str]:
+        return use_python_path(folders)
+
+    @model_validator(mode="after")
+    def _audit_fits(self) -> Experiment:
+        """A model trained elsewhere (model.weights) is audited in the stand-alone scenario,
+        with the indices of its training records (data.members) as the ground truth."""
+        if self.model.weights is not None and self.data.members is None:
+            raise ValueError("model.weights: needs data.members, the indices of the records "
+                             "the model was trained on (the ground truth of the audit)")
+        if self.data.members is not None and self.model.weights is None:
+            raise ValueError("data.members: for a model trained elsewhere (model.weights)")
+        if self.model.weights is not None and self.scenario != "standalone":
+            raise ValueError(f"model.weights: a trained model is audited in the standalone "
+                             f"scenario, not {self.scenario!r}")
+        return self
 
     @model_validator(mode="after")
     def _gan_and_privacy_fit(self) -> Experiment:

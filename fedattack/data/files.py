@@ -9,6 +9,7 @@ into a message naming the ways to get the dataset.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +60,16 @@ class Dataset:
             std = torch.tensor(self.std).view(-1, 1, 1)
             x = (x / 255 - mean) / std
         return x, torch.from_numpy(self.y[idx]).long()
+
+
+def dataset_digest(dataset) -> str:
+    """The dataset's name and a SHA-256 of its records and labels (dtypes and shapes included):
+    the same digest means the same data."""
+    h = hashlib.sha256()
+    for arr in (dataset.x, dataset.y):
+        h.update(str((arr.dtype, arr.shape)).encode())
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return f"{dataset.name}:{h.hexdigest()[:32]}"
 
 
 class FilesMissing(DatasetUnavailable):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 
+from fedattack.config.data import DatasetSource
 from fedattack.data import images, synthetic, tabular
 from fedattack.data.files import (  # re-exported: the registry is where users look them up
     Dataset,
@@ -93,9 +94,17 @@ def data_root(root: str | Path | None = None) -> Path:
 
 
 def load_dataset(
-    name: str, root: str | Path | None = None, num_records: int | None = None, seed: int = 0
+    name: str | DatasetSource, root: str | Path | None = None, num_records: int | None = None,
+    seed: int = 0
 ) -> Dataset:
-    """Load a dataset by registry name; `num_records` and `seed` pick a synthetic variant."""
+    """Load a dataset by registry name, or the user's own (a `DatasetSource`, see
+    fedattack.data.user); `num_records` and `seed` pick a synthetic variant."""
+    if isinstance(name, DatasetSource):
+        if num_records is not None:
+            raise ValueError("data.num_records applies to synthetic datasets, not to your own")
+        from fedattack.data.user import load_source
+
+        return load_source(name, data_root(root) / "huggingface")
     entry = _entry(name)
     folder = data_root(root) / name
     if entry.synthetic:

@@ -49,6 +49,7 @@ SPLITS_DIR = "splits"
 MEMBERSHIP_FILE = "membership.npz"
 KNOWLEDGE_FILE = "knowledge.npz"
 SIZES_FILE = "splits.json"
+RECORDS_FILE = "records.json"  # the digest of a user's dataset the splits index into
 
 
 SEP = "__"  # between a victim's name and an array name in the .npz files
@@ -113,20 +114,30 @@ def _by_name(victims, name: str):
     raise KeyError(f"no victim {name!r}; known: {', '.join(v.name for v in victims)}")
 
 
-def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = None) -> Splits:
-    """The experiment's splits of a dataset of num_records records; a pure function of exp.seed.
+def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = None,
+                members: np.ndarray | None = None) -> Splits:
+    """The experiment's splits of a dataset of num_records records; a pure function of exp.seed
+    (and of `members`).
 
     With `data.overlap`, each participant's training set is drawn independently from the whole
     member pool (every record not reserved for non-members or shadow data), so sets may share
-    records; otherwise the sets are disjoint.
+    records; otherwise the sets are disjoint. `members`, the training records of a model trained
+    elsewhere (`data.members`), is the one partition; non-members and shadow data are drawn from
+    the other records.
     """
     data, knowledge = exp.data, exp.data.knowledge
-    _check_size(num_records, exp)
     rng = np.random.default_rng(exp.seed)
-    order = rng.permutation(num_records)
     cuts = [data.nonmember_size, data.nonmember_size + data.shadow_size]
-    nonmembers, shadow, pool = np.split(order, cuts)
-    partitions = _partitions(pool, exp, rng, labels)
+    if members is None:
+        _check_size(num_records, exp)
+        order = rng.permutation(num_records)
+        nonmembers, shadow, pool = np.split(order, cuts)
+        partitions = _partitions(pool, exp, rng, labels)
+    else:
+        others = np.setdiff1d(np.arange(num_records), members)
+        _check_size(len(others) + data.train_size, exp)
+        nonmembers, shadow, _ = np.split(rng.permutation(others), cuts)
+        partitions = [np.asarray(members)]
     victims = []
     for name, owners, against in victim_groups(exp):
         members = _union(partitions, owners)
@@ -171,7 +182,7 @@ def _check_size(num_records: int, exp: Experiment) -> None:
     needed = data.nonmember_size + data.shadow_size + training
     if needed > num_records:
         raise ValueError(
-            f"{data.dataset} has {num_records} records but the splits need {needed} "
+            f"{data.dataset_name} has {num_records} records but the splits need {needed} "
             f"({data.nonmember_size} non-members + {data.shadow_size} shadow + {training} "
             "training)"
         )
@@ -373,6 +384,21 @@ def ensure_splits(splits: Splits, run_dir: str | Path) -> None:
         write_checksums(folder, list(SPLIT_FILES))
     else:
         check_splits(run_dir)
+
+
+def ensure_same_records(digest: str, run_dir: str | Path) -> None:
+    """Record the digest of the dataset the splits index into (a user's dataset, whose files may
+    change), or check that it is still the same: an edited CSV under unchanged splits would
+    attack and score other records than the model trained on."""
+    path = inside(run_dir, Path(SPLITS_DIR) / RECORDS_FILE)
+    if not path.exists():
+        write_json(path, {"dataset": digest})
+        return
+    recorded = read_json(path).get("dataset")
+    if recorded != digest:
+        raise CorruptedFile(path, f"was split from other records ({recorded}, now {digest}): "
+                            "data.dataset changed since the run began",
+                            "restore the dataset's files, or run into another --out")
 
 
 SPLIT_FILES = (MEMBERSHIP_FILE, KNOWLEDGE_FILE, SIZES_FILE)

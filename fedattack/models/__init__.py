@@ -17,12 +17,14 @@ activation of the architecture they reproduce. Image models take `input_shape` a
 (channels, height, width) and work from 28x28 up. No model uses in-place operations, so
 `torch.func.vmap` can compute per-example gradients (with BatchNorm in eval mode).
 
-Every built model carries `input_shape` and `num_classes` attributes.
+Every built model carries `input_shape` and `num_classes` attributes. A model of the user's own
+comes from `model.factory` (see `fedattack.models.factory`); `build_target` builds either.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from torch import nn
 
@@ -30,6 +32,9 @@ from fedattack.models.cifar import AlexNet, DenseNet, ResNet
 from fedattack.models.cnn import HitajCNN, SmallCNN
 from fedattack.models.fc import ACTIVATIONS, build_fc
 from fedattack.models.gan import Generator
+
+if TYPE_CHECKING:
+    from fedattack.config import ModelConfig
 
 Builder = Callable[[tuple[int, ...], int, str], nn.Module]
 
@@ -68,9 +73,26 @@ def build_model(
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
     input_shape = tuple(int(s) for s in input_shape)
-    model = MODELS[arch](input_shape, num_classes, activation)
-    model.input_shape = input_shape
-    model.num_classes = num_classes
+    return _described(MODELS[arch](input_shape, num_classes, activation), input_shape,
+                      num_classes)
+
+
+def build_target(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The model of a `model:` block: its built-in arch, or the user's factory."""
+    if cfg.factory is None:
+        return build_model(cfg.arch, input_shape, num_classes, cfg.activation)
+    from fedattack.models.factory import build_factory_model
+
+    input_shape = tuple(int(s) for s in input_shape)
+    return _described(build_factory_model(cfg.factory, cfg.kwargs, input_shape, num_classes),
+                      input_shape, num_classes)
+
+
+def _described(model: nn.Module, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The model with `input_shape` and `num_classes` attributes (a user's own are kept)."""
+    for name, value in (("input_shape", input_shape), ("num_classes", num_classes)):
+        if not hasattr(model, name):
+            setattr(model, name, value)
     return model
 
 
@@ -86,4 +108,4 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, m in model.named_modules() if isinstance(m, PARAMETRISED_LAYERS)]
 
 
-__all__ = ["MODELS", "Generator", "build_model", "layer_names", "model_names"]
+__all__ = ["MODELS", "Generator", "build_model", "build_target", "layer_names", "model_names"]
