@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import errno
+import os
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +13,14 @@ from rich.console import Console
 
 from fedattack.campaign import CampaignPlan, over_seeds, plan_campaign, run_campaign, selected
 from fedattack.config import ConfigError, Experiment, is_campaign, load_yaml, parse_experiment
+from fedattack.interruption import (
+    INTERRUPTED,
+    Interruption,
+    announce_interrupted,
+    descendants,
+    interrupting_signals,
+    stop_processes,
+)
 from fedattack.io import CorruptedFile, DirectoryBusy, UnsafePath, child_dir, exclusive
 from fedattack.reporting import markdown_table, undertrained_warnings
 from fedattack.terminal import print_campaign, print_run
@@ -45,7 +55,6 @@ def main_options(
 
 
 USAGE_ERROR = 2
-INTERRUPTED = 130  # the shell's code for Ctrl-C
 
 
 def fail(message: str) -> None:
@@ -69,6 +78,34 @@ def disk_full(err: OSError) -> str:
     where = f" writing {err.filename}" if err.filename else ""
     return (f"no space left on device{where}: nothing was half-written; free some space and "
             "run the same command again to resume")
+
+
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def fail_on_os_error(err: OSError) -> None:
+    """One line for a full disk or a file that may not be written (a read-only run directory);
+    any other OSError is a bug and goes on with its traceback."""
+    if err.errno == errno.ENOSPC:
+        fail(disk_full(err))
+    if err.errno in NOT_WRITABLE and err.filename:
+        fail(f"cannot write in {Path(err.filename).parent} ({err.strerror}): make it writable, or "
+             "choose another --out, and run the same command again")
+    raise err
+
+
+def exit_interrupted(interruption: Interruption) -> None:
+    """Ctrl-C or SIGTERM: stop every process the run started (those noted when the signal came,
+    and any started since), say how to resume, exit 130. When a library's threads still wait for
+    replies that will never come (Flower's server threads, once Ray is gone), the process exits
+    at once rather than wait for them: every file was written atomically and run.json says
+    `interrupted`."""
+    stop_processes(interruption.processes + descendants())
+    announce_interrupted()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.main_thread()):
+        os._exit(INTERRUPTED)
+    raise typer.Exit(INTERRUPTED)
 
 
 def preflight_all(loaded: Experiment | CampaignPlan, source: Path) -> None:
@@ -152,33 +189,32 @@ def run(
     results (results.md and results.json keep them in the run directory). A rerun resumes where
     an interrupted one stopped.
     """
-    try:
-        loaded = load_config(config)
-        if only and not isinstance(loaded, CampaignPlan):
-            raise ConfigError(f"--only: {config} is one experiment, not a campaign")
-        to_run = loaded
-        if only:  # the experiments that will run are checked, those left alone are not
-            chosen = selected(loaded, only)
-            to_run = replace(loaded, items=[i for i in loaded.items
-                                            if i.experiment.name in chosen])
-        preflight_all(to_run, config)
-        warn_label_skew(to_run, config)
-        if isinstance(loaded, CampaignPlan):
-            run_campaign_command(loaded, out or child_dir("runs", loaded.name), quiet, verbose,
-                                 only)
-        else:
-            run_experiment_command(loaded, out or child_dir("runs", loaded.name), quiet, verbose)
-    except user_errors() as err:
-        fail(str(err))
-    except ValueError as err:  # e.g. a dataset too small for the requested split sizes
-        fail(str(err))
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise
-        fail(disk_full(err))
-    except KeyboardInterrupt:
-        typer.echo("interrupted: run the same command again to resume", err=True)
-        raise typer.Exit(INTERRUPTED) from None
+    with interrupting_signals() as interruption:
+        try:
+            loaded = load_config(config)
+            if only and not isinstance(loaded, CampaignPlan):
+                raise ConfigError(f"--only: {config} is one experiment, not a campaign")
+            to_run = loaded
+            if only:  # the experiments that will run are checked, those left alone are not
+                chosen = selected(loaded, only)
+                to_run = replace(loaded, items=[i for i in loaded.items
+                                                if i.experiment.name in chosen])
+            preflight_all(to_run, config)
+            warn_label_skew(to_run, config)
+            if isinstance(loaded, CampaignPlan):
+                run_campaign_command(loaded, out or child_dir("runs", loaded.name), quiet,
+                                     verbose, only)
+            else:
+                run_experiment_command(loaded, out or child_dir("runs", loaded.name), quiet,
+                                       verbose)
+        except user_errors() as err:
+            fail(str(err))
+        except ValueError as err:  # e.g. a dataset too small for the requested split sizes
+            fail(str(err))
+        except OSError as err:
+            fail_on_os_error(err)
+        except KeyboardInterrupt:
+            exit_interrupted(interruption)
 
 
 @app.command()
@@ -292,26 +328,27 @@ def deploy_local(
     from fedattack.deploy import AppMismatch, DeployError, check_deployable, deploy_experiment
     from fedattack.runner import progress_bar
 
-    try:
-        exp = load_config(config)
-        if isinstance(exp, CampaignPlan):
-            fail(f"{config} is a campaign; deploy-local runs one experiment")
-        check_deployable(exp)  # before the lock creates the run directory
-        preflight_all(exp, config)
-        run_dir = out or child_dir("runs", exp.name)
-        # the progress bar follows the rounds the ServerApp logs
-        with exclusive(run_dir), progress_bar(exp, True) as advance:
-            record, results = deploy_experiment(exp, run_dir, auth=auth, timeout_s=timeout,
-                                                on_round=advance)
-    except (*user_errors(), AppMismatch) as err:
-        fail(str(err))
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
-            raise
-        fail(disk_full(err))
-    except DeployError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
+    with interrupting_signals() as interruption:
+        try:
+            exp = load_config(config)
+            if isinstance(exp, CampaignPlan):
+                fail(f"{config} is a campaign; deploy-local runs one experiment")
+            check_deployable(exp)  # before the lock creates the run directory
+            preflight_all(exp, config)
+            run_dir = out or child_dir("runs", exp.name)
+            # the progress bar follows the rounds the ServerApp logs
+            with exclusive(run_dir), progress_bar(exp, True) as advance:
+                record, results = deploy_experiment(exp, run_dir, auth=auth, timeout_s=timeout,
+                                                    on_round=advance)
+        except (*user_errors(), AppMismatch) as err:
+            fail(str(err))
+        except OSError as err:
+            fail_on_os_error(err)
+        except DeployError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            exit_interrupted(interruption)
     report_run(exp, run_dir, record, results)
 
 
@@ -356,6 +393,9 @@ def clean(
         removed, skipped = clean_caches(run_dir, dry_run)
     except FileNotFoundError as err:
         fail(str(err))
+    except OSError as err:  # a read-only run directory
+        fail(f"cannot remove the cache in {err.filename} ({err.strerror}): make it writable and "
+             "run the same command again")
     verb = "would remove" if dry_run else "removed"
     for item in removed:
         typer.echo(f"{verb} {item.path} ({item.bytes / 1e6:.1f} MB)")

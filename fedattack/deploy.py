@@ -2,7 +2,9 @@
 
 A SuperLink, a SuperExec running the ServerApp, and per participant a SuperNode with its own
 SuperExec running the ClientApp, all on 127.0.0.1 and talking HTTPS with certificates made by
-docker/generate-certs.sh. The experiment is submitted with ``flwr run`` (the app is built from
+docker/generate-certs.sh; each SuperExec authenticates to the server it runs apps for with a
+secret of their own. What stays open (the Control API answers without credentials) is in
+docs/deployment-security.md. The experiment is submitted with ``flwr run`` (the app is built from
 the project's source, as a user would submit it), its status is read with ``flwr ls`` (``flwr
 run`` exits 0 even when the run fails), and the offline attack then runs on the run directory the
 ServerApp wrote. Every process is started in a session of its own and stopped by its id, with
@@ -31,6 +33,7 @@ from pathlib import Path
 from fedattack import protocol
 from fedattack.config import ConfigError, Experiment
 from fedattack.experiment import CONFIG_FILE, RUN_FILE, claim_run_dir
+from fedattack.interruption import marks_interrupted
 from fedattack.io import read_json
 from fedattack.protocol import FederationFailed
 from fedattack.runner import attack_target, discard_unfinished, finished_record
@@ -101,6 +104,22 @@ class DeployPaths:
     def node_key(self, node: int) -> Path:
         """Private key of SuperNode `node` (1-based, as generate-certs.sh names them)."""
         return self.certs / "keys" / f"supernode-{node}"
+
+    def superexec_secret(self, server: str) -> Path:
+        """The secret `server` (the SuperLink, or a SuperNode by its process name) shares with
+        the SuperExec that runs its apps."""
+        return self.certs / "superexec" / f"{server}.secret"
+
+
+def write_secret(path: Path) -> Path:
+    """32 random bytes in a new file only its owner may read (the file must not exist)."""
+    import secrets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_bytes(32))
+    return path
 
 
 def flower_env(paths: DeployPaths) -> dict[str, str]:
@@ -270,7 +289,7 @@ class LocalDeployment:
         write_connection(self.paths, self.link_port)
         try:
             self._start_superlink()
-            self.procs.start("superexec-serverapp", self._superexec(self.link_port))
+            self.procs.start("superexec-serverapp", self._superexec(self.link_port, "superlink"))
         except BaseException:
             self.procs.stop_all()
             raise
@@ -288,14 +307,25 @@ class LocalDeployment:
     def _root_cert_args(self) -> list[str]:
         return ["--root-certificates", str(self.paths.certs / "ca.crt")]
 
-    def _superexec(self, runtime_port: int) -> list[str]:
+    def _secret_args(self, server: str) -> list[str]:
+        """SuperExec authentication (flwr 1.42, experimental): the Runtime API of `server`
+        answers only a SuperExec that signs its requests with their shared secret, so no other
+        local process can claim the run's ServerApp or ClientApp task (and with it every
+        participant's upload). The Control API has no such check: see
+        docs/deployment-security.md."""
+        secret = self.paths.superexec_secret(server)
+        if not secret.exists():
+            write_secret(secret)
+        return ["--superexec-auth-secret-file", str(secret)]
+
+    def _superexec(self, runtime_port: int, server: str) -> list[str]:
         return ["flower-superexec", "--runtime-api-address", f"{HOST}:{runtime_port}",
-                *self._root_cert_args()]
+                *self._root_cert_args(), *self._secret_args(server)]
 
     def _start_superlink(self) -> None:
         args = ["flower-superlink", *self._tls_server_args(), "--isolation", "process",
                 "--host", HOST, "--port", str(self.link_port),
-                "--disable-runtime-dependency-installation"]
+                "--disable-runtime-dependency-installation", *self._secret_args("superlink")]
         if self.auth:
             args.append("--enable-supernode-auth")
         self.procs.start("superlink", args)
@@ -318,12 +348,13 @@ class LocalDeployment:
         args = ["flower-supernode", "--superlink", f"{HOST}:{self.link_port}",
                 *self._root_cert_args(), "--isolation", "process", "--host", HOST,
                 "--port", str(port), *self._tls_server_args(),
-                "--node-config", f"partition-id={partition_id} num-partitions={self.nodes}"]
+                "--node-config", f"partition-id={partition_id} num-partitions={self.nodes}",
+                *self._secret_args(name)]
         if self.auth:
             args += ["--auth-supernode-private-key",
                      str(key or self.paths.node_key(partition_id + 1))]
         self.procs.start(name, args)
-        self.procs.start(f"superexec-{name}", self._superexec(port))
+        self.procs.start(f"superexec-{name}", self._superexec(port, name))
         return name
 
     def submit(self, run_config: dict[str, str]) -> int:
@@ -406,8 +437,8 @@ def deploy_experiment(exp: Experiment, run_dir: str | Path, auth: bool = False,
     if record is None:
         discard_unfinished(run_dir)
         paths = DeployPaths(run_dir)
-        with LocalDeployment(paths, exp.federation.num_participants, auth, timeout_s, app,
-                             on_round) as dep:
+        with marks_interrupted(run_dir, exp.name), LocalDeployment(
+                paths, exp.federation.num_participants, auth, timeout_s, app, on_round) as dep:
             record = dep.run_experiment(exp)
     results = attack_target(exp, run_dir) if exp.attack is not None else []
     return record, results

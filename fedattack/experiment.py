@@ -18,7 +18,15 @@ from fedattack.config.data import DatasetSource
 from fedattack.data import Dataset, Splits, load_dataset, make_splits
 from fedattack.data.files import dataset_digest
 from fedattack.data.splits import SPLIT_FILES, ensure_same_records, ensure_splits
-from fedattack.io import CHECKSUMS, inside, remove_file, remove_tree, write_atomic, write_json
+from fedattack.io import (
+    CHECKSUMS,
+    RUN_DIR_MARKER,
+    inside,
+    remove_file,
+    remove_tree,
+    write_atomic,
+    write_json,
+)
 from fedattack.models import build_target
 from fedattack.privacy import check_private_model
 
@@ -130,7 +138,7 @@ def claim_run_dir(exp: Experiment, run_dir: str | Path) -> Path:
         remove_tree(run_dir, SPLITS_DIR)  # left by a pre-flight that failed: reclaimed
         remove_file(run_dir, CONFIG_FILE)
     if not config_path.exists():
-        write_atomic(config_path, experiment_yaml(exp))
+        write_atomic(config_path, RUN_DIR_MARKER + experiment_yaml(exp))
     elif load_experiment(config_path) != exp:
         raise FileExistsError(
             f"{run_dir} holds a run of a different configuration; choose another --out"
@@ -166,6 +174,12 @@ def check_against_dataset(exp: Experiment, dataset: Dataset) -> None:
         load_weights(initial_model(exp, dataset), exp.model.weights)
         read_members(exp, len(dataset))
     if exp.gan is not None:
+        if len(dataset.input_shape) != 3:
+            what = ("gan.classifier: eigenfaces reads images" if exp.gan.classifier
+                    == "eigenfaces" else "gan: the GAN attack generates images")
+            raise ValueError(f"{what}, but {dataset.name}'s records have shape "
+                             f"{tuple(dataset.input_shape)}, not (channels, height, width); "
+                             "use an image dataset")
         n = dataset.num_classes
         named = {"victim_class": exp.gan.victim_class, "fake_class": exp.gan.fake_class}
         for key, cls in named.items():
@@ -174,6 +188,25 @@ def check_against_dataset(exp: Experiment, dataset: Dataset) -> None:
                                  f"accepted: 0..{n - 1}")
     if exp.privacy is not None and exp.privacy.noise_multiplier is not None:
         check_private_model(initial_model(exp, dataset))
+
+
+def check_against_splits(exp: Experiment, dataset: Dataset, splits: Splits) -> None:
+    """What needs the partitions: a participant other than the GAN's attacker holds records of
+    its victim class (otherwise there is no one to attack, and the measures compare the
+    generator's samples with nobody's records)."""
+    if exp.gan is None:
+        return
+    from fedattack.data.partition import class_counts
+
+    counts = class_counts(np.asarray(dataset.y), splits.partitions, dataset.num_classes)
+    victim = exp.gan.victim_class
+    held = {i: c[victim] for i, c in enumerate(counts) if i != exp.gan.attacker}
+    if not any(held.values()):
+        raise ValueError(f"gan.victim_class: no participant but the attacker (participant "
+                         f"{exp.gan.attacker}) holds a record of class {victim} under "
+                         f"data.partition {exp.data.partition} (records of class {victim} per "
+                         f"participant: {[c[victim] for c in counts]}); choose a class another "
+                         "participant holds")
 
 
 def check_user_model(exp: Experiment, dataset: Dataset) -> None:

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -41,28 +42,41 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
+# Held by every atomic write of this process, and for good by `freeze_writes`: a process that
+# ends at once on a signal writes its last word (run.json) and then nothing else.
+_WRITING = threading.RLock()
+
+
 def write_atomic(path: str | Path, data: str | bytes, *, tmp_prefix: str | None = None) -> None:
     """The project's one atomic file writer: write to a temporary file in the same folder (named
     ``tmp_prefix`` + name + random, by default ``.name.*.tmp``), fsync it, rename it over ``path``
     and fsync the folder, so that after a crash ``path`` holds the old or the new bytes, never a
     mix, and the rename itself survives a power cut."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if tmp_prefix is None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    else:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{tmp_prefix}{path.name}.")
-    try:
-        os.fchmod(fd, default_mode())  # mkstemp's 0600 would hide results from the group
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode() if isinstance(data, str) else data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    with _WRITING:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if tmp_prefix is None:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        else:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{tmp_prefix}{path.name}.")
+        try:
+            os.fchmod(fd, default_mode())  # mkstemp's 0600 would hide results from the group
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data.encode() if isinstance(data, str) else data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fsync_dir(path.parent)
+
+
+def freeze_writes(timeout_s: float = 10.0) -> bool:
+    """Wait (at most `timeout_s`) for the atomic write under way in another thread, then keep
+    every other thread from writing, for good: for a process about to end at once. The calling
+    thread may still write. Returns whether the other threads were stopped in time."""
+    return _WRITING.acquire(timeout=timeout_s)
 
 
 def strict_json_values(obj: Any) -> Any:
@@ -83,8 +97,20 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_atomic(path, text + "\n")
 
 
+REWRITE = "fedattack writes it whole or not at all, so it was changed since: delete it and run " \
+    "the same command again to redo what it records"
+
+
 def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+    """The JSON document in `path`; DamagedJSON (one line naming the file) when it is not one."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except json.JSONDecodeError as err:
+        raise DamagedJSON(path, f"not valid JSON ({err.msg} at line {err.lineno} column "
+                                f"{err.colno})", REWRITE) from None
+    except UnicodeDecodeError as err:
+        raise DamagedJSON(path, f"not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                                f"{err.start})", REWRITE) from None
 
 
 class UnsafePath(ValueError):
@@ -136,12 +162,22 @@ def remove_file(root: str | Path, path: str | Path) -> None:
     inside(root, path).unlink(missing_ok=True)
 
 
+# The first line of every run directory's config.yaml: what `fedattack clean` recognises a run
+# directory by (a YAML comment, so the file still reads as the experiment it holds).
+RUN_DIR_MARKER = "# fedattack run directory: the resolved configuration of this run\n"
+
+
 class CorruptedFile(Exception):
     """A file of a run directory that is missing, unreadable or not what was written there."""
 
     def __init__(self, path: str | Path, reason: str, remedy: str = "") -> None:
         self.path, self.reason = Path(path), reason
         super().__init__(f"{self.path}: {reason}" + (f"; {remedy}" if remedy else ""))
+
+
+class DamagedJSON(CorruptedFile, ValueError):
+    """A JSON file of a run that does not parse; a ValueError too, as json.loads raises, so a
+    reader that tolerates a file being replaced still does."""
 
 
 CHECKSUMS = "checksums.json"

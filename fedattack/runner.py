@@ -13,10 +13,12 @@ from fedattack.experiment import (
     RUN_FILE,
     SNAPSHOT_DIR,
     check_against_dataset,
+    check_against_splits,
     claim_run_dir,
     experiment_dataset,
     experiment_splits,
 )
+from fedattack.interruption import marks_interrupted
 from fedattack.io import (
     exclusive,
     read_json,
@@ -79,7 +81,7 @@ def train_target(exp: Experiment, run_dir: Path, show_progress: bool, verbose: b
         console.print(f"{exp.name}: target model already trained in {run_dir}")
         return done
     discard_unfinished(run_dir)
-    with progress_bar(exp, show_progress) as advance:
+    with marks_interrupted(run_dir, exp.name), progress_bar(exp, show_progress) as advance:
         if exp.scenario == "federated":
             from fedattack.simulation import run_federated
 
@@ -131,13 +133,17 @@ def experiment_finished(exp: Experiment, run_dir: str | Path) -> bool:
 def preflight(exp: Experiment) -> Dataset:
     """Every check that needs the dataset or the model but no training, run by `validate` and
     before a run claims its directory: the dataset's files are there, the splits fit in it, the
-    GAN's classes and DP-SGD suit it, the attack's layers and memory fit. Raises ConfigError,
+    GAN's classes and DP-SGD suit it, a victim holds the GAN's class, the attack side's training
+    is bounded (fedattack.workload), the attack's layers and memory fit. Raises ConfigError,
     DatasetUnavailable or ValueError with one line."""
     from fedattack.membership import check_attack  # the attack side, torch and all
+    from fedattack.workload import check_work
 
     dataset = experiment_dataset(exp)
     check_against_dataset(exp, dataset)
-    experiment_splits(exp, dataset)
+    splits = experiment_splits(exp, dataset)
+    check_against_splits(exp, dataset, splits)
+    check_work(exp, splits)
     check_attack(exp, dataset)
     return dataset
 

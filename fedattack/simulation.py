@@ -25,6 +25,7 @@ from pathlib import Path
 from fedattack import protocol
 from fedattack.config import ConfigError, Experiment
 from fedattack.experiment import CONFIG_FILE, RUN_FILE, prepare_run
+from fedattack.interruption import ends_at_once, reinstall_handlers
 from fedattack.io import read_json
 
 RAY_START_TIMEOUT_ENV = "FEDATTACK_RAY_START_TIMEOUT_S"
@@ -227,8 +228,9 @@ def run_federated(
         "client_resources": {"num_cpus": res.client_cpus, "num_gpus": res.client_gpus},
         "init_args": init_args,
     }
-    with flower_environment(run_dir), quiet_libraries(verbose):
+    with flower_environment(run_dir), quiet_libraries(verbose), ends_at_once(run_dir, exp.name):
         ray_started = start_ray(init_args, ray_start_timeout())
+        reinstall_handlers()  # Ray's core took SIGTERM over
         try:
             run_simulation(server_app=server_app, client_app=client_app,
                            num_supernodes=exp.federation.num_participants,

@@ -1,13 +1,20 @@
 """`fedattack clean` removes the caches of finished runs and nothing else."""
 
+import shutil
+
+import pytest
 from typer.testing import CliRunner
 
 from fedattack.cleanup import clean_caches
 from fedattack.cli import app
+from fedattack.io import RUN_DIR_MARKER
+from tests.readonly import fedattack_read_only
 
 
 def make_run(folder, finished: bool):
+    """A run directory as fedattack leaves it (its config.yaml opens with fedattack's line)."""
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(RUN_DIR_MARKER + "name: x\n")
     (folder / "features" / "victim-0").mkdir(parents=True)
     (folder / "features" / "victim-0" / "x.npy").write_bytes(b"\0" * 1000)
     (folder / "snapshots").mkdir()
@@ -52,10 +59,41 @@ def test_a_symlinked_cache_is_not_followed(tmp_path):
     outside = tmp_path / "precious"
     outside.mkdir()
     (outside / "keep.txt").write_text("data")
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "run.json").write_text("{}")
-    (run / "results.json").write_text("[]")
+    run = make_run(tmp_path / "run", finished=True)
+    shutil.rmtree(run / "features")
     (run / "features").symlink_to(outside)
     clean_caches(run)
     assert (outside / "keep.txt").read_text() == "data"
+
+
+def test_a_relative_run_directory_is_cleaned(tmp_path, monkeypatch):
+    run = make_run(tmp_path / "out" / "cc", finished=True)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["clean", "out/cc"])
+    assert result.exit_code == 0, result.output
+    assert "removed out/cc/features (0.0 MB)" in result.output
+    assert not (run / "features").exists() and (run / "results.json").exists()
+
+
+@pytest.mark.parametrize("config", [None, "name: x\n", "# fedattack run directory\nname: x\n"])
+def test_a_folder_fedattack_did_not_write_is_refused_and_kept(tmp_path, config):
+    """A user's folder holding a run.json, a results.json and a features/ of its own."""
+    folder = make_run(tmp_path / "mine", finished=True)
+    (folder / "config.yaml").unlink()
+    if config is not None:
+        (folder / "config.yaml").write_text(config)
+    result = CliRunner().invoke(app, ["clean", str(folder)])
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: {folder} holds no run directory that fedattack wrote"), line
+    assert (folder / "features" / "victim-0" / "x.npy").exists()
+
+
+def test_a_read_only_run_directory_is_refused_in_one_line(tmp_path):
+    run = make_run(tmp_path / "run", finished=True)
+    done = fedattack_read_only(run, ["clean", str(run)], tmp_path)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: cannot remove the cache in {run} ("), line
+    assert "make it writable" in line
+    assert (run / "features" / "victim-0" / "x.npy").exists()

@@ -18,6 +18,7 @@ from fedattack import protocol
 from fedattack.config import Experiment
 from fedattack.deploy import (
     CONNECTION,
+    HOST,
     DeployError,
     DeployPaths,
     LocalDeployment,
@@ -129,6 +130,36 @@ def test_unregistered_supernode_is_refused(auth_deployment, tmp_path):
     assert nodes == []
 
 
+def test_a_superexec_without_the_secret_is_refused(auth_deployment):
+    """A local process posing as the ServerApp's SuperExec, without the secret deploy-local
+    shares with the real one, cannot take the run's task (issue 25, item 11)."""
+    dep, name = auth_deployment, "rogue-superexec"
+    refusal = "SuperExec authentication failed for /flwr.proto.Runtime/AcquireTask"
+
+    def refusals() -> int:
+        return dep.procs.log_path("superlink").read_text().count(refusal)
+
+    assert refusals() == 0  # the deployment's own SuperExec signs its requests
+    dep.procs.start(name, ["flower-superexec", "--runtime-api-address", f"{HOST}:{dep.link_port}",
+                           "--root-certificates", str(dep.paths.certs / "ca.crt")])
+    dep.procs.wait_exit(name, timeout_s=180)  # Flower's SuperExec gives up (exit code 0)
+    assert refusals() >= 1
+
+
+def test_the_control_api_answers_any_local_client(auth_deployment, tmp_path):
+    """What docs/deployment-security.md says: Flower 1.42 (without Flower Enterprise's OIDC)
+    does not authenticate Control API clients; anyone on this machine who trusts the
+    (public) CA certificate lists the runs. If this fails, Flower has closed it: update the
+    page."""
+    dep = auth_deployment
+    stranger = tmp_path / "stranger"
+    env = {**dep.env, "FLWR_HOME": str(stranger)}
+    stranger.mkdir()
+    (stranger / "config.toml").write_text(
+        (dep.paths.flwr_home / "config.toml").read_text())
+    assert flwr(["ls", CONNECTION], env, tmp_path)["success"]
+
+
 def test_failed_run_is_reported_although_flwr_run_exits_0(auth_deployment, tmp_path):
     dep = auth_deployment
     run_id = dep.submit({protocol.CONFIG_PATH: str(tmp_path / "missing.yaml"),
@@ -185,3 +216,55 @@ def test_a_users_model_and_data_load_in_the_supernodes(tmp_path, monkeypatch):
         assert {r["attack"] for r in rows} == {project.attack, "threshold-loss", "whitebox"}
     finally:
         project.forget()
+
+
+# --- signals (issue 25, item 6) ------------------------------------------------------------------
+
+
+def test_sigterm_stops_every_process_of_the_deployment_and_marks_the_run_interrupted(tmp_path):
+    """SIGTERM to `fedattack deploy-local` during training: the SuperLink, SuperNodes, SuperExecs
+    and the apps they started (sessions of their own) all stop, the command exits 130 with the
+    line saying how to resume, and run.json says `interrupted`."""
+    import json
+    import signal
+    import sys
+    import time
+
+    import yaml
+
+    run_dir = tmp_path / "run"
+    exp = {**EXP.model_dump(mode="json"), "name": "deployed-sigterm", "attack": None,
+           "federation": {**EXP.federation.model_dump(mode="json"), "rounds": 30}}
+    (tmp_path / "exp.yaml").write_text(yaml.safe_dump(exp))
+    proc = subprocess.Popen([sys.executable, "-m", "fedattack.cli", "deploy-local", "exp.yaml",
+                             "--out", str(run_dir)], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    flwr_home = f"FLWR_HOME={DeployPaths(run_dir.resolve()).flwr_home}"
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                history = json.loads((run_dir / RUN_FILE).read_text())["history"]
+                if any(entry["round"] >= 1 for entry in history):
+                    break
+            except (OSError, ValueError, KeyError):
+                pass
+            time.sleep(1)
+        assert processes_with_env(flwr_home)  # the deployment is up
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+        took = time.monotonic() - began
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    left = processes_with_env(flwr_home)
+    for pid in left:  # leave nothing running, whatever the outcome
+        os.kill(pid, signal.SIGKILL)
+    stderr = proc.stderr.read()
+    assert code == 130, stderr
+    assert took < 60, took  # SuperNodes take a few seconds to stop on SIGTERM
+    assert left == []
+    assert stderr.strip().splitlines()[-1] == "interrupted: run the same command again to resume"
+    assert read_json(run_dir / RUN_FILE)["status"] == "interrupted"

@@ -24,6 +24,7 @@ from fedattack.io import (
     write_json,
 )
 from fedattack.runner import discard_unfinished
+from tests.readonly import fedattack_read_only
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,6 +217,8 @@ DAMAGE = {  # how the run directory is damaged -> a phrase of the one-line messa
     "truncated knowledge.npz": (lambda r: truncate(r / "splits" / "knowledge.npz"),
                                 "knowledge.npz: changed since"),
     "deleted splits checksums": (lambda r: (r / "splits" / "checksums.json").unlink(), None),
+    "truncated run.json": (lambda r: truncate(r / "run.json"),
+                           "run.json: not valid JSON (Expecting"),
 }
 
 
@@ -251,6 +254,9 @@ def test_a_damaged_run_directory_stops_with_one_line(tmp_path, finished, case):
 SMALL = ("scenario: standalone\ndevice: cpu\ndata: {num_records: 600, train_size: 100, "
          "nonmember_size: 200, knowledge: {train_members: 50, train_nonmembers: 50, "
          "test_members: 50, test_nonmembers: 50}}\n")
+
+GAN_TABULAR = ("federation: {num_participants: 2, rounds: 1}\n"
+               "data: {num_records: 1000, train_size: 100, nonmember_size: 200}\n")
 
 AT_VALIDATION = {  # file content -> a phrase of the one-line message
     "non-finite lr": ("training:\n  lr: .inf\n", "training.lr: Input should be a finite number"),
@@ -296,6 +302,37 @@ AT_VALIDATION = {  # file content -> a phrase of the one-line message
                        "has 600 records but the splits need"),
     "missing dataset files": ("data: {dataset: cifar10, root: ROOT}\nmodel: {arch: alexnet}\n",
                               "cifar10: files data_batch_1.bin"),
+    # issue 25, items 9 and 10
+    "800 nested lists": ("name: x\nl: " + "[" * 800 + "]" * 800 + "\n",
+                         "nested too deeply to read; an experiment or campaign file is a few "
+                         "levels deep"),
+    "800 nested mappings": ("name: x\nl: " + "{a: " * 800 + "1" + "}" * 800 + "\n",
+                            "nested too deeply to read"),
+    "40 nested lists": ("name: x\nl: " + "[" * 40 + "]" * 40 + "\n",
+                        "nested more than 32 levels deep"),
+    "eigenfaces on tabular data": (GAN_TABULAR + "gan: {classifier: eigenfaces}\n",
+                                   "gan.classifier: eigenfaces reads images, but "
+                                   "purchase100-synth's records have shape (600,)"),
+    "gan on tabular data": (GAN_TABULAR + "gan: {victim_class: 3}\n",
+                            "gan: the GAN attack generates images, but purchase100-synth"),
+    "gan classifier epochs 1e9": ("gan: {classifier_epochs: 1000000000}\n",
+                                  "gan.classifier_epochs: Input should be less than or equal to "
+                                  "100000"),
+    "references 1e8 models": ("attack:\n  attacks: [lira-offline]\n  references: {models: "
+                              "100000000}\n", "attack.references.models: Input should be less "
+                              "than or equal to 1024"),
+    "reference epochs 1e9": ("attack:\n  attacks: [lira-offline]\n  references: {epochs: "
+                             "1000000000}\n", "attack.references.epochs: Input should be less "
+                             "than or equal to 100000"),
+    "reference training beyond the bound": (
+        SMALL.replace("nonmember_size: 200", "nonmember_size: 200, shadow_size: 300")
+        + "attack:\n  attacks: [lira-offline, rmia-online]\n  references: {models: 1024, "
+        "epochs: 100000}\n",
+        # offline: (300 shadow + 2 x 50 known) / 2 = 200 records a reference, online with the
+        # 100 targets 250; the target: 100 records x 30 epochs
+        "attack.references: 1,024 models x 100,000 epochs x 450 records make 4.6e+10 record "
+        "passes of training, 15,360,000 times the target model's (3.0e+03); more than 1e+10 "
+        "is not run"),
 }
 
 
@@ -416,3 +453,108 @@ def test_results_and_splits_have_the_umask_mode(tmp_path, finished):
         assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(old)
+
+
+# --- issue 25: read-only run directories, damaged caches, victims no one holds ----------------
+
+
+@pytest.mark.parametrize("state", ["empty", "trained, not attacked"])
+def test_a_read_only_run_directory_stops_run_with_one_line(tmp_path, finished, state):
+    config, original = finished
+    run = tmp_path / "run"
+    if state == "empty":
+        run.mkdir()
+    else:
+        shutil.copytree(original, run, symlinks=True)
+        (run / "results.json").unlink()  # the attack stage has to write
+        shutil.rmtree(run / "features")
+    before = tree(run)
+    done = fedattack_read_only(run, ["run", str(config), "--out", str(run), "--quiet"],
+                               tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    line = one_error_line(done.stderr)
+    assert line.startswith(f"error: cannot write in {run}") and "make it writable" in line, line
+    assert tree(run) == before
+
+
+def test_deploy_local_refuses_a_deeply_nested_file_in_one_line(tmp_path):
+    config = tmp_path / "deep.yaml"
+    config.write_text("name: x\nl: " + "[" * 800 + "]" * 800 + "\n")
+    result = CliRunner().invoke(app, ["deploy-local", str(config), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2, result.output
+    assert "nested too deeply to read" in one_error_line(result.output)
+    assert not (tmp_path / "r").exists()
+
+
+def rewrite_weights(folder: Path, change) -> None:
+    """Change the cached reference weights and write reference.json's checksum for the new
+    bytes: the cache still passes its checksum."""
+    from fedattack.io import read_json
+
+    weights = folder / "weights.npz"
+    with np.load(weights) as f:
+        arrays = dict(f)
+    change(arrays)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    weights.write_bytes(buffer.getvalue())
+    meta = read_json(folder / "reference.json")
+    write_json(folder / "reference.json",
+               {**meta, "weights_sha256": hashlib.sha256(buffer.getvalue()).hexdigest()})
+
+
+def _nan(arrays):
+    arrays["1/classifier.weight"][0, 0] = np.nan
+
+
+def _drop(arrays):
+    del arrays["0/features.0.bias"]
+
+
+def _reshape(arrays):
+    arrays["1/classifier.bias"] = arrays["1/classifier.bias"][:-1]
+
+
+@pytest.mark.parametrize("change, says", [(_nan, "tensor 1/classifier.weight holds NaN"),
+                                          (_drop, "lacks the tensor 0/features.0.bias"),
+                                          (_reshape, "tensor 1/classifier.bias has shape [4]")])
+def test_a_reference_cache_whose_checksum_was_rewritten_is_refused_naming_it(tmp_path, change,
+                                                                             says):
+    from fedattack.io import CorruptedFile
+    from tests.test_references import blobs, obtain, spec_of
+
+    data = blobs()
+    assert obtain(spec_of(data), data, tmp_path).trained
+    folder = tmp_path / "references" / spec_of(data).key()
+    rewrite_weights(folder, change)
+    with pytest.raises(CorruptedFile) as err:
+        obtain(spec_of(data), data, tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{folder / 'weights.npz'}: ") and says in message, message
+    assert f"delete {folder} and run the same command again" in message
+
+
+def test_a_gan_victim_class_no_participant_holds_is_refused():
+    from fedattack.data import make_splits
+    from fedattack.experiment import check_against_splits
+    from tests.fakes import ArrayDataset
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 50)
+    images = ArrayDataset(rng.random((200, 1, 8, 8), np.float32), y, num_classes=4)
+    exp = Experiment(name="g", data={"dataset": "mnist", "partition": "by-class",
+                                     "train_size": 40, "nonmember_size": 60,
+                                     "knowledge": {"train_members": 5, "train_nonmembers": 5,
+                                                   "test_members": 5, "test_nonmembers": 5}},
+                     federation={"num_participants": 2, "rounds": 1},
+                     gan={"attacker": 1, "victim_class": 0}, attack=None)
+    splits = make_splits(len(images), exp, images.y)
+    holders = {i: set(y[p]) for i, p in enumerate(splits.partitions)}
+    only_attacker = next(c for c in range(4) if c in holders[1] and c not in holders[0])
+    victim = next(c for c in range(4) if c in holders[0])
+    check_against_splits(exp.model_copy(update={"gan": exp.gan.model_copy(
+        update={"victim_class": victim})}), images, splits)
+    with pytest.raises(ValueError, match=f"gan.victim_class: no participant but the attacker "
+                       rf"\(participant 1\) holds a record of class {only_attacker}"):
+        check_against_splits(exp.model_copy(update={"gan": exp.gan.model_copy(
+            update={"victim_class": only_attacker})}), images, splits)

@@ -60,7 +60,7 @@ from torch import nn
 from fedattack import progress
 from fedattack.config import TrainConfig
 from fedattack.data.files import dataset_digest
-from fedattack.io import inside, read_json, write_atomic, write_json
+from fedattack.io import CorruptedFile, inside, read_json, write_atomic, write_json
 from fedattack.models.fc import ACTIVATIONS, FCNet
 from fedattack.training import epoch_generator, lr_at, set_lr, train_model
 
@@ -260,9 +260,7 @@ class ReferenceSet:
         stored = _read_cached(weights, meta, spec, log)
         if stored is not None:
             models = [build(seed) for seed in spec.seeds]
-            for k, model in enumerate(models):
-                model.load_state_dict({name: torch.from_numpy(stored[f"{k}/{name}"])
-                                       for name in model.state_dict()})
+            load_cached(models, stored, weights)
             log(f"  reference models: {len(models)} read from the cache {folder}")
             return cls(spec, models, False, time.perf_counter() - started)
         models = [build(seed) for seed in spec.seeds]
@@ -308,6 +306,34 @@ def _read_cached(weights: Path, meta: Path, spec: ReferenceSpec,
         return None
     with np.load(io.BytesIO(data), allow_pickle=False) as stored:
         return {name: stored[name] for name in stored.files}
+
+
+def load_cached(models: list[nn.Module], stored: dict[str, np.ndarray], path: Path) -> None:
+    """Load the cached tensors into `models` after checking that they are what those models
+    hold: the names ``k/<parameter>`` of each, no other, each of its shape and finite.
+    CorruptedFile naming `path` otherwise: its checksum matched (reference.json was written
+    for these bytes), so the file is not what fedattack wrote, and nothing is retrained over it
+    unasked."""
+    expected = {f"{k}/{name}": tensor for k, model in enumerate(models)
+                for name, tensor in model.state_dict().items()}
+    remedy = f"delete {path.parent} and run the same command again to retrain the reference models"
+    missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    if missing or extra:
+        what = f"lacks the tensor {missing[0]}" if missing else f"holds a tensor {extra[0]}"
+        raise CorruptedFile(path, f"{what} that the {len(models)} reference models do not "
+                            f"match ({len(missing)} missing, {len(extra)} unexpected)", remedy)
+    for name, tensor in expected.items():
+        array = stored[name]
+        if array.shape != tuple(tensor.shape):
+            raise CorruptedFile(path, f"tensor {name} has shape {list(array.shape)}, the model's "
+                                f"is {list(tensor.shape)}", remedy)
+        if array.dtype.kind not in "fiub":
+            raise CorruptedFile(path, f"tensor {name} is of type {array.dtype}", remedy)
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise CorruptedFile(path, f"tensor {name} holds NaN or infinite values", remedy)
+    for k, model in enumerate(models):
+        model.load_state_dict({name: torch.from_numpy(stored[f"{k}/{name}"])
+                               for name in model.state_dict()})
 
 
 @torch.no_grad()

@@ -55,11 +55,15 @@ class FeatureConfig(Strict):
     label: bool = True
 
 
+# LiRA (Carlini et al. 2022) and RMIA (Zarifzadeh et al. 2024) use at most 256 and 254.
+MAX_REFERENCE_MODELS = 1024
+
+
 class ReferenceConfig(Strict):
     """The reference models of LiRA and RMIA and their parameters (fedattack.attacks.references)."""
 
-    models: Annotated[int, Field(ge=2, multiple_of=2)] = 8
-    epochs: PositiveInt | None = Field(default=None, description="default: the target's")
+    models: Annotated[int, Field(ge=2, le=MAX_REFERENCE_MODELS, multiple_of=2)] = 8
+    epochs: Steps | None = Field(default=None, description="default: the target's")
     variance: Literal["per-example", "global"] = "global"  # LiRA's Gaussians
     gamma: Annotated[float, Field(gt=0)] = 2.0  # RMIA's threshold on the ratio of ratios
     a: Annotated[float, Field(ge=0, le=1)] | None = Field(

@@ -74,6 +74,76 @@ class SecAggConfig(Strict):
     quantization_range: Annotated[int, Field(gt=1, le=2**30)] = 2**22
     modulus_range: Annotated[int, Field(gt=2, le=2**32)] = 2**32
 
+    @model_validator(mode="after")
+    def _what_flower_accepts(self) -> SecAggConfig:
+        """The rules SecAggPlusWorkflow checks when it is built (flwr 1.42,
+        ``_check_init_params``), said in this block's keys before anything runs."""
+        shares, threshold = self.num_shares, self.reconstruction_threshold
+        if _is_count(shares) and shares == 2:
+            raise ValueError("num_shares: 2 is refused by SecAgg+: a number of shares is 1 "
+                             "(every sampled participant) or at least 3; a fraction such as "
+                             "0.5 is a share of the sampled participants")
+        if _is_count(shares) and _is_count(threshold) and 1 not in (shares, threshold) \
+                and threshold >= shares:
+            raise ValueError(f"reconstruction_threshold: {threshold} must be below num_shares "
+                             f"{shares} (of a participant's shares, fewer than all reconstruct "
+                             "its secrets)")
+        if self.modulus_range & (self.modulus_range - 1):
+            raise ValueError(f"modulus_range: {self.modulus_range} is not a power of 2 (SecAgg+ "
+                             "masks modulo it); e.g. 2**32 = 4294967296")
+        if self.modulus_range <= self.quantization_range:
+            raise ValueError(f"modulus_range: {self.modulus_range} must exceed quantization_range "
+                             f"{self.quantization_range} (each quantised value lies in "
+                             "0..quantization_range, and the sum is taken modulo modulus_range)")
+        return self
+
+    def resolved(self, sampled: int) -> tuple[int, int, int]:
+        """(shares, threshold, neighbours): what SecAggPlusWorkflow makes of num_shares and
+        reconstruction_threshold for `sampled` participants in a round (flwr 1.42,
+        ``setup_stage``), and how many participants (itself included) share each one's secrets.
+        Each of them must reach `threshold` neighbours, or the round is aborted ("Insufficient
+        available nodes")."""
+        shares = 1.0 if self.num_shares == 1 else self.num_shares
+        if isinstance(shares, float):
+            count = round(shares * sampled)
+            if count < sampled and count % 2 == 0:
+                count += 1
+            count = sampled if count <= 2 else count
+        else:
+            count = shares
+        threshold = 1.0 if self.reconstruction_threshold == 1 else self.reconstruction_threshold
+        needed = max(round(threshold * count), 2) if isinstance(threshold, float) else threshold
+        if count != sampled and count % 2 == 0:  # Flower makes an even number of shares odd
+            count += 1
+        return count, needed, min(2 * (count // 2) + 1, sampled)
+
+    def check_federation(self, sampled: int) -> None:
+        """ValueError, naming this block's key, when `sampled` participants a round cannot run
+        SecAgg+: a threshold no participant's neighbourhood reaches (every round would be
+        aborted), or a sum the modulus cannot hold (the aggregate would wrap around)."""
+        count, needed, neighbours = self.resolved(sampled)
+        if needed > neighbours:
+            key = ("num_shares" if _is_count(self.num_shares) and isinstance(
+                self.reconstruction_threshold, float) and self.num_shares > sampled
+                else "reconstruction_threshold")
+            raise ValueError(
+                f"{key}: SecAgg+ would need {needed} participants to reconstruct each one's "
+                f"secrets (num_shares {self.num_shares} -> {count} shares, "
+                f"reconstruction_threshold {self.reconstruction_threshold} -> {needed}) but only "
+                f"{neighbours} can hold them with {sampled} participants sampled a round, so "
+                f"every round would be aborted; use a threshold of at most {neighbours}, or "
+                "fractions (num_shares: 1.0, reconstruction_threshold: 0.5)")
+        if sampled * self.quantization_range >= self.modulus_range:
+            raise ValueError(
+                f"modulus_range: {self.modulus_range} cannot hold the sum of {sampled} "
+                f"participants' values quantised into 0..{self.quantization_range} (the sum "
+                "wraps around, and the aggregate is wrong); raise modulus_range (a power of 2 "
+                "up to 2**32) or lower quantization_range")
+
+
+def _is_count(value: float | int) -> bool:
+    """Whether a SecAgg+ parameter is a count (an int) rather than a fraction (a float)."""
+    return isinstance(value, int)
 
 
 CLIENT_DP_CLIPPING = ("server-fixed", "client-fixed", "server-adaptive", "client-adaptive")
@@ -149,6 +219,16 @@ class FederationConfig(Strict):
                 raise ValueError(
                     f"record_rounds {late} exceed rounds={self.rounds}; accepted: 1..{self.rounds}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _secure_aggregation_can_aggregate(self) -> FederationConfig:
+        # fewer than 2 sampled: refused by the experiment's own check of SecAgg+
+        if self.secure_aggregation is not None and self.sampled >= 2:
+            try:
+                self.secure_aggregation.check_federation(self.sampled)
+            except ValueError as err:
+                raise ValueError(f"secure_aggregation.{err}") from None
         return self
 
     @property

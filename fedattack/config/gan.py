@@ -35,7 +35,7 @@ class GanConfig(Strict):
     eval_samples: PositiveInt = Field(
         default=64, description="samples from fixed noise recorded each round for the measures"
     )
-    classifier_epochs: PositiveInt = Field(
+    classifier_epochs: Steps = Field(
         default=3, description="epochs of the independent classifier on held-out real data"
     )
     classifier: Literal["model", "eigenfaces"] = Field(

@@ -83,6 +83,27 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+MAX_DEPTH = 32  # an experiment or campaign is a few mappings and lists deep
+TOO_DEEP = f"an experiment or campaign file is a few levels deep (at most {MAX_DEPTH})"
+
+
+def too_deep(data: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether `data` goes more than `limit` mappings and lists deep; counted without recursion,
+    each shared node (a YAML alias) once per depth, so that neither depth nor aliases cost
+    more than the document's size."""
+    todo, seen = [(data, 1)], set()
+    while todo:
+        node, depth = todo.pop()
+        if not isinstance(node, dict | list) or (id(node), depth) in seen:
+            continue
+        if depth > limit:
+            return True
+        seen.add((id(node), depth))
+        todo.extend((child, depth + 1) for child in (
+            node.values() if isinstance(node, dict) else node))
+    return False
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping, turning every failure into a one-line ConfigError."""
     path = Path(path)
@@ -99,6 +120,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except DuplicateKey as err:
         raise ConfigError(f"{path}: {err}") from None
+    except RecursionError:  # PyYAML composes nested nodes recursively
+        raise ConfigError(f"{path}: nested too deeply to read; {TOO_DEEP}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -106,6 +129,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}:{where} is not valid YAML ({problem})") from None
     if data is None:
         data = {}
+    if too_deep(data):
+        raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep; {TOO_DEEP}")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping of keys, got {type(data).__name__}")
     return data
