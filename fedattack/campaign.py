@@ -58,7 +58,7 @@ from fedattack.reporting import (
     strongest_rows,
     with_flags,
 )
-from fedattack.results import ResultRow, write_rows
+from fedattack.results import ResultRow, is_reconstruction, write_rows
 
 CAMPAIGN_FILE = "campaign.yaml"
 PAPER_KEY = "paper_attack_accuracy"
@@ -73,6 +73,12 @@ SPREAD_KEYS = ("attack_accuracy", "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr",
 SPREAD_COLUMNS = columns("experiment", "attack", "victim", "seeds", "attack_accuracy", PAPER_KEY,
                          "auc", "tpr_at_0.1pct_fpr", "tpr_at_1pct_fpr", "target_test_accuracy",
                          "global_test_accuracy_drop")
+INVERSION_COLUMNS = (*columns("experiment", "defence"), ("attack", "attack", "{}"),
+                     ("victim", "victim", "{}"), ("n_records", "records", "{}"),
+                     ("psnr", "PSNR (dB)", "{:.1f}"), ("ssim", "SSIM", "{:.3f}"),
+                     ("label_accuracy", "labels", "{:.2f}"),
+                     ("identification_rate", "identified", "{:.2f}"),
+                     ("success_rate", "recovered", "{:.2f}"), ("epsilon", "epsilon", "{:.3g}"))
 ROW_KEYS = ("attacker", "mode", "victim", "attack", "features")  # one attack row of a run
 STRONGEST_COLUMNS = columns("experiment", "partition", "defence", "attacker", "mode", "attack",
                             "victim", "held_out.auc", "held_out.tpr_at_1pct_fpr",
@@ -234,7 +240,7 @@ def _is_active(exp: Experiment) -> bool:
 def _training_key(exp: Experiment) -> dict[str, Any]:
     """What decides the global model: the experiment without its name, attacks and attacker."""
     data = exp.model_dump(mode="json")
-    for key in ("name", "attack", "attacker"):
+    for key in ("name", "attack", "attacker", "inversion"):
         data.pop(key, None)
     return data
 
@@ -367,9 +373,12 @@ def campaign_markdown(records: list, spread: list[dict]) -> str:
     share, relative distance, success), the strongest attack of each experiment, the DP audits,
     then the flags and the mean and spread over seeds."""
     gan = [r for r in records if r.get("attack") == "gan"]
-    membership = [r for r in records if r.get("attack") != "gan"]
+    inversion = [r for r in records if is_reconstruction(r)]
+    membership = [r for r in records if r.get("attack") != "gan" and not is_reconstruction(r)]
     text = (markdown_table(membership, with_flags(membership, CAMPAIGN_COLUMNS))
-            if membership or not gan else "")
+            if membership or not (gan or inversion) else "")
+    if inversion:
+        text += ("\n" if text else "") + markdown_table(inversion, INVERSION_COLUMNS)
     if gan:
         from fedattack.reconstruction import GAN_COLUMNS
 
@@ -410,9 +419,10 @@ def write_campaign_results(out_dir: Path, records: list,
 
 
 def training_key(exp: Experiment) -> str:
-    """What the target model's training depends on: the experiment less its name and `attack`
-    (read only by the attack stage)."""
-    return json.dumps(exp.model_dump(mode="json", exclude={"name", "attack"}), sort_keys=True)
+    """What the target model's training depends on: the experiment less its name, `attack` and
+    `inversion` (read only by the attack stages)."""
+    return json.dumps(exp.model_dump(mode="json", exclude={"name", "attack", "inversion"}),
+                      sort_keys=True)
 
 
 TRAINING_OUTPUTS = ("splits", "snapshots")

@@ -110,6 +110,19 @@ def to_json(record: Any, round_figures: bool = True) -> dict[str, Any]:
     return out
 
 
+def written_keys(cls: type) -> set[str]:
+    """The results.json keys a record class writes (its flattened records' too)."""
+    keys: set[str] = set()
+    for f in fields(cls):
+        if not f.metadata["written"]:
+            continue
+        if f.metadata["flatten"] and f.metadata["record"] is not None:
+            keys |= written_keys(f.metadata["record"])
+        elif not f.metadata["flatten"]:
+            keys.add(json_key(f))
+    return keys
+
+
 def from_json(cls: type, data: dict[str, Any]) -> tuple[Any, set[str]]:
     """A `cls` record from its results.json form, and the keys of `data` it read. A nested
     record absent or null is None; a field absent takes its default (TypeError if it has none).
@@ -122,6 +135,9 @@ def from_json(cls: type, data: dict[str, Any]) -> tuple[Any, set[str]]:
         if not m["written"]:
             continue
         if m["flatten"] and m["record"] is not None:
+            if m["optional"] and not set(data) & written_keys(m["record"]):
+                values[f.name] = None  # an optional flattened record none of whose keys is here
+                continue
             values[f.name], read = from_json(m["record"], data)
             used |= read
             continue

@@ -117,6 +117,12 @@ def write_results(out_dir: str | Path, records: Sequence[ResultRow | dict],
     they are) and results.md: the table, its flags and any DP audit's line."""
     out_dir = Path(out_dir)
     write_rows(out_dir / RESULTS_JSON, records)
+    write_atomic(out_dir / RESULTS_MD, results_markdown(records, columns))
+
+
+def results_markdown(records: Sequence[ResultRow | dict],
+                     columns: Sequence[tuple] = TABLE_COLUMNS) -> str:
+    """results.md of `records`: the table, its flags and any DP audit's line."""
     records = written(records)  # the tables show what results.json holds
     columns = with_flags(records, columns)
     audited = any(r.get("epsilon_lower_bound") is not None for r in records)  # under DP
@@ -124,8 +130,7 @@ def write_results(out_dir: str | Path, records: Sequence[ResultRow | dict],
         columns = (*columns, *(COLUMNS[k] for k in ("epsilon", "epsilon_lower_bound")
                                if COLUMNS[k] not in columns))
     lines = strongest_lines(records) + (summary_lines(records) if audited else [])
-    write_atomic(out_dir / RESULTS_MD, markdown_table(records, columns)
-                 + "".join(f"\n{line}\n" for line in lines))
+    return markdown_table(records, columns) + "".join(f"\n{line}\n" for line in lines)
 
 
 def _pyplot():

@@ -8,9 +8,13 @@ how it enters the "mean of N" row (fedattack.records.Mean): averaged over the vi
 shared by construction (checked), the largest, a flag raised by any victim, or per victim only
 and left out. :func:`mean_row` builds the mean from those declarations and nothing else.
 
-results.json is a list of rows, each with ``schema_version`` (2; rows without it are version 1)
+results.json is a list of rows, each with ``schema_version`` (3; rows without it are version 1)
 and its figures kept to 6 significant digits (scores, and the thresholds on them, are never
 rounded: the scores are in attacks/<name>-scores.npy, from which every ROC figure recomputes).
+Version 3 adds the rows of the reconstruction attacks (``fedattack run`` with an ``inversion:``
+block): their figures are :class:`InversionFigures` (PSNR, SSIM, label accuracy, identification
+and success rates with their intervals), written beside the row's own keys where a membership
+row has its AttackMetrics, which such a row lacks; versions 2 and 3 write membership rows alike.
 Version 1 differs in what version 2 adds (``inverted``, ``selection``, ``held_out``,
 ``strongest``, ``audit``'s selection fields) and in its mean rows, which copied the first
 victim's model accuracies and best accuracy: read back, those are left out (None), as are
@@ -33,16 +37,43 @@ import numpy as np
 
 from fedattack.audit import Audit
 from fedattack.io import read_json, write_json
-from fedattack.metrics import AttackMetrics, Selection, percentile_interval
+from fedattack.metrics import AttackMetrics, Interval, Selection, percentile_interval
 from fedattack.records import Mean, declared, from_json, json_key, role, to_json
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 V1_AUDIT_KEYS = ("epsilon_lower_bound", "audit", "audit_strongest")  # version 1 chose and
 # bounded on the same targets: no valid bound, left out when read
 MEAN_PREFIX = "mean of "
 CHOSEN_ON = ("the selection half of each victim's targets (seeded, balanced): the highest TPR "
              "at {fpr:.0%} FPR there, then the highest AUC; its figures (held_out) are those "
              "of the other half")
+
+
+@dataclass(frozen=True)
+class InversionFigures:
+    """A reconstruction attack's figures on one observed update (fedattack.inversion.stage):
+    the means over the reconstructed records with their 95% bootstrap intervals, the rates
+    with their Wilson intervals (fedattack.inversion.metrics), and how the attack ran."""
+
+    round: int = declared(Mean.COMMON)
+    threat_model: str = declared(Mean.SHARED)
+    recipe: str = declared(Mean.COMMON)  # the victim's local training as the attacker re-enacts it
+    label_method: str = declared(Mean.COMMON)
+    n_records: int = declared(Mean.SUMMED)
+    psnr: float | None = declared(Mean.AVERAGED, figure=True)
+    psnr_ci: Interval | None = declared(Mean.PER_VICTIM, figure=True, load=tuple)
+    ssim: float | None = declared(Mean.AVERAGED, figure=True)
+    ssim_ci: Interval | None = declared(Mean.PER_VICTIM, figure=True, load=tuple)
+    label_accuracy: float = declared(Mean.AVERAGED, figure=True)
+    label_accuracy_ci: Interval = declared(Mean.PER_VICTIM, figure=True, load=tuple)
+    identification_rate: float = declared(Mean.AVERAGED, figure=True)
+    identification_rate_ci: Interval = declared(Mean.PER_VICTIM, figure=True, load=tuple)
+    success_rate: float = declared(Mean.AVERAGED, figure=True)
+    success_rate_ci: Interval = declared(Mean.PER_VICTIM, figure=True, load=tuple)
+    n_candidates: int = declared(Mean.LARGEST)
+    matching_loss: float | None = declared(Mean.AVERAGED, figure=True)
+    iterations: int = declared(Mean.COMMON)
+    device: str = declared(Mean.COMMON)
 
 
 @dataclass(frozen=True)
@@ -66,7 +97,10 @@ class ResultRow(Mapping):
     observed: str | None = declared(Mean.SHARED, default=None)
     # the attack's figures on all the targets (written beside the row's own keys)
     figures: AttackMetrics | None = declared(Mean.NESTED, flatten=True, record=AttackMetrics,
-                                             default=None)
+                                             optional=True, default=None)  # None: a
+    # reconstruction attack's row, whose figures are `reconstruction`'s
+    reconstruction: InversionFigures | None = declared(
+        Mean.NESTED, flatten=True, optional=True, record=InversionFigures, default=None)
     # the model attacked, and the federation's
     target_train_accuracy: float | None = declared(Mean.AVERAGED, figure=True, default=None)
     target_test_accuracy: float | None = declared(Mean.AVERAGED, figure=True, default=None)
@@ -168,6 +202,11 @@ def _without_copied_figures(row: ResultRow) -> ResultRow:
         return row
     figures = row.figures and replace(row.figures, best_accuracy=None)
     return replace(row, figures=figures, target_train_accuracy=None, target_test_accuracy=None)
+
+
+def is_reconstruction(row: Mapping) -> bool:
+    """Whether a result record (a row, or its results.json form) is a reconstruction attack's."""
+    return "n_candidates" in row
 
 
 def is_inverted(figures: AttackMetrics | None) -> bool | None:

@@ -111,6 +111,28 @@ def attack_target(exp: Experiment, run_dir: Path, show_progress: bool = True) ->
     return read_rows(run_dir / RESULTS_JSON)  # as written: a rerun reads the same rows
 
 
+def invert_target(exp: Experiment, run_dir: Path, results: list) -> list:
+    """Run the configured gradient inversion on the recorded run; its rows join `results` (the
+    membership attacks', if any) in results.json and results.md. A finished stage is read back;
+    an interrupted one keeps every attack it finished (inversion/rows/) and runs the others."""
+    from fedattack.inversion.stage import (
+        has_inversion_rows,
+        result_rows,
+        run_inversion,
+        write_run_results,
+    )
+    from fedattack.reporting import RESULTS_JSON
+    from fedattack.results import read_rows
+
+    if (run_dir / RESULTS_JSON).exists():
+        written = read_rows(run_dir / RESULTS_JSON)
+        if has_inversion_rows(written):
+            return written
+    rows = run_inversion(exp, run_dir, exp.inversion, log=console.print)
+    write_run_results(run_dir, list(results), result_rows(exp, rows, finished_record(run_dir)))
+    return read_rows(run_dir / RESULTS_JSON)
+
+
 def measure_gan(exp: Experiment, run_dir: Path) -> list[dict]:
     """Measure the GAN attack from what its attacker recorded; finished results are reused."""
     from fedattack.reconstruction import measure_attack
@@ -125,9 +147,16 @@ def experiment_finished(exp: Experiment, run_dir: str | Path) -> bool:
     """Whether every stage of `exp` finished in run_dir, so that run_experiment only reads."""
     from fedattack.reporting import RESULTS_JSON
 
-    measured = exp.attack is not None or exp.gan is not None
-    return finished_record(Path(run_dir)) is not None and (
-        not measured or (Path(run_dir) / RESULTS_JSON).exists())
+    measured = exp.attack is not None or exp.gan is not None or exp.inversion is not None
+    path = Path(run_dir) / RESULTS_JSON
+    if finished_record(Path(run_dir)) is None or (measured and not path.exists()):
+        return False
+    if exp.inversion is not None:  # the membership attacks' results.json, before inversion's
+        from fedattack.inversion.stage import has_inversion_rows
+        from fedattack.results import read_rows
+
+        return has_inversion_rows(read_rows(path))
+    return True
 
 
 def preflight(exp: Experiment) -> Dataset:
@@ -150,8 +179,9 @@ def preflight(exp: Experiment) -> Dataset:
 
 def run_experiment(exp: Experiment, run_dir: str | Path, show_progress: bool = True,
                    verbose: bool = False) -> tuple[dict, list[dict]]:
-    """Train the target model of `exp` into `run_dir`, then attack it if `exp.attack` is set
-    (or measure the GAN attack if `exp.gan` is).
+    """Train the target model of `exp` into `run_dir`, then attack it if `exp.attack` is set,
+    then reconstruct the victims' records if `exp.inversion` is (or measure the GAN attack if
+    `exp.gan` is).
 
     Returns run.json's record and the attack results. What a finished stage wrote is returned
     as it is, never rewritten; an unfinished training is redone from the start.
@@ -162,6 +192,8 @@ def run_experiment(exp: Experiment, run_dir: str | Path, show_progress: bool = T
         run_dir = claim_run_dir(exp, run_dir)
         record = train_target(exp, run_dir, show_progress, verbose)
         results = attack_target(exp, run_dir, show_progress) if exp.attack is not None else []
+        if exp.inversion is not None:
+            results = invert_target(exp, run_dir, results)
         if exp.gan is not None:
             results = measure_gan(exp, run_dir)
     return record, results

@@ -117,25 +117,44 @@ def print_results(console: Console, records: Sequence[dict],
 
 def print_run(console: Console, results: list[dict]) -> None:
     """One run's results: its attacks' rows, or the GAN attack's."""
+    from fedattack.results import is_reconstruction
+
     if any(r.get("attack") == "gan" for r in results):
         from fedattack.reconstruction import GAN_COLUMNS
 
         print_results(console, results, GAN_COLUMNS)
-    else:
-        print_results(console, results)
+        return
+    inversion = [r for r in results if is_reconstruction(r)]
+    membership = [r for r in results if not is_reconstruction(r)]
+    if membership:
+        print_results(console, membership)
+    if inversion:
+        from fedattack.inversion.stage import RUN_COLUMNS
+
+        print_results(console, inversion, RUN_COLUMNS)
 
 
 def print_campaign(console: Console, records: list[dict], spread: list[dict]) -> None:
     """A campaign's results as results.md has them (campaign.campaign_markdown): the attack
     rows, the GAN rows, the experiments flagged for their cost to the global model, the mean
     and spread over seeds."""
-    from fedattack.campaign import CAMPAIGN_COLUMNS, SPREAD_COLUMNS, flagged_lines, spread_cell
+    from fedattack.campaign import (
+        CAMPAIGN_COLUMNS,
+        INVERSION_COLUMNS,
+        SPREAD_COLUMNS,
+        flagged_lines,
+        spread_cell,
+    )
     from fedattack.reconstruction import GAN_COLUMNS
+    from fedattack.results import is_reconstruction
 
-    membership = [r for r in records if r.get("attack") != "gan"]
+    inversion = [r for r in records if is_reconstruction(r)]
+    membership = [r for r in records if r.get("attack") != "gan" and not is_reconstruction(r)]
     gan = [r for r in records if r.get("attack") == "gan"]
     if membership:
         print_results(console, membership, CAMPAIGN_COLUMNS)
+    if inversion:
+        print_results(console, inversion, INVERSION_COLUMNS)
     if gan:
         print_results(console, gan, GAN_COLUMNS)
     flags = flagged_lines(records)

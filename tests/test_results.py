@@ -100,7 +100,7 @@ def test_results_json_is_written_from_rows_rounded_and_read_back(tmp_path):
     rows = [row, second, mean_row([first, second])]
     reporting.write_results(tmp_path, rows)
     stored = json.loads((tmp_path / "results.json").read_text())
-    assert all(r["schema_version"] == 2 for r in stored)
+    assert all(r["schema_version"] == 3 for r in stored)
     assert stored[0]["epsilon_lower_bound"] == 0.123457  # a figure: 6 significant digits
     assert stored[0]["audit"]["threshold"] == 1.234567891234  # a score: never rounded
     assert stored[0]["federation.rounds"] == 3  # a key the schema does not declare, kept
@@ -110,8 +110,10 @@ def test_results_json_is_written_from_rows_rounded_and_read_back(tmp_path):
     assert [r.to_dict() for r in back] == stored
     assert back[0].audit == Audit(1.234567891234, 0.5, 0.123457, 0.01, 100, 100, 0.95, 1e-5)
     assert back[0].extra == {"federation.rounds": 3} and back[0]["auc_ci"] == stored[0]["auc_ci"]
-    with pytest.raises(ValueError, match="schema version 3"):
-        ResultRow.from_dict({**stored[0], "schema_version": 3})
+    with pytest.raises(ValueError, match="schema version 4"):
+        ResultRow.from_dict({**stored[0], "schema_version": 4})
+    # version 2 wrote membership rows as version 3 does
+    assert ResultRow.from_dict({**stored[0], "schema_version": 2}).to_dict() == stored[0]
 
 
 def test_a_version_1_mean_row_loses_the_figures_it_copied_from_its_first_victim():

@@ -56,6 +56,7 @@ from fedattack.config.federation import (
     StrategyConfig,
 )
 from fedattack.config.gan import GanConfig, PrivacyConfig
+from fedattack.config.inversion import InversionConfig
 from fedattack.config.loading import (
     DuplicateKey,
     experiment_yaml,
@@ -71,7 +72,7 @@ __all__ = [
     "NAME_MAX", "NAME_PATTERN", "STRATEGY_PARAMETERS", "Accuracy", "AttackConfig",
     "AttackName", "AttackerConfig", "Campaign", "CampaignEntry", "ClientDPConfig", "ConfigError",
     "DataConfig", "DatasetSource", "DuplicateKey", "Experiment", "FeatureConfig",
-    "FederationConfig", "GanConfig",
+    "FederationConfig", "GanConfig", "InversionConfig",
     "KnowledgeSizes", "LayerRef", "ModelConfig", "NonNegInt", "PositiveInt", "PrivacyConfig",
     "ReferenceConfig", "SafeName", "SecAggConfig", "Steps", "Strict", "StrategyConfig",
     "TrainConfig", "Unit", "attack_names", "experiment_yaml", "format_validation_error",

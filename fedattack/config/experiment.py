@@ -12,6 +12,7 @@ from fedattack.config.code import use_python_path
 from fedattack.config.data import DataConfig
 from fedattack.config.federation import FederationConfig
 from fedattack.config.gan import GanConfig, PrivacyConfig
+from fedattack.config.inversion import InversionConfig
 from fedattack.config.model import ModelConfig, TrainConfig
 
 
@@ -43,6 +44,10 @@ class Experiment(Strict):
     )
     privacy: PrivacyConfig | None = Field(
         default=None, description="DP-SGD and selective sharing for honest participants"
+    )
+    inversion: InversionConfig | None = Field(
+        default=None, description="gradient inversion by the aggregator after training "
+        "(reconstruction of the victims' records); none if absent"
     )
 
     @field_validator("python_path")
@@ -76,6 +81,7 @@ class Experiment(Strict):
             raise ValueError("attacker.mode: isolation sends a victim its own model every round, "
                              "which client sampling (federation.clients_per_round) breaks")
         _check_defences(self)
+        _check_inversion(self)
         if self.federation.strategy.name == "fedprox" and self.privacy is not None and \
                 self.privacy.noise_multiplier is not None:
             raise ValueError("federation.strategy: fedprox's proximal term is not implemented "
@@ -179,6 +185,53 @@ def _check_defences(exp: Experiment) -> None:
         raise ValueError("attacker.mode: an isolated victim is sent a model outside the noised "
                          "aggregate, so client-level DP would not cover it; isolation is refused "
                          "under federation.client_dp")
+
+
+def _check_inversion(exp: Experiment) -> None:
+    """What the inversion stage would refuse only after training: another scenario, the GAN
+    experiment, participants or rounds that do not exist or are not recorded, an aggregate
+    whose participants the aggregator cannot name, unknown attacks or bad parameters."""
+    inv = exp.inversion
+    if inv is None:
+        return
+    if exp.scenario != "federated":
+        raise ValueError(f"inversion: gradient inversion attacks a federated run's uploads, not "
+                         f"the {exp.scenario!r} scenario")
+    if exp.gan is not None:
+        raise ValueError("inversion and gan are separate experiments: set only one")
+    fed = exp.federation
+    n = fed.num_participants
+    bad = sorted({p for p in inv.victims or [] if p >= n})
+    if bad:
+        raise ValueError(f"inversion.victims: participants {bad} do not exist; accepted: "
+                         f"0..{n - 1}")
+    rounds = inv.rounds or [next((r for r in range(1, fed.rounds + 1) if fed.records(r)), 0)]
+    unrecorded = sorted({r for r in rounds if not (r <= fed.rounds and fed.records(r))})
+    if unrecorded:
+        recorded = [r for r in range(1, fed.rounds + 1) if fed.records(r)]
+        raise ValueError(f"inversion.rounds: {unrecorded or 'no round'} not recorded (the last "
+                         f"round is {fed.rounds}; recorded: {_ranges(recorded)})")
+    aggregate = inv.observe == "aggregate" or fed.secure_aggregation is not None
+    if aggregate and fed.sampled < n:
+        raise ValueError("inversion: inverting a round's aggregate needs every participant in "
+                         "every round (federation.clients_per_round unset), for the aggregator "
+                         "to know whose records it holds")
+    from fedattack.inversion import registry  # torch: only for an experiment with the block
+
+    for name in inv.attacks:
+        try:
+            registry.get(name)
+        except ValueError as err:
+            raise ValueError(f"inversion.attacks: {err}") from None
+    unused = sorted(set(inv.params) - set(inv.attacks))
+    if unused:
+        raise ValueError(f"inversion.params: {unused} not among inversion.attacks "
+                         f"{inv.attacks}")
+    for name in inv.attacks:
+        try:
+            registry.get(name).parameters(inv.params.get(name))
+        except ValueError as err:
+            raise ValueError(f"inversion.params: {err}") from None
 
 
 def _check_partition(exp: Experiment) -> None:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError
+from pydantic import ValidationError
 
-from fedattack.config import Experiment, load_experiment
+from fedattack.config import Experiment, InversionConfig, load_experiment
 from fedattack.data import Dataset, load_membership
 from fedattack.data.splits import SIZES_FILE, check_splits
 from fedattack.experiment import (
@@ -41,7 +41,7 @@ from fedattack.inversion.core import InversionTarget, Reconstruction, pixel_rang
 from fedattack.inversion.metrics import RecordScores, score_records, summarise
 from fedattack.inversion.recipe import LocalRecipe
 from fedattack.inversion.registry import one_line
-from fedattack.io import inside, read_json
+from fedattack.io import inside, read_json, write_json
 from fedattack.reporting import _pyplot, write_results
 from fedattack.snapshots import GLOBAL_VIEW, SnapshotStore, View
 from fedattack.training import resolve_device
@@ -49,17 +49,8 @@ from fedattack.training import resolve_device
 OUT_DIR = "inversion"  # under the run directory
 
 
-class InversionSettings(BaseModel):
-    """What the stage runs: attacks (with their parameters), whom and when."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    attacks: list[str] = Field(default_factory=lambda: ["inverting-gradients"])
-    params: dict[str, dict] = Field(default_factory=dict)  # attack name -> its parameters
-    victims: list[NonNegativeInt] | None = None  # default: every participant
-    rounds: list[PositiveInt] | None = None  # default: the first recorded round
-    distractors: NonNegativeInt = 1000  # records outside the partition, for identification
-    max_records: PositiveInt = 64  # refuse a round with more records (cost grows with them)
+InversionSettings = InversionConfig  # what the stage runs: the experiment's `inversion:` block
+ROWS_DIR = "rows"  # under OUT_DIR: one finished row per file, read back by a rerun
 
 
 @dataclass
@@ -119,16 +110,19 @@ def _state(view: View, kind: str, server_round: int, partition: int | None,
 
 
 def observe_update(exp: Experiment, dataset: Dataset, view: View, sizes: list[int],
-                   partition: int, server_round: int) -> ObservedUpdate:
-    """The broadcast and the upload (or, under secure aggregation, the aggregate) of
-    `partition` in `server_round`; ValueError naming what was not recorded."""
+                   partition: int, server_round: int,
+                   observe: str = "upload") -> ObservedUpdate:
+    """The broadcast and the upload (or, under secure aggregation or with `observe`
+    "aggregate", the round's aggregate) of `partition` in `server_round`; ValueError naming
+    what was not recorded."""
     model = initial_model(exp, dataset)
     names = list(model.state_dict())
     fed = exp.federation
-    secure = fed.secure_aggregation is not None
+    hidden = fed.secure_aggregation is not None
+    secure = hidden or observe == "aggregate"
     if secure and fed.sampled < fed.num_participants:
-        raise ValueError("under secure aggregation the reconstruction needs every participant "
-                         "in every round (federation.clients_per_round unset)")
+        raise ValueError("inverting the aggregate needs every participant in every round "
+                         "(federation.clients_per_round unset)")
     broadcast = (_state(view, "sent", server_round, partition, names)
                  or _state(view, "global", server_round - 1, None, names))
     after = (_state(view, "global", server_round, None, names) if secure
@@ -145,9 +139,12 @@ def observe_update(exp: Experiment, dataset: Dataset, view: View, sizes: list[in
         model, broadcast, after, recipe, tuple(dataset.input_shape), dataset.num_classes, low,
         high, shared_only=privacy is not None and privacy.share_fraction < 1,
         shares=tuple(sizes[p] for p in partitions) if secure else None)
-    victim = "all (secure aggregation)" if secure else f"participant-{partition}"
-    observed = ("the round's aggregate (secure aggregation hides every upload)" if secure
-                else "the victim's upload and the model broadcast before it")
+    victim = (("all (secure aggregation)" if hidden else "all (aggregate)") if secure
+              else f"participant-{partition}")
+    noised = " with client-level DP's noise" if fed.client_dp is not None else ""
+    observed = ("the round's aggregate (secure aggregation hides every upload)" if hidden
+                else f"the round's released aggregate{noised} and the model broadcast before it"
+                if secure else "the victim's upload and the model broadcast before it")
     return ObservedUpdate(victim, partitions, server_round, target, observed)
 
 
@@ -226,13 +223,13 @@ def attack_round(exp: Experiment, run_dir: Path, dataset: Dataset, observed: Obs
     rec = attack.run(observed.target, attack.parameters(settings.params.get(name)), device)
     seed = (exp.seed, zlib.crc32(f"{observed.victim}/{observed.round}".encode()))
     evaluated = evaluate(run_dir, dataset, observed, rec, settings.distractors, exp.seed)
-    stem = f"{name}-{observed.victim.split(' ')[0]}-r{observed.round}"
+    name_of = stem(name, observed)
     out = inside(run_dir, OUT_DIR)
     (out / "reconstructions").mkdir(parents=True, exist_ok=True)
     reconstructed = to_pixels(rec.x, dataset)  # in the order of the scores (metrics.score_records)
-    np.save(out / "reconstructions" / f"{stem}.npy", reconstructed.numpy())
+    np.save(out / "reconstructions" / f"{name_of}.npy", reconstructed.numpy())
     plot_reconstructions(evaluated.originals, reconstructed, evaluated.scores.psnr,
-                         evaluated.scores.success, out / "figures" / f"{stem}.png",
+                         evaluated.scores.success, out / "figures" / f"{name_of}.png",
                          f"{exp.name}: {name} on {observed.victim}, round {observed.round}")
     return InversionRow(
         exp.name, name, observed.victim, observed.round, attack.threat_model, attack.knowledge,
@@ -262,12 +259,50 @@ def run_inversion(exp: Experiment, run_dir: str | Path, settings: InversionSetti
                              f"records in round {observed.round}, more than max_records "
                              f"{settings.max_records}")
         for name in settings.attacks:
+            done = finished_row(run_dir, observed, name, settings)
+            if done is not None:
+                log(f"{exp.name}: {name} on {observed.victim}, round {observed.round} "
+                    "already done")
+                rows.append(done)
+                continue
             log(f"{exp.name}: {name} on {observed.victim}, round {observed.round} "
                 f"({observed.target.recipe.describe()})")
-            rows.append(asdict(attack_round(exp, run_dir, dataset, observed, name, settings,
-                                            device)))
+            row = asdict(attack_round(exp, run_dir, dataset, observed, name, settings, device))
+            write_json(row_path(run_dir, observed, name),
+                       {"settings": row_settings(name, settings), "row": row})
+            rows.append(row)
     write_results(inside(run_dir, OUT_DIR), rows, RESULT_COLUMNS)
     return rows
+
+
+def stem(name: str, observed: ObservedUpdate) -> str:
+    """The file name of one attack on one observed update (figure, reconstructions, row)."""
+    return f"{name}-{observed.victim.split(' ')[0]}-r{observed.round}"
+
+
+def row_path(run_dir: Path, observed: ObservedUpdate, name: str) -> Path:
+    folder = inside(run_dir, OUT_DIR) / ROWS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{stem(name, observed)}.json"
+
+
+def row_settings(name: str, settings: InversionSettings) -> dict:
+    """What one attack's row depends on beyond the run: its parameters and the measure's."""
+    return {"params": settings.params.get(name) or {}, "distractors": settings.distractors,
+            "observe": settings.observe}
+
+
+def finished_row(run_dir: Path, observed: ObservedUpdate, name: str,
+                 settings: InversionSettings) -> dict | None:
+    """The row a former run of the same attack with the same settings wrote (written whole,
+    atomically, after its reconstructions and figure), or None."""
+    path = row_path(run_dir, observed, name)
+    if not path.is_file():
+        return None
+    saved = read_json(path)
+    if not isinstance(saved, dict) or saved.get("settings") != row_settings(name, settings):
+        return None
+    return saved.get("row")
 
 
 def observations(exp: Experiment, dataset: Dataset, view: View, sizes: list[int],
@@ -280,9 +315,10 @@ def observations(exp: Experiment, dataset: Dataset, view: View, sizes: list[int]
     bad = [p for p in victims if not 0 <= p < len(sizes)]
     if bad or not rounds:
         raise ValueError(f"no such participant {bad}" if bad else "no round was recorded")
-    if fed.secure_aggregation is not None:
+    if fed.secure_aggregation is not None or settings.observe == "aggregate":
         victims = victims[:1]
-    return [observe_update(exp, dataset, view, sizes, p, r) for r in rounds for p in victims]
+    return [observe_update(exp, dataset, view, sizes, p, r, settings.observe)
+            for r in rounds for p in victims]
 
 
 RESULT_COLUMNS = (
@@ -327,3 +363,49 @@ def invert_run(run_dir: str | Path, settings: InversionSettings,
         raise ValueError("not a finished run directory (no config.yaml, or run.json does not "
                          "say finished)")
     return run_inversion(load_experiment(run_dir / CONFIG_FILE), run_dir, settings, log)
+
+
+RUN_COLUMNS = (("experiment", "experiment", "{}"), *RESULT_COLUMNS[:4],
+               ("observed", "observed", "{}"), *RESULT_COLUMNS[4:],
+               ("epsilon", "epsilon", "{:.3g}"))
+RUN_HEADING = ("\nGradient inversion by the aggregator (the `inversion:` block; 95% intervals over "
+               "the reconstructed records: bootstrap for PSNR and SSIM, Wilson for the rates; "
+               "reconstructions and figures under inversion/):\n\n")
+
+
+def result_rows(exp: Experiment, rows: list[dict], record: dict | None) -> list:
+    """The stage's rows as result rows of the run's results.json (fedattack.results,
+    schema version 3), with the run's final global test accuracy and the accountant's epsilon
+    (run.json) beside each."""
+    from fedattack.results import InversionFigures, ResultRow
+
+    record = record or {}
+    history = record.get("history") or [{}]
+    accuracy = record.get("global_test_accuracy", history[-1].get("test_accuracy"))
+    attacker = exp.attacker
+    mode = attacker.mode if attacker is not None and attacker.kind == "global" else "passive"
+    figures = {f for f in InversionFigures.__dataclass_fields__}
+    return [ResultRow(
+        experiment=exp.name, scenario=exp.scenario, attacker="global", mode=mode,
+        knowledge=row["knowledge"], attack=row["attack"], features=None, victim=row["victim"],
+        snapshots=f"round {row['round']}", observed=row["observed"],
+        reconstruction=InversionFigures(**{k: v for k, v in row.items() if k in figures}),
+        global_test_accuracy=accuracy, epsilon=record.get("epsilon"),
+        attack_time_s=row["attack_time_s"]) for row in rows]
+
+
+def write_run_results(run_dir: Path, membership: list, inversion: list) -> None:
+    """The run's results.md (the membership table, then the inversion table) and results.json
+    (every row), results.json last: it marks the stage finished."""
+    from fedattack.io import write_atomic
+    from fedattack.reporting import RESULTS_JSON, RESULTS_MD, markdown_table, results_markdown
+    from fedattack.results import write_rows
+
+    text = results_markdown(membership) if membership else ""
+    text += RUN_HEADING + markdown_table([r.to_dict() for r in inversion], RUN_COLUMNS)
+    write_atomic(inside(run_dir, RESULTS_MD), text)
+    write_rows(inside(run_dir, RESULTS_JSON), [*membership, *inversion])
+
+
+def has_inversion_rows(rows: list) -> bool:
+    return any(getattr(r, "reconstruction", None) is not None for r in rows)
