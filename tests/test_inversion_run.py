@@ -191,3 +191,29 @@ def test_fedattack_run_through_a_flower_simulation(tmp_path):
     assert record["status"] == "finished"
     assert [(r.attack, r.victim) for r in results] == [("inverting-gradients", "participant-1")]
     assert results[0]["label_accuracy"] == 1 and results[0]["n_candidates"] == 21
+
+
+def test_a_campaign_of_inversion_cells_shares_the_training_and_tables_the_rows(
+        tmp_path, no_ray, counted, monkeypatch):
+    from fedattack.campaign import plan_campaign, run_campaign
+
+    trainings = []
+    import fedattack.simulation as simulation
+
+    fake = simulation.run_federated
+    monkeypatch.setattr(simulation, "run_federated",
+                        lambda exp, run_dir, **kw: trainings.append(exp.name) or fake(exp,
+                                                                                      run_dir))
+    data = {"campaign": "inv", "base": {k: v for k, v in experiment().items() if k != "name"},
+            "experiments": [{"name": "first", "inversion": {"victims": [0]}},
+                            {"name": "second", "inversion": {"victims": [1]}}]}
+    plan = plan_campaign(data, yaml.safe_dump(data), "inv.yaml")
+    records = run_campaign(plan, tmp_path, show_progress=False, log=lambda _: None)
+    assert trainings == ["first"]  # the second differs only in its inversion: shared
+    assert [(r["experiment"], r["victim"]) for r in records] == [
+        ("first", "participant-0"), ("second", "participant-1")]
+    assert all(r["defence"] == "none" for r in records)
+    text = (tmp_path / "results.md").read_text()
+    assert "PSNR (dB)" in text and "AUC" not in text
+    assert [r["victim"] for r in read_json(tmp_path / "results.json")] == [
+        "participant-0", "participant-1"]
