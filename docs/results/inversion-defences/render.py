@@ -68,9 +68,10 @@ def fmt_interval(value: float | None, ci, digits: str) -> str:
     return text
 
 
-def epsilon_text(eps: float | None) -> str:
+def epsilon_text(eps: float | None, row: dict | None = None) -> str:
+    """The accountant's epsilon; infinite (written null) for client-level DP without noise."""
     if eps is None:
-        return "–"
+        return "∞" if row is not None and noise_of(row) == 0 else "–"
     return "∞" if eps == float("inf") or eps > 1e300 else f"{eps:.3g}"
 
 
@@ -86,9 +87,33 @@ def table(rows: list[dict]) -> str:
                   "aggregate" if "aggregate" in r["observed"] else "upload", r["victim"],
                   str(r["n_records"]), fmt_interval(r["psnr"], r.get("psnr_ci"), ".1f"),
                   fmt_interval(r["ssim"], r.get("ssim_ci"), ".3f"), *rates,
-                  epsilon_text(r.get("epsilon")),
+                  epsilon_text(r.get("epsilon"), r),
                   "–" if accuracy is None else f"{accuracy:.3f}", f"{r['attack_time_s']:.0f}"]
         lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def pooled(rows: list[dict]) -> str:
+    """Per cell, its victims' records together: the counts and their Clopper-Pearson intervals,
+    and the record-weighted mean PSNR with the range of the victims' means."""
+    head = ["cell", "defence", "records", "mean PSNR (dB) [victims' range]", "labels",
+            "identified", "recovered", "epsilon"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in dict.fromkeys(cell(r) for r in rows):
+        group = [r for r in rows if cell(r) == name]
+        n = sum(r["n_records"] for r in group)
+        psnr = sum(r["psnr"] * r["n_records"] for r in group) / n
+        spread = (f" [{min(r['psnr'] for r in group):.1f}, {max(r['psnr'] for r in group):.1f}]"
+                  if len(group) > 1 else "")
+        rates = []
+        for key, _ in RATES:
+            k = sum(r[f"{key}_k"] for r in group)
+            low, high = clopper_pearson(k, n)
+            rates.append(f"{k}/{n} [{low:.2f}, {high:.2f}]")
+        lines.append("| " + " | ".join([name, group[0].get("defence", ""), str(n),
+                                         f"{psnr:.1f}{spread}", *rates,
+                                         epsilon_text(group[0].get("epsilon"), group[0])])
+                     + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -137,7 +162,7 @@ def plot_client_dp(rows: list[dict], path: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True)
     for x, r in zip(xs, sweep, strict=True):
         errorbar(top, x, r["psnr"], r.get("psnr_ci"), fmt="o", color="tab:red")
-        top.annotate(f"ε={epsilon_text(r.get('epsilon'))}", (x, r["psnr"]),
+        top.annotate(f"ε={epsilon_text(r.get('epsilon'), r)}", (x, r["psnr"]),
                      textcoords="offset points", xytext=(4, 6), fontsize=7)
         cp = r["success_rate_cp"]
         errorbar(bottom, x, r["success_rate"], cp, fmt="s", color="tab:red")
@@ -170,7 +195,11 @@ def main(argv: list[str]) -> None:
     if not rows:
         raise SystemExit(f"{source}: no reconstruction rows")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table(rows))
+    (out / "table.md").write_text(
+        "Per cell, the victims' records pooled (95% Clopper-Pearson intervals over the "
+        "records):\n\n" + pooled(rows) + "\nPer victim (PSNR and SSIM: 95% bootstrap "
+        "intervals over the victim's records, a single record's being its value; rates: 95% "
+        "Clopper-Pearson):\n\n" + table(rows))
     plot_defences(rows, out / "defences.png")
     plot_client_dp(rows, out / "client-dp.png")
     print(f"{len(rows)} rows: {out / 'table.md'}, {out / 'defences.png'}, "
