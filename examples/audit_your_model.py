@@ -32,7 +32,8 @@ centres = rng.normal(size=(10, 20))
 labels = rng.integers(0, 10, size=2000)
 features = centres[labels] + rng.normal(scale=2.0, size=(2000, 20))
 header = ",".join([f"f{i}" for i in range(20)] + ["diagnosis"])
-rows = [",".join([*(f"{v:.5f}" for v in x), f"class-{y}"]) for x, y in zip(features, labels)]
+rows = [",".join([*(f"{v:.5f}" for v in x), f"class-{y}"]) for x, y in
+        zip(features, labels, strict=True)]
 (work / "records.csv").write_text("\n".join([header, *rows]) + "\n")
 
 # %% [markdown]
@@ -100,8 +101,8 @@ print(run.table())
 # Each row is a typed `ResultRow`: its figures carry 95% bootstrap intervals, and a TPR at an FPR
 # the non-members cannot resolve is `None`, never a number. A learnt attack that does worse than
 # the loss threshold on the same targets is flagged (`undertrained`), one below chance beyond its
-# interval too (`inverted`): read them as failures, not as figures of leakage. The strongest attack is chosen on
-# one half of the targets and reported on the other (`held_out`).
+# interval too (`inverted`): read them as failures, not as figures of leakage. The strongest
+# attack is chosen on one half of the targets and reported on the other (`held_out`).
 
 # %%
 for row in run.results:
