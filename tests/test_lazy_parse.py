@@ -44,8 +44,8 @@ def test_every_yaml_under_experiments_parses_without_torch_flower_or_ray():
             else:
                 load_experiment(path)
         print(json.dumps({"kinds": kinds, "modules": [m for m in sys.modules
-                                                      if m.split(".")[0] in %r]}))
-        """ % (HEAVY,))
+                                                      if m.split(".")[0] in HEAVY]}))
+        """.replace("HEAVY", repr(HEAVY)))
     assert seen["modules"] == []
     kinds = seen["kinds"]
     assert len(kinds) == len(list((ROOT / "experiments").glob("*.yaml")))
