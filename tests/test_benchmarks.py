@@ -5,7 +5,7 @@ finite, is checked.
 
 Three take about a minute of CPU each even tiny (the Flower ones start Ray and simulate
 federations; per_example_grads measures memory in fresh processes, one a full white-box attack):
-slow-marked, run by .ci/run; reference_models runs in `make test`."""
+slow-marked, run by .ci/run; reference_models and parse_time run in `make test`."""
 
 import os
 import re
@@ -34,6 +34,9 @@ PRINTED = {
     "fl_overhead.py": ["Ray start-up", "Flower first round", "steady rounds 2..2",
                        "ratio Flower / plain, excluding start-up"],
     "fl_scale.py": ["| participants | Flower s/round", "| 2 |", "| 3 |"],
+    "parse_time.py": ["| parse quickstart.yaml |", "| import torch |",
+                      "ratio parse / import torch",
+                      "imported by parsing: none of torch, flwr, ray"],
 }
 SLOW = {"fl_overhead.py", "fl_scale.py", "per_example_grads.py"}
 
