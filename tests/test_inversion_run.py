@@ -83,7 +83,7 @@ def test_validate_refuses_a_bad_block_in_one_line(tmp_path):
 @pytest.fixture
 def no_ray(monkeypatch):
     """Training records round 1 as the recording aggregator does, without Ray."""
-    def run_federated(exp, run_dir, on_round=None, verbose=False):
+    def run_federated(exp, run_dir, on_round=None, verbose=False, prepared=None):
         record_round(exp, run_dir)
         record = {"status": "finished", "experiment": exp.name,
                   "history": [{"round": 1, "train_accuracy": 0.5, "test_accuracy": 0.25}]}
