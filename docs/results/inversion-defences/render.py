@@ -175,8 +175,8 @@ def plot_client_dp(rows: list[dict], path: Path) -> None:
     top.set_ylabel("PSNR (dB), 95% bootstrap\n(one record: its value)")
     bottom.set_ylabel("recovered, 95%\nClopper-Pearson")
     bottom.set_ylim(-0.05, 1.05)
-    bottom.set_xlabel(f"client-level DP noise multiplier z (noise z x clip on one participant's "
-                      f"clipped update; z=0 drawn at {floor:.0e})")
+    bottom.set_xlabel(f"client-level DP noise multiplier z (noise z x clip on one\n"
+                      f"participant's clipped update; z=0 drawn at {floor:.0e})", fontsize=9)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
     fig.suptitle("The released aggregate under client-level DP: reconstruction vs noise",
