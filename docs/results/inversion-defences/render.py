@@ -172,6 +172,7 @@ def plot_client_dp(rows: list[dict], path: Path) -> None:
                     label="no defence, the upload (mean of the victims)")
         top.legend(fontsize=7, loc="lower left")
     top.set_xscale("log")
+    top.set_ylim(top=top.get_ylim()[1] + 2.5)  # room for the epsilon labels
     top.set_ylabel("PSNR (dB), 95% bootstrap\n(one record: its value)")
     bottom.set_ylabel("recovered, 95%\nClopper-Pearson")
     bottom.set_ylim(-0.05, 1.05)
