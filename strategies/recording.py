@@ -47,6 +47,7 @@ from flwr.server.strategy import Strategy
 from fedattack.protocol import PARTITION_ID, FederationFailed
 from fedattack.snapshots import GLOBAL_VIEW, Snapshot, SnapshotStore
 from fedattack.usercode import user_code_failure
+from strategies.binding import BindingConflict, PartitionBinding
 from strategies.inner import OrderedFedAvg, inner_strategy, weighted_average
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,10 @@ class RejectedUpload(ValueError):
 class RoundLog:
     """What happened to each participant in a round, kept for run.json.
 
-    ``rejected`` lists each refusal as ``{"node", "partition", "reason"}``; ``partition`` is the
-    id the upload claimed (None when it claimed none, or a Flower failure carried no reply).
+    ``rejected`` lists each refusal as ``{"node", "partition", "bound", "reason"}``;
+    ``partition`` is the id the upload claimed (None when it claimed none, or a Flower failure
+    carried no reply), ``bound`` the partition its node is bound to (strategies.binding; None
+    for a node bound to none).
     """
 
     server_round: int
@@ -72,10 +75,17 @@ class RoundLog:
     metrics: dict[int, dict] = field(default_factory=dict)  # each accepted upload's fit metrics
     ascent: dict[str, dict] = field(default_factory=dict)  # an active aggregator's steps
 
-    def refuse(self, node: str | None, partition, reason: str) -> None:
+    def refuse(self, node: str | None, partition, reason: str, bound: int | None = None) -> None:
+        """`partition`: the one the upload claimed; `bound`: the one its node is bound to."""
         log.warning("round %d: refused upload of node %s (partition %r): %s",
                     self.server_round, node, partition, reason)
-        self.rejected.append({"node": node, "partition": partition, "reason": reason})
+        self.rejected.append({"node": node, "partition": partition, "bound": bound,
+                              "reason": reason})
+
+    def affecting(self, partitions: set[int]) -> list[dict]:
+        """The refusals that claimed one of `partitions` or came from a node bound to one."""
+        return [r for r in self.rejected
+                if r["partition"] in partitions or r["bound"] in partitions]
 
     def reasons(self) -> str:
         """Every refusal of the round, on one line."""
@@ -235,10 +245,13 @@ class RecordingStrategy(Strategy):
         self.on_round = on_round
         self.on_failure = on_failure
         self.round_logs: list[RoundLog] = []
-        self.partition_of: dict[str, int] = {}  # node id -> partition id, from accepted uploads
-        self.node_of: dict[int, str] = {}  # partition id -> the node that holds it
+        self.binding = PartitionBinding(len(self.partition_sizes))
         self.proxy_of: dict[int, ClientProxy] = {}  # partition id -> its proxy this round
         self.failure: Exception | None = None
+        self.configured_round = 0  # the last round whose fit instructions went out
+        self.aggregated_round = 0  # the last round aggregate_fit was called for
+        self.refused_before: dict[int, list[tuple[str, str]]] = {}  # round -> (node, reason)
+        # refused before aggregate_fit saw them (a masked vector of the wrong shape: SecAgg+)
         self._broadcast: NDArrays | None = None
         self.secure_aggregation = secure_aggregation
         self.uniform_weights = uniform_weights
@@ -250,6 +263,16 @@ class RecordingStrategy(Strategy):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.inner!r})"
+
+    @property
+    def partition_of(self) -> dict[str, int]:
+        """Node id -> the partition it is bound to (strategies.binding)."""
+        return self.binding.partition_of
+
+    @property
+    def node_of(self) -> dict[int, str]:
+        """Partition id -> the node bound to it."""
+        return self.binding.node_of
 
     # -- failing the run -------------------------------------------------------------------
 
@@ -333,7 +356,14 @@ class RecordingStrategy(Strategy):
         with self.disk_guard():
             if self.record_round(server_round):
                 self.record("global", server_round - 1, self._broadcast)
-            return self.inner.configure_fit(server_round, parameters, client_manager)
+            instructions = self.inner.configure_fit(server_round, parameters, client_manager)
+            try:  # every node that will train is bound before it is sent anything
+                self.binding.bind_new(client_manager, [proxy for proxy, _ in instructions])
+            except BindingConflict as err:
+                self.fail(FederationFailed(f"round {server_round}: {err}"))
+                return []
+            self.configured_round = server_round
+            return instructions
         return []
 
     def configure_evaluate(
@@ -351,8 +381,23 @@ class RecordingStrategy(Strategy):
     ) -> tuple[float | None, dict[str, Scalar]]:
         return self.inner.aggregate_evaluate(server_round, results, failures)
 
+    def refuse_before_aggregation(self, server_round: int, node: str, reason: str) -> None:
+        """A reply refused before it reached aggregate_fit (the SecAgg+ workflow's check of a
+        masked vector): listed in that round's log like any refusal."""
+        self.refused_before.setdefault(server_round, []).append((node, reason))
+
     def evaluate(self, server_round: int, parameters: Parameters):
-        """Evaluate centrally (the inner strategy's evaluate_fn), unless the run has failed."""
+        """Evaluate centrally (the inner strategy's evaluate_fn), unless the run has failed.
+
+        A round whose fit instructions went out but that never reached aggregate_fit (the
+        SecAgg+ workflow halted it: too few nodes for its threshold) fails the run here, so
+        that no run ends ``finished`` with a model no round trained."""
+        if self.failure is None and 0 < server_round == self.configured_round \
+                and self.aggregated_round != server_round:
+            self.fail(FederationFailed(
+                f"round {server_round}: the round was abandoned before aggregation (secure "
+                f"aggregation halted: too few participants answered for its threshold); "
+                f"no model was aggregated"))
         if self.failure is not None:
             return None
         with self.disk_guard():
@@ -362,10 +407,10 @@ class RecordingStrategy(Strategy):
     def check(self, proxy: ClientProxy, res: FitRes) -> tuple[int, NDArrays, int]:
         """(partition, weights, num_examples) of one upload, or RejectedUpload."""
         pid = check_metrics(res.metrics, len(self.partition_sizes))
-        held = self.partition_of.get(proxy.cid)
-        if held is not None and held != pid:
-            raise RejectedUpload(f"claims partition {pid}, but this node uploaded as "
-                                 f"partition {held} before")
+        try:
+            self.binding.check(proxy.cid, pid)
+        except ValueError as err:
+            raise RejectedUpload(str(err)) from None
         n = check_num_examples(res.num_examples, self.partition_sizes[pid])
         if self.secure_aggregation:  # the parameters are the round's aggregate: checked once
             return pid, None, n
@@ -378,53 +423,30 @@ class RecordingStrategy(Strategy):
         return pid, weights, n
 
     def accept(self, server_round: int, results: list[tuple[ClientProxy, FitRes]], log_: RoundLog):
-        """Validate uploads; return [(partition, weights, num_examples)] sorted by partition."""
-        claims: dict[int, list] = {}
+        """Validate uploads; return [(partition, weights, num_examples)] sorted by partition.
+
+        A node is bound to one partition (strategies.binding) and uploads once a round, so no
+        two accepted uploads share a partition; a second reply of one node is refused."""
+        accepted, seen = [], set()
         for proxy, res in results:
+            bound = self.partition_of.get(proxy.cid)
             try:
+                if proxy.cid in seen:
+                    raise RejectedUpload("a second upload of this node in the round")
+                seen.add(proxy.cid)
                 pid, weights, n = self.check(proxy, res)
             except RejectedUpload as err:
                 claimed = res.metrics.get(PARTITION_ID)
-                log_.refuse(proxy.cid, claimed if is_integer(claimed) else None, str(err))
+                log_.refuse(proxy.cid, claimed if is_integer(claimed) else None, str(err),
+                            bound)
                 continue
-            claims.setdefault(pid, []).append((proxy, res, weights, n))
-        present = {proxy.cid for proxy, _ in results}
-        accepted = []
-        for pid, group in claims.items():
-            holder = self.node_of.get(pid)
-            if len(group) > 1:
-                nodes = sorted(proxy.cid for proxy, *_ in group)
-                owned = [g for g in group if g[0].cid == holder]
-                for proxy, *_ in group:
-                    if owned and proxy.cid == holder:
-                        continue
-                    reason = (f"partition {pid} is node {holder}'s" if owned else
-                              f"partition {pid} claimed by {len(group)} uploads this round "
-                              f"(nodes {', '.join(nodes)})")
-                    log_.refuse(proxy.cid, pid, reason)
-                group = owned
-            elif holder is not None and holder != group[0][0].cid and holder in present:
-                log_.refuse(group[0][0].cid, pid, f"partition {pid} is node {holder}'s")
-                group = []
-            for proxy, res, weights, n in group:
-                self.bind(proxy.cid, pid)
-                self.proxy_of[pid] = proxy
-                accepted.append((pid, weights, n))
-                log_.accepted.append(pid)
-                log_.metrics[pid] = dict(res.metrics)
+            self.proxy_of[pid] = proxy
+            accepted.append((pid, weights, n))
+            log_.accepted.append(pid)
+            log_.metrics[pid] = dict(res.metrics)
         accepted.sort(key=lambda item: item[0])
         log_.accepted.sort()
         return accepted
-
-    def bind(self, node: str, pid: int) -> None:
-        """Node `node` holds partition `pid` (a SuperNode that reconnected under a new id takes
-        its partition over from its old id)."""
-        old = self.node_of.get(pid)
-        if old is not None and old != node:
-            log.warning("partition %d: node %s takes over from node %s", pid, node, old)
-            self.partition_of.pop(old, None)
-        self.node_of[pid] = node
-        self.partition_of[node] = pid
 
     def aggregate_fit(
         self,
@@ -438,7 +460,11 @@ class RecordingStrategy(Strategy):
         return None, {}
 
     def _aggregate_fit(self, server_round, results, failures):
+        self.aggregated_round = server_round
         round_log = RoundLog(server_round)
+        for node, reason in self.refused_before.pop(server_round, []):  # by the SecAgg+ workflow
+            round_log.refuse(node, self.partition_of.get(node), reason,
+                             self.partition_of.get(node))
         for failure in failures:
             if isinstance(failure, tuple):
                 proxy, res = failure
@@ -505,8 +531,10 @@ class RecordingStrategy(Strategy):
         in the order given (partition order)."""
         if uploads and type(self.inner) is OrderedFedAvg:  # what its aggregate_fit computes,
             # without serialising every upload into Flower's Parameters and back (bit-identical)
-            return weighted_average([(weights, 1 if self.uniform_weights else n)
-                                     for _, weights, n in uploads])
+            aggregate = weighted_average([(weights, 1 if self.uniform_weights else n)
+                                          for _, weights, n in uploads])
+            self.check_aggregate(server_round, aggregate, uploads)
+            return aggregate
         results = [(self.proxy_of[pid], FitRes(Status(Code.OK, "accepted"),
                                                ndarrays_to_parameters(weights),
                                                1 if self.uniform_weights else n,
@@ -520,9 +548,37 @@ class RecordingStrategy(Strategy):
                                    f"from {len(uploads)} accepted uploads")
         # In the model's dtypes: Flower's FedOpt strategies compute (and return) float64, which
         # the next round's float32 uploads would no longer match.
-        return [_as_dtype(a, w.dtype) for a, w in
-                zip(parameters_to_ndarrays(parameters), uploads[0][1], strict=True)]
+        aggregate = parameters_to_ndarrays(parameters)
+        if len(aggregate) != len(uploads[0][1]):
+            raise FederationFailed(f"round {server_round}: {self.inner!r} returned "
+                                   f"{len(aggregate)} tensors, expected {len(uploads[0][1])}")
+        aggregate = [_as_dtype(a, w.dtype) for a, w in zip(aggregate, uploads[0][1], strict=True)]
+        self.check_aggregate(server_round, aggregate, uploads)
+        return aggregate
 
+    def check_aggregate(self, server_round: int, aggregate: NDArrays,
+                        uploads: list[tuple[int, NDArrays, int]]) -> None:
+        """FederationFailed unless the inner strategy's model is finite and of the model's
+        shapes, and moved if the average of the accepted uploads did (issue 25, item 5: FedAdam
+        whose moments overflowed returns the model it was sent, round after round; the uploads
+        alone may cancel out, which is why their average is the test, not each of them)."""
+        try:
+            check_upload(aggregate, self._broadcast)
+        except RejectedUpload as err:
+            raise FederationFailed(f"round {server_round}: the new global model of "
+                                   f"{self.inner!r} is unusable: {err}") from None
+        if not uploads or not all(np.array_equal(a, b) for a, b in
+                                  zip(aggregate, self._broadcast, strict=True)):
+            return
+        average = weighted_average([(weights, 1 if self.uniform_weights else n)
+                                    for _, weights, n in uploads])
+        if not all(np.array_equal(a, b) for a, b in zip(average, self._broadcast, strict=True)):
+            raise FederationFailed(
+                f"round {server_round}: {self.inner!r} returned the model it was sent, "
+                f"unchanged, although the average of its {len(uploads)} accepted upload(s) "
+                f"(partitions {', '.join(str(pid) for pid, _, _ in uploads)}) moved: its state "
+                "is stuck (an extreme upload can overflow an adaptive optimiser's moments); the "
+                "run stops rather than go on training nothing")
 
     def inner_metrics(self, server_round: int, pid: int) -> dict[str, Scalar]:
         """The fit metrics the inner strategy reads: adaptive clipping's ``norm_bit`` (whether

@@ -26,8 +26,8 @@ def damage(case: str, weights, n: int, metrics: dict):
         metrics[protocol.PARTITION_ID] = str(metrics[protocol.PARTITION_ID])
     elif case == "no-partition":
         del metrics[protocol.PARTITION_ID]
-    elif case == "claims-partition-0":  # the honest partition 0 uploads too: a duplicate
-        metrics[protocol.PARTITION_ID] = 0
+    elif case.startswith("claims-partition-"):  # another participant's partition
+        metrics[protocol.PARTITION_ID] = int(case.removeprefix("claims-partition-"))
     elif case == "negative-examples":
         n = -1_000_000
     elif case == "absurd-examples":
@@ -85,6 +85,20 @@ def hostile_client_app(cases: dict, overrides: dict | None) -> ClientApp:
                        str(run_config[protocol.RUN_DIR])).to_client()
 
     return ClientApp(client_fn=client_fn)
+
+
+# participant 1 claims partition 3 in every round (issue 25, item 1: under client sampling)
+IMPOSTOR_OF_3 = {(1, r): "claims-partition-3" for r in range(1, 11)}
+# participant 1 claims partition 2 in every round (item 2: the owner must not be excluded)
+LIAR_ABOUT_2 = {(1, r): "claims-partition-2" for r in range(1, 11)}
+
+
+def make_impostor_client_app(overrides: dict | None = None) -> ClientApp:
+    return hostile_client_app(IMPOSTOR_OF_3, overrides)
+
+
+def make_liar_client_app(overrides: dict | None = None) -> ClientApp:
+    return hostile_client_app(LIAR_ABOUT_2, overrides)
 
 
 def make_mixed_client_app(overrides: dict | None = None) -> ClientApp:
