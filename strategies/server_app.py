@@ -137,6 +137,8 @@ class GlobalModelLog:
 def attacked_partitions(splits) -> set[int]:
     """The partitions whose records the experiment's victims are (and those of the negatives
     of a victim attacked against other partitions)."""
+    if splits is None:
+        return set()
     return {int(p) for v in splits.victims for p in (*v.partitions, *v.against)}
 
 

@@ -116,19 +116,11 @@ class Experiment(Strict):
         return self
 
     def defence_label(self) -> str:
-        """The defences this run deploys, in a few words (``none`` without any)."""
-        parts, p, fed = [], self.privacy, self.federation
-        if p is not None and p.noise_multiplier is not None:
-            parts.append(f"DP-SGD z={p.noise_multiplier:g}")
-        if p is not None and p.share_fraction < 1:
-            parts.append(f"sparsify {p.share_fraction * 100:g}%")
-        if fed.client_dp is not None:
-            dp = fed.client_dp
-            parts.append(f"client DP ({dp.clipping}) z={dp.noise_multiplier:g} "
-                         f"C={dp.clipping_norm:g}")
-        if fed.secure_aggregation is not None:
-            parts.append("SecAgg+")
-        return " + ".join(parts) or "none"
+        """The defences this run deploys, in a few words (``none`` without any; each defence's
+        own words, fedattack.defences)."""
+        from fedattack import defences
+
+        return defences.label(self)
 
     def data_label(self) -> str:
         """How the records are spread over the participants (``iid``, ``dirichlet a=0.5``...)."""
