@@ -22,10 +22,16 @@ through a Python entry point of the group ``fedattack.attacks`` (``[project.entr
 experiment's ``attack.plugins: [mypkg.toy]``, when the experiment is parsed; so ``validate``,
 ``run``, the offline attack and every worker that parses the experiment know it alike.
 
-A run function takes the attack context (`fedattack.membership.AttackRunner`: the observed
-models, the attacker's knowledge, feature extraction, the loss threshold) and returns an
-`AttackOutcome`: one score per target, higher meaning member. This module imports nothing of the
-project, so that the config can read the registry without importing torch.
+A run function takes the attack context (`fedattack.membership.AttackContext`): its typed input
+(`fedattack.attack_input.AttackInput`: the observed models by round, the victim's partitions,
+the attacker's knowledge, the target's architecture and recipe, the aggregator's view where the
+threat model grants it; never the run directory nor the ground truth) and the shared machinery
+(feature extraction, the attack network, the loss threshold, the reference models). It returns
+an `AttackOutcome`: one score per target, higher meaning member. This module imports nothing of the
+project, and an attack module imports torch, scipy and scikit-learn inside the functions that use
+them, never at its top: the config reads the registry (names, parameters, checks) when it parses
+an experiment, which imports neither torch nor Flower nor Ray (tests/test_lazy_parse.py). A
+plug-in may import what it likes; it then costs its own imports to parse an experiment naming it.
 """
 
 from __future__ import annotations

@@ -8,12 +8,15 @@ observed stand-alone model.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from fedattack.attack_registry import AttackOutcome, register
-from fedattack.experiment import initial_model
-from fedattack.training import train_model
+
+# torch and the training loop are imported where used (see whitebox.py).
+if TYPE_CHECKING:
+    import torch
 
 
 def check(exp) -> None:
@@ -28,7 +31,7 @@ def run_shadow(ctx) -> AttackOutcome:
     shadow = ctx.knowledge.shadow
     if len(shadow) < 4:
         raise ValueError("the shadow attack needs data.shadow_size >= 4 records")
-    rng = np.random.default_rng(ctx.exp.seed + 7)
+    rng = np.random.default_rng(ctx.seed + 7)
     members, nonmembers, member_loss, nonmember_loss, ins, outs = [], [], [], [], [], []
     for s in range(ctx.cfg.shadow_models):
         order = rng.permutation(shadow)
@@ -52,11 +55,12 @@ def run_shadow(ctx) -> AttackOutcome:
 
 def train_shadow(ctx, s: int, s_in: np.ndarray, s_out: np.ndarray) -> torch.nn.Module:
     """Shadow model `s`: the target's architecture and recipe, on `s_in` (`s_out` held out)."""
+    from fedattack.training import train_model
+
     ctx.log(f"  shadow model {s}: training on {len(s_in)} records")
-    seed = ctx.exp.seed + 1000 + s
-    shadow_exp = ctx.exp.model_copy(update={"seed": seed})
-    model = initial_model(shadow_exp, ctx.dataset).to(ctx.device)
-    train_model(model, ctx.dataset, s_in, s_out, ctx.exp.training, ctx.exp.training.epochs,
+    seed = ctx.seed + 1000 + s
+    model = ctx.target.build(seed).to(ctx.device)
+    train_model(model, ctx.dataset, s_in, s_out, ctx.target.training, ctx.target.training.epochs,
                 ctx.device, seed)
     return model.cpu()
 
@@ -84,6 +88,8 @@ class ConcatSource:
                 parts.append(src.take(rows[sel] - self.offsets[i]))
                 order.append(sel)
         inverse = np.argsort(np.concatenate(order))
+        import torch
+
         return {k: torch.cat([p[k] for p in parts])[inverse] for k in parts[0]}
 
     def batches(self, order=None, batch_size: int = 256):
