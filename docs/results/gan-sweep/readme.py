@@ -130,6 +130,18 @@ def main(folder: Path) -> None:
     lines += [f"- {entry}: not run (time)." for entry in not_run]
     if not partial and not not_run:
         lines.append("- nothing: every experiment of the campaigns ran to its end.")
+    lines += ["", "## How", "",
+              "Each experiment ran in a process of its own (`fedattack run CAMPAIGN --only "
+              "EXPERIMENT`, or as a campaign's first experiment), side by side, under "
+              "`nice -n 15` on 2 CPU cores shared with other work (load 40-55), so the "
+              "seconds above are far above an idle machine's. An experiment stopped early was "
+              "stopped between two rounds and measured by `measure.py` on the rounds it "
+              "reached; its first R rounds are those of a campaign of R rounds.", "",
+              "    python docs/results/gan-sweep/measure.py RUN/EXPERIMENT [...] "
+              "--out docs/results/gan-sweep",
+              "    python benchmarks/gan_sweep.py table RUN [...] --rounds R [...] "
+              "--out docs/results/gan-sweep",
+              "    python docs/results/gan-sweep/readme.py"]
     (folder / "README.md").write_text("\n".join(lines) + "\n")
     print((folder / "README.md").read_text())
 
