@@ -34,6 +34,8 @@ from fedattack.snapshots import SnapshotStore
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "examples" / "flower-app"
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NODES = {101: 0, 102: 1, 103: 2, 104: 3}  # node id -> the partition its node_config names
 
 
