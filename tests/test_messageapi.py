@@ -375,3 +375,34 @@ def test_message_construction_matches_flower(app):
     reply = app.client_app.app(msg, context)
     assert reply.metadata.src_node_id == 101
     assert next(iter(reply.content.metric_records.values()))[PARTITION_METRIC] == 0
+
+
+@pytest.mark.parametrize("attacker", [{"kind": "global", "targets": [0]},
+                                      {"kind": "local", "participant": 1}],
+                         ids=["curious-server", "one-participant"])
+def test_fedattack_attack_reads_the_recorded_run_directory(app, tmp_path, attacker):
+    """`fedattack attack RUN_DIR` on what the wrappers and mods recorded: the results table of
+    the aggregator (the victim's uploads) and of one participant (the models it received)."""
+    from typer.testing import CliRunner
+
+    from fedattack.cli import app as cli
+    from fedattack.reporting import RESULTS_JSON
+
+    attack = {"attacks": ["threshold-loss"], "epochs": 5}
+    run(app, tmp_path, FedAvg(fraction_evaluate=0.0), attacker=attacker, attack=attack)
+    result = CliRunner().invoke(cli, ["attack", str(tmp_path / "run"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "threshold-loss" in result.output
+    rows = read_json(tmp_path / "run" / RESULTS_JSON)
+    observed = {"global": "the victim's uploads", "local": "the global models it received"}
+    assert [r["observed"] for r in rows] == [observed[attacker["kind"]]]
+    assert all(np.isfinite(r["auc"]) for r in rows)
+
+
+def test_fedattack_attack_refuses_a_run_directory_without_a_finished_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from fedattack.cli import app as cli
+
+    result = CliRunner().invoke(cli, ["attack", str(tmp_path)])
+    assert result.exit_code == 2 and "not a run directory" in result.output
