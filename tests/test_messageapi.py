@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import (
     DifferentialPrivacyServerSideFixedClipping,
     FedAdam,
@@ -406,3 +406,37 @@ def test_fedattack_attack_refuses_a_run_directory_without_a_finished_training(tm
 
     result = CliRunner().invoke(cli, ["attack", str(tmp_path)])
     assert result.exit_code == 2 and "not a run directory" in result.output
+
+
+def test_an_active_malicious_participant_uploads_its_model_moved_up_the_targets_loss(
+        app, tmp_path):
+    from fedattack.messageapi import malicious_participant_mod
+    from fedattack.messageapi.audit import AuditRun, audit_paths
+
+    attacker = {"kind": "local", "participant": 1, "mode": "gradient-ascent"}
+    config = run_config(tmp_path, audit_yaml(tmp_path, attacker=attacker))
+    AuditRun.from_files(*audit_paths(config), members)  # the ServerApp prepares the run
+    received = initial(app)
+    trained = ArrayRecord({k: Array(v.numpy() + 0.01) for k, v in received.items()})
+    msg = Message(content=RecordDict({"arrays": received,
+                                      "config": ConfigRecord({"server-round": 1})}),
+                  message_type="train", dst_node_id=102)
+
+    def call_next(message, context):
+        return Message(content=RecordDict({"arrays": trained, "metrics": MetricRecord(
+            {"num-examples": 480})}), reply_to=message)
+
+    def upload(partition):
+        context = Context(run_id=1, node_id=102, node_config={"partition-id": partition},
+                          state=RecordDict(), run_config=config)
+        reply = malicious_participant_mod(msg, context, call_next)
+        return next(iter(reply.content.array_records.values())).to_numpy_ndarrays()
+
+    honest, attacker_upload = upload(0), upload(1)
+    for got, sent in zip(honest, trained.to_numpy_ndarrays(), strict=True):
+        np.testing.assert_array_equal(got, sent)  # every other node's upload is untouched
+    moved = [not np.allclose(a, b) for a, b in
+             zip(attacker_upload, trained.to_numpy_ndarrays(), strict=True)]
+    assert any(moved)
+    store = SnapshotStore(tmp_path / "run" / SNAPSHOT_DIR)
+    assert [(r.view, r.round) for r in store.records(kind="sent")] == [("local-1", 1)]
