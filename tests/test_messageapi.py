@@ -440,3 +440,24 @@ def test_an_active_malicious_participant_uploads_its_model_moved_up_the_targets_
     assert any(moved)
     store = SnapshotStore(tmp_path / "run" / SNAPSHOT_DIR)
     assert [(r.view, r.round) for r in store.records(kind="sent")] == [("local-1", 1)]
+
+
+def test_a_finished_run_directory_is_never_recorded_over(app, tmp_path):
+    run(app, tmp_path, FedAvg(fraction_evaluate=0.0))
+    with pytest.raises(FileExistsError, match="holds a finished run"):
+        run(app, tmp_path, FedAvg(fraction_evaluate=0.0))
+
+
+def test_an_interrupted_run_is_recorded_afresh(app, tmp_path):
+    hostile = dict.fromkeys(NODES, lambda rnd, reply: nan_upload(rnd, reply) if rnd == 2
+                            else reply)
+    with pytest.raises(FederationFailed):
+        run(app, tmp_path, FedAvg(fraction_evaluate=0.0), hostile=hostile)
+    store = SnapshotStore(tmp_path / "run" / SNAPSHOT_DIR)
+    stale = model(store, "global", "upload", 1, 0)
+    grid, _, store, record = run(app, tmp_path, FedAvg(fraction_evaluate=0.0))
+    assert record["status"] == "finished" and record["refusals"] == []
+    fresh = model(store, "global", "upload", 1, 0)
+    for got, sent in zip(fresh, grid.replies[1, 101], strict=True):
+        np.testing.assert_array_equal(got, sent)
+    assert any(not np.array_equal(a, b) for a, b in zip(fresh, stale, strict=True))

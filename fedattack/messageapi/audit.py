@@ -106,8 +106,14 @@ class AuditRun:
     """
 
     def __init__(self, exp: Experiment, run_dir: str | Path) -> None:
+        from fedattack.runner import discard_unfinished, finished_record
+
         self.exp, self.run_dir = exp, Path(run_dir).resolve()
+        if finished_record(self.run_dir) is not None:
+            raise FileExistsError(f"{self.run_dir} holds a finished run: attack it (fedattack "
+                                  "attack RUN_DIR), or record into another fedattack-run-dir")
         self.dataset, self.splits = prepare_run(exp, self.run_dir)
+        discard_unfinished(self.run_dir)  # an interrupted run's snapshots: recorded afresh
         self.model = initial_model(exp, self.dataset)
         self.names = weight_names(self.model)
         self.shapes = [tuple(v.shape) for v in self.model.state_dict().values()]
