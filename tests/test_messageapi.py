@@ -461,3 +461,29 @@ def test_an_interrupted_run_is_recorded_afresh(app, tmp_path):
     for got, sent in zip(fresh, grid.replies[1, 101], strict=True):
         np.testing.assert_array_equal(got, sent)
     assert any(not np.array_equal(a, b) for a, b in zip(fresh, stale, strict=True))
+
+
+def test_gate_lets_a_node_take_over_a_partition_only_from_a_node_absent_from_the_round(app):
+    """A SuperNode back under a new id takes its partition over; while the holder is there, a
+    second node claiming its partition is refused."""
+    reference = initial(app)
+
+    def replies(round_, claims: dict[int, int]):
+        out = []
+        for node, pid in claims.items():
+            instruction = Message(content=RecordDict({"arrays": reference}),
+                                  message_type="train", dst_node_id=node)
+            out.append(Message(content=RecordDict({"arrays": reference, "metrics": MetricRecord(
+                {"num-examples": 10, PARTITION_METRIC: pid})}), reply_to=instruction))
+        return out
+
+    gate = UploadGate(FedAvg(), num_partitions=2)
+    gate.reference = reference
+    accepted, rejected = gate.screen(1, replies(1, {11: 0, 12: 1}))
+    assert [p for p, _ in accepted] == [0, 1] and not rejected
+    accepted, rejected = gate.screen(2, replies(2, {11: 0, 12: 1, 13: 0}))
+    assert [p for p, _ in accepted] == [0, 1]
+    assert [(r["node"], r["reason"]) for r in rejected] == [(13, "partition 0 is held by node 11")]
+    accepted, rejected = gate.screen(3, replies(3, {13: 0, 12: 1}))  # node 11 is gone
+    assert [p for p, _ in accepted] == [0, 1] and not rejected
+    assert gate.node_of[0] == 13 and 11 not in gate.partition_of

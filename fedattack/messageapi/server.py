@@ -4,9 +4,9 @@ behaviour each, composed as Flower's ``DifferentialPrivacyServerSide*`` wrap an 
 
 - :class:`UploadGate`: refuses hostile replies before anything else reads them (no partition
   claimed, a partition other than the one the node first uploaded as, a partition another node
-  holds, tensors of the wrong names, shapes or dtypes, NaN/Inf, non-finite metrics, more examples
-  than the partition holds), each in one log line and in run.json's ``rounds[].rejected``; it
-  binds nodes to partitions.
+  of the round holds, tensors of the wrong names, shapes or dtypes, NaN/Inf, non-finite
+  metrics, more examples than the partition holds), each in one log line and in run.json's
+  ``rounds[].rejected``; it binds nodes to partitions.
 - :class:`Recorder`: writes the aggregator's view (view ``global`` of the snapshot store): the
   model broadcast before round 1 (round 0), each accepted upload with its partition, and each
   round's new global model; keeps run.json (the global model's accuracy on members and
@@ -218,6 +218,7 @@ class UploadGate(StrategyWrapper):
             rejected.append({"node": node, "partition": pid, "reason": reason})
 
         claims: dict[int, list[tuple[int, Message]]] = {}
+        present = {int(msg.metadata.src_node_id) for msg in replies}
         for msg in replies:
             node = int(msg.metadata.src_node_id)
             if msg.has_error():
@@ -234,7 +235,7 @@ class UploadGate(StrategyWrapper):
                 refuse(node, pid, f"claims partition {pid}, but it holds partition {bound}")
                 continue
             holder = self.node_of.get(pid)
-            if holder is not None and holder != node:
+            if holder is not None and holder != node and holder in present:
                 refuse(node, pid, f"partition {pid} is held by node {holder}")
                 continue
             claims.setdefault(pid, []).append((node, msg))
@@ -245,6 +246,10 @@ class UploadGate(StrategyWrapper):
                     refuse(node, pid, f"partition {pid} is claimed by {len(group)} nodes")
                 continue
             node, msg = group[0]
+            old = self.node_of.get(pid)
+            if old is not None and old != node:  # a SuperNode back under a new id, its old one
+                log.warning("partition %d: node %s takes over from node %s", pid, node, old)
+                self.partition_of.pop(old, None)  # absent this round
             self.partition_of[node], self.node_of[pid] = pid, node
             metrics = _one(msg.content.metric_records, "MetricRecord")
             del metrics[PARTITION_METRIC]
