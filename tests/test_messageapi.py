@@ -455,7 +455,15 @@ def test_an_interrupted_run_is_recorded_afresh(app, tmp_path):
         run(app, tmp_path, FedAvg(fraction_evaluate=0.0), hostile=hostile)
     store = SnapshotStore(tmp_path / "run" / SNAPSHOT_DIR)
     stale = model(store, "global", "upload", 1, 0)
-    grid, _, store, record = run(app, tmp_path, FedAvg(fraction_evaluate=0.0))
+
+    def shifted(rnd, reply):  # another upload than the interrupted run's, whatever the seeds
+        (key, arrays), = reply.content.array_records.items()
+        reply.content.array_records[key] = ArrayRecord(
+            {n: Array(a.numpy() + 0.5) for n, a in arrays.items()})
+        return reply
+
+    grid, _, store, record = run(app, tmp_path, FedAvg(fraction_evaluate=0.0),
+                                 hostile={101: shifted})
     assert record["status"] == "finished" and record["refusals"] == []
     fresh = model(store, "global", "upload", 1, 0)
     for got, sent in zip(fresh, grid.replies[1, 101], strict=True):

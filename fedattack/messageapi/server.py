@@ -117,11 +117,22 @@ def _is_integer(value) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
 
 
+# The tensors of each reply the gate accepted, by id(reply), while the inner strategies
+# aggregate it: read once, not once per wrapper (see checked_arrays).
+_CHECKED_ARRAYS: dict[int, list[np.ndarray]] = {}
+
+
+def checked_arrays(reply: Message) -> list[np.ndarray] | None:
+    """The tensors the gate read of an accepted reply (in the ArrayRecord's order), or None."""
+    return _CHECKED_ARRAYS.get(id(reply))
+
+
 def check_reply(content, reference: ArrayRecord, num_partitions: int,
-                partition_sizes: Sequence[int] | None = None) -> int:
+                partition_sizes: Sequence[int] | None = None, read: list | None = None) -> int:
     """The partition a train reply claims; RejectedUpload unless its one ArrayRecord has the
     reference's names, shapes and dtypes and is finite, and its one MetricRecord claims a
     partition in range with finite metrics and at most the partition's records as num-examples.
+    The tensors read are appended to `read`, if given.
     """
     arrays = _one(content.array_records, "ArrayRecord")
     metrics = _one(content.metric_records, "MetricRecord")
@@ -140,6 +151,8 @@ def check_reply(content, reference: ArrayRecord, num_partitions: int,
                                  f"expected {ref.dtype}{list(ref.shape)}")
         if value.dtype.kind in "fc" and not np.isfinite(value).all():
             raise RejectedUpload(f"tensor {name!r} holds NaN or Inf")
+        if read is not None:
+            read.append(value)
     if PARTITION_METRIC not in metrics:
         raise RejectedUpload(f"no {PARTITION_METRIC!r} in its metrics (is partition_mod on the "
                              "ClientApp?)")
@@ -205,7 +218,11 @@ class UploadGate(StrategyWrapper):
             if self.run is not None:
                 self.run.fail(error)
             raise error
-        return self.inner.aggregate_train(server_round, [m for _, m in accepted])
+        try:
+            return self.inner.aggregate_train(server_round, [m for _, m in accepted])
+        finally:
+            for _, msg in accepted:
+                _CHECKED_ARRAYS.pop(id(msg), None)
 
     def screen(self, server_round: int, replies: list[Message]
                ) -> tuple[list[tuple[int, Message]], list[dict]]:
@@ -224,9 +241,10 @@ class UploadGate(StrategyWrapper):
             if msg.has_error():
                 refuse(node, None, f"failed: {' '.join(str(msg.error.reason).split())[:200]}")
                 continue
+            read: list[np.ndarray] = []
             try:
                 pid = check_reply(msg.content, self.reference, self.num_partitions,
-                                  self.partition_sizes)
+                                  self.partition_sizes, read)
             except RejectedUpload as err:
                 refuse(node, None, str(err))
                 continue
@@ -238,14 +256,14 @@ class UploadGate(StrategyWrapper):
             if holder is not None and holder != node and holder in present:
                 refuse(node, pid, f"partition {pid} is held by node {holder}")
                 continue
-            claims.setdefault(pid, []).append((node, msg))
+            claims.setdefault(pid, []).append((node, msg, read))
         accepted = []
         for pid, group in sorted(claims.items()):
             if len(group) > 1:  # two new nodes claim one partition: neither can be believed
-                for node, _ in group:
+                for node, *_ in group:
                     refuse(node, pid, f"partition {pid} is claimed by {len(group)} nodes")
                 continue
-            node, msg = group[0]
+            node, msg, read = group[0]
             old = self.node_of.get(pid)
             if old is not None and old != node:  # a SuperNode back under a new id, its old one
                 log.warning("partition %d: node %s takes over from node %s", pid, node, old)
@@ -254,6 +272,7 @@ class UploadGate(StrategyWrapper):
             metrics = _one(msg.content.metric_records, "MetricRecord")
             del metrics[PARTITION_METRIC]
             msg.content[CHECKED] = ConfigRecord({"partition": pid})
+            _CHECKED_ARRAYS[id(msg)] = read
             accepted.append((pid, msg))
         return accepted, rejected
 
@@ -277,12 +296,14 @@ class Recorder(StrategyWrapper):
         """The arrays in the model's order and dtypes (Flower's FedOpt strategies return
         float64, which the next round's float32 uploads would not match)."""
         names = list(arrays.keys())
+        return self.in_model_order(names, [arrays[n].numpy() for n in names])
+
+    def in_model_order(self, names: list[str], values: list[np.ndarray]) -> list[np.ndarray]:
         if names != self.run.names:
             raise FederationFailed(f"the app's model has tensors {names[:3]}..., the audit "
                                    f"YAML's model {self.run.names[:3]}...: model.factory must "
                                    "build the app's Net")
-        return [_as_dtype(arrays[n].numpy(), dtype) for n, dtype in
-                zip(self.run.names, self.run.dtypes, strict=True)]
+        return [_as_dtype(v, dtype) for v, dtype in zip(values, self.run.dtypes, strict=True)]
 
     def configure_train(self, server_round, arrays, config, grid):
         if not self.run.record["history"]:  # the initial model: round 0
@@ -298,7 +319,10 @@ class Recorder(StrategyWrapper):
             for msg in replies:
                 if not msg.has_error():
                     arrays = _one(msg.content.array_records, "ArrayRecord")
-                    uploads.append(("upload", checked_partition(msg), self.as_model(arrays)))
+                    read = checked_arrays(msg)
+                    weights = (self.as_model(arrays) if read is None else
+                               self.in_model_order(list(arrays.keys()), read))
+                    uploads.append(("upload", checked_partition(msg), weights))
         aggregate, metrics = self.inner.aggregate_train(server_round, replies)
         if aggregate is None:
             self.run.write(server_round, uploads)
