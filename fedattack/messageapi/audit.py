@@ -112,7 +112,8 @@ class AuditRun:
         if finished_record(self.run_dir) is not None:
             raise FileExistsError(f"{self.run_dir} holds a finished run: attack it (fedattack "
                                   "attack RUN_DIR), or record into another fedattack-run-dir")
-        self.dataset, self.splits = prepare_run(exp, self.run_dir)
+        prepared = prepare_run(exp, self.run_dir)
+        self.dataset, self.splits = prepared.dataset, prepared.splits
         discard_unfinished(self.run_dir)  # an interrupted run's snapshots: recorded afresh
         self.model = initial_model(exp, self.dataset)
         self.names = weight_names(self.model)
