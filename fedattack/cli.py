@@ -243,6 +243,7 @@ def attack(
         fail(f"{config}: attack: the block naming the attacks to run is missing")
     run(config, out=out, quiet=quiet, verbose=False, only=None)
 
+
 def attack_recorded(run_dir: Path, out: Path | None, quiet: bool) -> None:
     """`fedattack attack RUN_DIR`: the attacks of RUN_DIR/config.yaml on the finished training
     recorded there (by fedattack.messageapi around a Flower app), results written beside it."""
