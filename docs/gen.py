@@ -279,10 +279,10 @@ def catalogue_page() -> str:
 def fill(text: str, name: str, body: str) -> str:
     """`text` with the part between ``<!-- gen:name -->`` and ``<!-- /gen:name -->`` replaced by
     `body`; ValueError where the markers are missing."""
-    pattern = re.compile(rf"(<!-- gen:{name} -->\n).*?(\n<!-- /gen:{name} -->)", re.S)
+    pattern = re.compile(rf"(<!-- gen:{name} -->\n).*?(<!-- /gen:{name} -->)", re.S)
     if not pattern.search(text):
         raise ValueError(f"no <!-- gen:{name} --> ... <!-- /gen:{name} --> markers")
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
 
 
 def outputs() -> dict[Path, str]:
