@@ -12,8 +12,10 @@
     python docs/gen.py           # rewrite them
     python docs/gen.py --check   # exit 1, naming the files, where one differs (tests, CI)
 
-The figures are read, never typed: rerun `make run RUN_DIR=docs/results/quickstart`... (see
-docs/results/quickstart/README.md) and this script, and the README follows the run.
+The figures are read, never typed. To quote a new run:
+
+    make run RUN_DIR=/tmp/quickstart
+    python docs/gen.py --import-run /tmp/quickstart --screenshot
 """
 
 from __future__ import annotations
@@ -307,11 +309,55 @@ def stale() -> list[Path]:
     return [p for p, text in outputs().items() if not p.is_file() or p.read_text() != text]
 
 
+# What of a run directory docs/results/quickstart keeps: enough to regenerate the README's
+# figures and the report (splits, scores, figures); not the snapshots or the feature cache.
+KEPT = ("config.yaml", "results.json", "results.md", "run.json", "provenance.json",
+        "class-counts.json", "splits/*", "attacks/*", "figures/roc.png", "figures/training-*.png")
+SCREENSHOT = ROOT / "docs" / "figures" / "report-quickstart.png"
+
+
+def import_run(run_dir: Path) -> None:
+    """Replace docs/results/quickstart with the kept files of a finished quickstart run."""
+    import shutil
+
+    if not (run_dir / "results.json").is_file():
+        raise SystemExit(f"error: {run_dir}: no results.json (not a finished run)")
+    shutil.rmtree(QUICKSTART, ignore_errors=True)
+    for pattern in KEPT:
+        for path in sorted(run_dir.glob(pattern)):
+            target = QUICKSTART / path.relative_to(run_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+    from fedattack.report import write_report
+
+    write_report(QUICKSTART)
+    print(f"imported {run_dir} into {QUICKSTART.relative_to(ROOT)}")
+
+
+def screenshot() -> None:
+    """docs/figures/report-quickstart.png: the committed run's report in headless chromium."""
+    import subprocess
+
+    page = (QUICKSTART / "report.html").resolve()
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                    f"--screenshot={SCREENSHOT}", "--window-size=1100,1500",
+                    "--hide-scrollbars", page.as_uri()], check=True, capture_output=True,
+                   timeout=120)
+    print(f"wrote {SCREENSHOT.relative_to(ROOT)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 naming the files that differ")
+    parser.add_argument("--import-run", type=Path, metavar="RUN_DIR",
+                        help="first replace docs/results/quickstart with this finished run's files")
+    parser.add_argument("--screenshot", action="store_true",
+                        help="also take the report's screenshot (needs chromium)")
     args = parser.parse_args(argv)
+    if args.import_run:
+        import_run(args.import_run)
     if args.check:
         differ = stale()
         for path in differ:
@@ -323,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file() or path.read_text() != text:
             path.write_text(text)
             print(f"wrote {path.relative_to(ROOT)}")
+    if args.screenshot:
+        screenshot()
     return 0
 
 
