@@ -263,6 +263,8 @@ def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose
     if records:
         print_campaign(stdout(), records, over_seeds(plan, records))
     warn_undertrained(records)
+    if records:
+        write_html_report(plan.items[0].experiment, out_dir, always=True)
 
 
 def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose: bool) -> None:
@@ -273,16 +275,18 @@ def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose:
     write_html_report(exp, run_dir)
 
 
-def write_html_report(exp: Experiment, run_dir: Path) -> None:
+def write_html_report(exp: Experiment, run_dir: Path, always: bool = False) -> None:
     """report.html beside results.json at the end of a run (a second of work), with the run's
-    provenance; kept where a finished run already has one."""
+    provenance; kept where a finished run already has one (a campaign's is rewritten, `always`,
+    as its results are after each experiment)."""
     from fedattack.report import REPORT_HTML, NotReportable, write_provenance, write_report
     from fedattack.training import resolve_device
 
-    if (run_dir / REPORT_HTML).exists():
+    if (run_dir / REPORT_HTML).exists() and not always:
         return
     try:
-        write_provenance(run_dir, str(resolve_device(exp.device)))
+        if not always:
+            write_provenance(run_dir, str(resolve_device(exp.device)))
         typer.echo(f"report: {write_report(run_dir)}")
     except NotReportable:  # e.g. the GAN attack's records: no membership table to report
         pass

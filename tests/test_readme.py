@@ -64,8 +64,6 @@ CHEAP = {
     "python3 -m venv .venv",
     ".venv/bin/fedattack list",
     ".venv/bin/fedattack validate experiments/quickstart.yaml",
-    ".venv/bin/fedattack report docs/results/quickstart",
-    ".venv/bin/fedattack clean docs/results/quickstart --dry-run",
     ".venv/bin/fedattack report runs/quickstart",
     ".venv/bin/fedattack clean runs/quickstart --dry-run",
     ".venv/bin/fedattack clean runs/quickstart",
@@ -152,7 +150,7 @@ def test_the_readme_shows_install_the_two_commands_and_the_report():
         "https://download.pytorch.org/whl/cpu .",
         "make run"]
     assert "make test" in shown_here
-    assert ".venv/bin/fedattack report docs/results/quickstart" in shown_here
+    assert ".venv/bin/fedattack report runs/quickstart" in shown_here
 
 
 def test_commands_not_run_are_checked():

@@ -179,3 +179,19 @@ def test_the_report_loads_in_chromium_with_every_image_and_no_console_error(run_
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[:2] == (2400, 1280)
     assert pixels[..., :3].std() > 0.05  # text and figures, not a blank page
+
+
+def test_a_campaigns_report_links_every_experiments_and_leads_with_their_strongest(tmp_path):
+    campaign = tmp_path / "camp"
+    shutil.copytree(QUICKSTART, campaign / "quickstart",
+                    ignore=shutil.ignore_patterns(REPORT_HTML, RISK_CSV))
+    (campaign / "campaign.yaml").write_text("name: camp\nexperiments: []\n")
+    shutil.copy(QUICKSTART / "results.json", campaign / "results.json")
+    (campaign / "gan-only").mkdir()  # an unfinished experiment: no results, no report
+    page = write_report(campaign).read_text()
+    assert (campaign / "quickstart" / REPORT_HTML).is_file()
+    assert (campaign / "quickstart" / RISK_CSV).is_file()
+    assert '<a href="quickstart/report.html">quickstart</a>' in page
+    strongest = next(r for r in read_rows(QUICKSTART / "results.json") if r.strongest)
+    assert f"<b>{strongest.attack}</b>" in page
+    assert not (campaign / "gan-only" / REPORT_HTML).exists()

@@ -323,10 +323,78 @@ whose training data holds the record (<code>-</code> for a non-member).</p>
 """
 
 
+CAMPAIGN_YAML = "campaign.yaml"
+
+
+def render_campaign(out_dir: Path, rows: list[ResultRow], reports: dict[str, Path],
+                    provenance: dict[str, Any], own: bool) -> str:
+    from fedattack.campaign import CAMPAIGN_COLUMNS
+
+    columns = with_flags(rows, CAMPAIGN_COLUMNS)
+    table = _table([t for _, t, _ in columns],
+                   [[format_cell(r, k, f) for k, _, f in columns] for r in rows])
+    heads = "".join(f"<p>{h}</p>" for h in headline(rows))
+    figure = out_dir / FIGURES / "privacy-utility.png"
+    image = (f'<figure><img src="{_png(figure)}" alt="privacy and utility per defence">'
+             f"<figcaption>figures/privacy-utility.png</figcaption></figure>"
+             if figure.is_file() else "")
+    links = "".join(f'<li><a href="{html.escape(path.relative_to(out_dir).as_posix())}">'
+                    f"{html.escape(name)}</a></li>" for name, path in reports.items())
+    prov_note = ("recorded by the campaign's first run" if own else
+                 "no run recorded one: these are the versions of the process that wrote this "
+                 "report")
+    name = out_dir.name
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>fedattack campaign report: {html.escape(name)}</title>
+<style>{STYLE}</style></head>
+<body>
+<h1>fedattack campaign report: {html.escape(name)}</h1>
+<div class="headline" id="headline">{heads}</div>
+<h2>Results</h2>
+<p>Every experiment's rows; 95% bootstrap intervals in brackets.</p>
+{table}
+{image}
+<h2>Each experiment's report</h2>
+<p>The threat model, figures, accuracy per round and records at risk of each experiment.</p>
+<ul>{links}</ul>
+<h2>Provenance</h2>
+<p>{html.escape(prov_note)}.</p>
+{_table(["", ""], [[k, v] for k, v in provenance.items()])}
+</body></html>
+"""
+
+
+def write_campaign_report(out_dir: Path) -> Path:
+    """report.html of every finished experiment of a campaign, and the campaign's own: every
+    experiment's strongest attack, the results table, the privacy-utility figure, links."""
+    reports = {}
+    for child in sorted(p for p in out_dir.iterdir() if (p / RESULTS_JSON).is_file()):
+        try:
+            reports[child.name] = write_report(child)
+        except NotReportable:  # e.g. a GAN experiment: no membership table
+            continue
+    records = read_json(out_dir / RESULTS_JSON) if (out_dir / RESULTS_JSON).is_file() else []
+    try:
+        rows = [ResultRow.from_dict(r) for r in records if r.get("attack") != "gan"]
+    except (ValueError, TypeError, KeyError) as err:
+        raise NotReportable(f"{out_dir / RESULTS_JSON}: not campaign results ({err})") from None
+    if not rows:
+        raise NotReportable(f"{out_dir}: no finished membership-inference experiment yet")
+    first = next(iter(reports.values()), None)
+    provenance, own = read_provenance(first.parent) if first else (current(), False)
+    write_atomic(out_dir / REPORT_HTML, render_campaign(out_dir, rows, reports, provenance, own))
+    return out_dir / REPORT_HTML
+
+
 def write_report(run_dir: str | Path) -> Path:
-    """report.html and records-at-risk.csv of a finished membership-inference run; the path of
-    the report. NotReportable (one line) for a directory that has no such run."""
+    """report.html and records-at-risk.csv of a finished membership-inference run (or, for a
+    campaign's folder, of each finished experiment and the campaign's own report.html); the path
+    of the report. NotReportable (one line) for a directory that has no such run."""
     run_dir = Path(run_dir)
+    if (run_dir / CAMPAIGN_YAML).is_file():
+        return write_campaign_report(run_dir)
     if not (run_dir / RESULTS_JSON).is_file():
         raise NotReportable(f"{run_dir}: no {RESULTS_JSON}: not a finished run directory (a "
                             "campaign's runs are its sub-folders)")
