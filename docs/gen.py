@@ -61,6 +61,13 @@ def _duration(seconds: float) -> str:
     return f"{minutes} m {secs:02d} s"
 
 
+def _cpus() -> str:
+    """The CPU count of the machine that ran it, from provenance.json's machine."""
+    machine = json.loads((QUICKSTART / "provenance.json").read_text())["machine"]
+    found = re.search(r"(\d+) CPUs", machine)
+    return found.group(1) if found else "?"
+
+
 def quickstart_table() -> str:
     """The results table of the committed run, as results.md holds it (no result line)."""
     table = [line for line in (QUICKSTART / "results.md").read_text().splitlines()
@@ -93,13 +100,14 @@ def quickstart_figures() -> dict[str, str]:
         "test_acc": f"{last['test_accuracy']:.3f}",
         "rounds": f"{last['round']}",
         "wall": _duration(run["wall_time_s"]),
+        "cpus": _cpus(),
         "undertrained": ", ".join(r["attack"] for r in rows if r.get("undertrained")) or "none",
     }
 
 
 WORKED_EXAMPLE = """\
-Worked example (the committed run in `docs/results/quickstart/`, {wall} of training and attack
-on two shared cores): after {rounds} rounds the global model has train accuracy {train_acc} and
+Worked example (the committed run in `docs/results/quickstart/`; its federated training took
+{wall} on {cpus} CPU cores shared with other jobs): after {rounds} rounds the global model has train accuracy {train_acc} and
 test accuracy {test_acc}, the overfitting membership inference feeds on. The white-box attack
 reaches AUC {wb_auc} against {loss_auc} for a plain loss threshold. At 1% false positives
 ({false_positives} of the {nonmembers} non-members wrongly flagged) it identifies {wb_tpr} of the
