@@ -38,10 +38,10 @@ import torch
 from tiny import shrink  # benchmarks/tiny.py
 
 from fedattack.config import Experiment, load_experiment
-from fedattack.data import load_knowledge, victim_names
+from fedattack.data import victim_names
 from fedattack.experiment import SNAPSHOT_DIR, claim_run_dir, experiment_dataset
 from fedattack.features import FeatureExtractor
-from fedattack.membership import AttackOutcome, AttackRunner, evaluate, observe
+from fedattack.membership import AttackContext, AttackOutcome, attack_input, evaluate_in_run
 from fedattack.runner import train_target
 from fedattack.snapshots import SnapshotStore
 
@@ -75,9 +75,8 @@ def pipeline(exp: Experiment, run_dir: Path, device: str) -> dict:
 
     dataset = experiment_dataset(exp)
     victim = victim_names(run_dir)[0]
-    obs = observe(exp, SnapshotStore(run_dir / SNAPSHOT_DIR), dataset, victim)
-    knowledge = load_knowledge(run_dir, victim)
-    runner = AttackRunner(exp, run_dir, obs, dataset, knowledge, log=lambda _: None)
+    runner = AttackContext(attack_input(exp, run_dir, dataset, victim, log=lambda _: None))
+    knowledge = runner.knowledge
     started = time.perf_counter()
     caches = {part: runner.features(f"whitebox-{part}", runner.spec, getattr(knowledge, part))
               for part in ("known_members", "known_nonmembers", "targets")}
@@ -90,10 +89,11 @@ def pipeline(exp: Experiment, run_dir: Path, device: str) -> dict:
     scores = attack.predict_proba(caches["targets"])
     synchronize(device)
     times["attack network"] = time.perf_counter() - started
-    metrics, _ = evaluate(run_dir, knowledge, AttackOutcome("whitebox", "", scores))
+    metrics = evaluate_in_run(run_dir, knowledge, AttackOutcome("whitebox", "", scores),
+                              (exp.seed, 0)).figures
     last = record["history"][-1]
-    return {"times": times, "auc": metrics["auc"], "train_accuracy": last["train_accuracy"],
-            "test_accuracy": last["test_accuracy"], "obs": obs, "runner": runner,
+    return {"times": times, "auc": metrics.auc, "train_accuracy": last["train_accuracy"],
+            "test_accuracy": last["test_accuracy"], "obs": runner.obs, "runner": runner,
             "knowledge": knowledge, "dataset": dataset}
 
 

@@ -22,9 +22,12 @@ through a Python entry point of the group ``fedattack.attacks`` (``[project.entr
 experiment's ``attack.plugins: [mypkg.toy]``, when the experiment is parsed; so ``validate``,
 ``run``, the offline attack and every worker that parses the experiment know it alike.
 
-A run function takes the attack context (`fedattack.membership.AttackRunner`: the observed
-models, the attacker's knowledge, feature extraction, the loss threshold) and returns an
-`AttackOutcome`: one score per target, higher meaning member. This module imports nothing of the
+A run function takes the attack context (`fedattack.membership.AttackContext`): its typed input
+(`fedattack.attack_input.AttackInput`: the observed models by round, the victim's partitions,
+the attacker's knowledge, the target's architecture and recipe, the aggregator's view where the
+threat model grants it; never the run directory nor the ground truth) and the shared machinery
+(feature extraction, the attack network, the loss threshold, the reference models). It returns
+an `AttackOutcome`: one score per target, higher meaning member. This module imports nothing of the
 project, so that the config can read the registry without importing torch.
 """
 

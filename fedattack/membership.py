@@ -13,6 +13,7 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,11 @@ import torch
 
 from fedattack import attack_registry as registry
 from fedattack import audit, progress, reporting
+from fedattack.attack_input import AggregatorView, AttackInput, Observation, TargetModel
 from fedattack.attack_registry import AttackOutcome
 from fedattack.attacks import ThresholdAttack, WhiteBoxAttack
 from fedattack.attacks.network import attack_network_bytes
-from fedattack.attacks.references import reference_attack
+from fedattack.attacks.references import cache_root, reference_attack, reference_epochs
 from fedattack.attacks.threshold import threshold_scores
 from fedattack.config import AttackConfig, ConfigError, Experiment
 from fedattack.data import (
@@ -53,24 +55,17 @@ from fedattack.metrics import (
     selection_figures,
     target_halves,
 )
-from fedattack.observation import Unobserved, observed_rounds, observed_text, sight_of
+from fedattack.observation import (
+    Unobserved,
+    observed_rounds,
+    observed_text,
+    sight_of,
+    victim_groups,
+)
 from fedattack.results import ResultRow, is_inverted, mark_strongest, mean_rows
 from fedattack.snapshots import SnapshotStore, View
 from fedattack.training import evaluate as evaluate_model
 from fedattack.training import resolve_device, set_weights
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What the attacker observed: T model snapshots from one view, in time order."""
-
-    attacker: str  # "standalone", "standalone-finetune", "local" ...
-    mode: str  # "passive" or "active"
-    view: str
-    labels: list[str]  # one per snapshot, e.g. "final", "before", "round-10"
-    models: list[torch.nn.Module]
-    observed: str = ""  # what the snapshots are, in words (fedattack.observation.observed_text)
-
 
 LOSS_ONLY = FeatureSpec(gradients=(), activations=(), output=False, loss=True, label=False)
 
@@ -84,10 +79,10 @@ def training_record(attack: WhiteBoxAttack) -> dict:
             "undertrained": attack.undertrained_, "history": attack.history_}
 
 
-def load_models(view: View, records, exp: Experiment, dataset: Dataset) -> list[torch.nn.Module]:
+def load_models(view: View, records, build: Callable[[], torch.nn.Module]) -> list[torch.nn.Module]:
     models = []
     for rec in records:
-        model = initial_model(exp, dataset)
+        model = build()
         set_weights(model, view.read_arrays(rec))
         models.append(model)
     return models
@@ -98,16 +93,43 @@ def observe(exp: Experiment, store: SnapshotStore, dataset: Dataset,
     """The snapshots the experiment's attacker observed of `victim` (see fedattack.observation)."""
     sight = sight_of(exp, victim)
     view = store.view(sight.view)
+    build = partial(initial_model, exp, dataset)
     if sight.tags:
-        labels = list(sight.tags)
+        labels, rounds = list(sight.tags), ()
         records = [view.records(kind=sight.kind, tag=tag)[0] for tag in sight.tags]
     else:
-        rounds = observed_rounds(exp, view, sight.kind, sight.partition)
+        rounds = tuple(observed_rounds(exp, view, sight.kind, sight.partition))
         labels = [f"round-{r}" for r in rounds]
         records = [view.records(kind=sight.kind, round=r, partition=sight.partition)[0]
                    for r in rounds]
     return Observation(sight.attacker, sight.mode, view.name, labels,
-                       load_models(view, records, exp, dataset), observed_text(sight))
+                       load_models(view, records, build), observed_text(sight), rounds)
+
+
+def target_model(exp: Experiment, dataset: Dataset) -> TargetModel:
+    """The target's architecture and recipe as the attacker knows them."""
+    identity = {**exp.model.identity(), "input_shape": list(dataset.input_shape),
+                "classes": exp.output_classes(dataset.num_classes)}
+    return TargetModel(lambda seed: initial_model(exp.model_copy(update={"seed": seed}), dataset),
+                       identity, exp.training, reference_epochs(exp))
+
+
+def attack_input(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
+                 log: Callable[[str], None] = print) -> AttackInput:
+    """What the experiment's attacker may read of `victim` in run_dir: the one place that opens
+    the run for the attack side (its snapshots through the granted view, its knowledge)."""
+    store = SnapshotStore(run_dir / SNAPSHOT_DIR)
+    obs = observe(exp, store, dataset, victim)
+    partitions = {name: owners for name, owners, _ in victim_groups(exp)}[victim]
+    sight = sight_of(exp, victim)
+    aggregator = None
+    if sight.kind == "upload":  # a global attacker reading each upload
+        aggregator = AggregatorView(store.view(sight.view), partial(initial_model, exp, dataset),
+                                    tuple(range(exp.federation.num_participants)))
+    return AttackInput(victim, tuple(partitions), obs, load_knowledge(run_dir, victim), dataset,
+                       target_model(exp, dataset), exp.attack or AttackConfig(), exp.seed,
+                       resolve_device(exp.device), run_dir / "features" / victim,
+                       cache_root(run_dir), exp.attacker, aggregator, log)
 
 
 def describe(spec: FeatureSpec) -> str:
@@ -168,15 +190,16 @@ def check_attack(exp: Experiment, dataset: Dataset) -> None:
                           f"{_mb(have)}; lower attack.kernels (1000 need {_mb(paper)} here)")
 
 
-class AttackRunner:
-    """Computes every configured attack's scores on the targets, from one observation."""
+class AttackContext:
+    """What an attack's run function receives: its typed input (`AttackInput`, also as the
+    attributes below) and the shared machinery over it: feature extraction and caching, the
+    attack network, the loss threshold, the reference models."""
 
-    def __init__(self, exp: Experiment, run_dir: Path, obs: Observation, dataset: Dataset,
-                 knowledge: Knowledge, log: Callable[[str], None] = print) -> None:
-        self.exp, self.cfg = exp, exp.attack or AttackConfig()
-        self.run_dir, self.obs, self.dataset, self.knowledge = run_dir, obs, dataset, knowledge
-        self.device = resolve_device(exp.device)
-        self.log = log
+    def __init__(self, inp: AttackInput) -> None:
+        self.input = inp
+        self.obs, self.knowledge, self.dataset = inp.observation, inp.knowledge, inp.dataset
+        self.cfg, self.device, self.seed, self.log = inp.settings, inp.device, inp.seed, inp.log
+        self.target, self.attacker = inp.target, inp.attacker
         self.spec = FeatureSpec.from_config(self.cfg.features)
         self._victim_extractor: FeatureExtractor | None = None
         self._other_extractor: tuple[tuple, FeatureExtractor] | None = None
@@ -204,7 +227,7 @@ class AttackRunner:
     def features(self, name: str, spec: FeatureSpec, indices: np.ndarray,
                  models=None) -> FeatureCache:
         """Features of `indices`, computed once into a memory-mapped cache in the run dir."""
-        path = self.run_dir / "features" / self.knowledge.victim / name
+        path = self.input.cache / name
         progress.active().phase("features", None, f"{name}, {len(indices)} records")
         return self.extractor(spec, models).cache(self.dataset, indices, path)
 
@@ -247,7 +270,7 @@ class AttackRunner:
 
         return WhiteBoxAttack(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
                               kernels=c.kernels, patience=c.patience, device=self.device,
-                              seed=self.exp.seed, validation_fraction=c.validation_fraction,
+                              seed=self.seed, validation_fraction=c.validation_fraction,
                               on_epoch=on_epoch, init=c.init, standardise=c.standardise)
 
     def threshold(self, kind: str) -> AttackOutcome:
@@ -260,8 +283,7 @@ class AttackRunner:
 
     def reference(self, name: str) -> AttackOutcome:
         """LiRA or RMIA (`name`): the last snapshot against reference models."""
-        scores, extra = reference_attack(name, self.exp, self.run_dir, self.knowledge,
-                                         self.dataset, self.obs.models[-1], self.device, self.log)
+        scores, extra = reference_attack(name, self.input, self.obs.models[-1])
         # no labelled record to place a threshold on: decide at the median score (the targets
         # are balanced), as the federated attacks do; the ROC figures do not depend on it
         return AttackOutcome(name, "reference-calibrated", scores,
@@ -314,6 +336,14 @@ def evaluate(labels: np.ndarray, halves: TargetHalves, outcome: AttackOutcome,
     return Evaluation(figures, selection, held_out, curve)
 
 
+def evaluate_in_run(run_dir: Path, knowledge: Knowledge, outcome: AttackOutcome,
+                    seed: tuple[int, ...]) -> Evaluation:
+    """:func:`evaluate` against the run's ground truth for `knowledge`'s victim, on the target
+    halves `seed` draws: what the attack stage does for each attack, for one outcome."""
+    labels = target_labels(run_dir, knowledge)
+    return evaluate(labels, target_halves(labels, seed), outcome, seed)
+
+
 def attacked_model_accuracy(run_dir: Path, knowledge: Knowledge, obs: Observation,
                             dataset: Dataset, device) -> dict:
     """Accuracy of the last model the attack read (the victim's own upload for a global
@@ -364,9 +394,8 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
                   log: Callable[[str], None]) -> tuple[list[ResultRow], VictimReport]:
     """Run the experiment's attacks against one victim and evaluate them."""
     cfg = exp.attack or AttackConfig()
-    obs = observe(exp, SnapshotStore(run_dir / SNAPSHOT_DIR), dataset, victim)
-    knowledge = load_knowledge(run_dir, victim)
-    runner = AttackRunner(exp, run_dir, obs, dataset, knowledge, log)
+    runner = AttackContext(attack_input(exp, run_dir, dataset, victim, log))
+    obs, knowledge = runner.obs, runner.knowledge
     run_record = read_json(run_dir / RUN_FILE)
     results, curves, labels = [], {}, None
     read_model = attacked_model_accuracy(run_dir, knowledge, obs, dataset, runner.device)

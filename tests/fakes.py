@@ -75,3 +75,15 @@ def result_row(victim: str = "participant-0", attack: str = "whitebox", shift: f
         inverted=is_inverted(figures), target_train_accuracy=0.9, target_test_accuracy=0.8,
         global_test_accuracy=0.7, attack_time_s=1.0)
     return row.annotated(fields) if fields else row
+
+
+def planning_input(exp, knowledge, dataset):
+    """The parts of an attack's input (fedattack.attack_input.AttackInput) that planning its
+    reference models reads: the attack settings, knowledge, dataset, seed and target recipe."""
+    from types import SimpleNamespace
+
+    from fedattack.config import AttackConfig
+    from fedattack.membership import target_model
+
+    return SimpleNamespace(settings=exp.attack or AttackConfig(), knowledge=knowledge,
+                           dataset=dataset, seed=exp.seed, target=target_model(exp, dataset))

@@ -25,7 +25,7 @@ from fedattack.experiment import (
     prepare_run,
 )
 from fedattack.io import read_json
-from fedattack.membership import AttackRunner, evaluate, observe
+from fedattack.membership import AttackContext, attack_input, evaluate_in_run
 from fedattack.snapshots import SnapshotStore
 from fedattack.training import get_weights, set_weights
 from strategies.inner import weighted_average
@@ -332,9 +332,9 @@ def test_ascent_response_scores_targets_without_reading_their_membership(ascende
     truth = run_dir / "splits" / "membership.npz"
     hidden = truth.rename(run_dir / "membership.away")
     try:
-        obs = observe(exp, SnapshotStore(run_dir / SNAPSHOT_DIR), dataset, "participant-0")
-        k = load_knowledge(run_dir, "participant-0")
-        runner = AttackRunner(exp, run_dir, obs, dataset, k, log=lambda _: None)
+        runner = AttackContext(attack_input(exp, run_dir, dataset, "participant-0",
+                                            log=lambda _: None))
+        k = runner.knowledge
         outcome = runner.run("ascent-response")
     finally:
         hidden.rename(truth)
@@ -345,17 +345,18 @@ def test_ascent_response_scores_targets_without_reading_their_membership(ascende
                        for start, upload in zip(seen.victim_start, seen.victim_uploads,
                                                 strict=True)], axis=0)
     np.testing.assert_allclose(outcome.scores, by_hand, rtol=1e-12)
-    assert obs.labels == ["round-2", "round-3", "round-4", "round-5"]
+    assert runner.obs.labels == ["round-2", "round-3", "round-4", "round-5"]
+    assert runner.obs.rounds == (2, 3, 4, 5)
     assert outcome.scores.dtype == np.float64 and outcome.scores.shape == k.targets.shape
     assert outcome.extra["rounds"] == [2, 3, 4, 5]
     assert outcome.extra["ascended_start"] == [True] * 4
     assert outcome.extra["statistic"] == "log-ratio"
     assert all(r > 0 for r in outcome.extra["mean_response_known"])  # training lowers losses
-    metrics, _ = evaluate(run_dir, k, outcome)
-    assert metrics["auc"] > 0.6, metrics  # an overfitting 300-record participant leaks
+    metrics = evaluate_in_run(run_dir, k, outcome, (exp.seed, 0)).figures
+    assert metrics.auc > 0.6, metrics  # an overfitting 300-record participant leaks
     assert outcome.extra["known_auc"] > 0.6
     assert np.isfinite(outcome.threshold)
-    assert 0.5 < metrics["attack_accuracy"], metrics
+    assert 0.5 < metrics.attack_accuracy, metrics
 
 
 # ------------------------------------------------------------------ a real Flower simulation

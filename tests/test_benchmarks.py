@@ -18,7 +18,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 SHARED = {"tiny.py"}  # the tiny mode's sizes, imported by the benchmarks
-TESTED_ELSEWHERE = {"gpu_check.py": "tests/test_gpu_check.py"}  # its own test, --tiny included
+# Their own tests, --tiny included.
+TESTED_ELSEWHERE = {"gpu_check.py": "tests/test_gpu_check.py",
+                    "inversion.py": "tests/test_inversion_benchmark.py"}
+# Scripts that read measured runs and time nothing, so have no tiny mode: their tests run them on
+# hand-made runs.
+READERS = {"gan_sweep.py": "tests/test_gan_sweep.py"}
 
 # What each benchmark's output must contain: its figures' labels.
 PRINTED = {
@@ -43,11 +48,13 @@ def run_tiny(script: str) -> str:
 
 def test_every_benchmark_has_a_tiny_mode_that_a_test_runs():
     scripts = {p.name for p in BENCHMARKS.glob("*.py")} - SHARED
-    assert scripts == set(PRINTED) | set(TESTED_ELSEWHERE)
-    for script in scripts:
+    assert scripts == set(PRINTED) | set(TESTED_ELSEWHERE) | set(READERS)
+    for script in scripts - set(READERS):
         assert '"--tiny"' in (BENCHMARKS / script).read_text(), script
     for test in TESTED_ELSEWHERE.values():
         assert "--tiny" in (ROOT / test).read_text(), test
+    for script, test in READERS.items():
+        assert script in (ROOT / test).read_text(), (script, test)
 
 
 @pytest.mark.parametrize("script", [

@@ -18,7 +18,7 @@ from fedattack.attacks.references import reference_plan
 from fedattack.config import Experiment
 from fedattack.data import Knowledge
 from fedattack.models.fc import FCNet
-from tests.fakes import ArrayDataset, tiny_data, tiny_experiment
+from tests.fakes import ArrayDataset, planning_input, tiny_data, tiny_experiment
 
 
 def minus_log_sf(z: float) -> float:
@@ -117,12 +117,12 @@ def test_offline_calibration_never_trains_on_a_target():
     exp = experiment(100, 30, 30, 1, {"models": 4})
     data = ArrayDataset(np.zeros((10, 600), np.uint8), np.zeros(10, np.int64), num_classes=100,
                         name="fake")
-    plan = reference_plan("calibrated-whitebox", exp, know, data)
+    plan = reference_plan("calibrated-whitebox", planning_input(exp, know, data))
     population = np.concatenate([know.shadow, know.known_members, know.known_nonmembers])
     for s in plan.train_sets:
         assert not np.isin(s, know.targets).any()
         assert np.isin(s, population).all()
-    assert plan.key() == reference_plan("lira-offline", exp, know, data).key()
+    assert plan.key() == reference_plan("lira-offline", planning_input(exp, know, data)).key()
 
 
 def test_registered_with_its_knowledge_and_where_it_runs():

@@ -28,6 +28,7 @@ from fedattack.deploy import (
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR
 from fedattack.io import read_json
 from fedattack.reporting import RESULTS_JSON
+from fedattack.results import written
 from fedattack.snapshots import SnapshotStore
 from tests.replay import assert_uploads_replay_and_globals_are_fedavg
 from tests.system_tools import needs
@@ -98,7 +99,7 @@ def test_uploads_bit_identical_to_replayed_clients_and_global_is_fedavg(deployed
 
 def test_offline_attack_results(deployed_run):
     run_dir, _, results = deployed_run
-    assert read_json(run_dir / RESULTS_JSON) == results
+    assert read_json(run_dir / RESULTS_JSON) == written(results)
     assert sorted(r["attack"] for r in results) == ["threshold-loss", "whitebox"]
     for row in results:
         assert row["n_members"] == row["n_nonmembers"] == 100

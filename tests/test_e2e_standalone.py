@@ -30,7 +30,7 @@ def overfit() -> Experiment:
 def whitebox_row(exp: Experiment, run_dir) -> dict:
     _, results = run_experiment(exp, run_dir, show_progress=False)
     (row,) = results
-    assert read_json(run_dir / RESULTS_JSON) == [row]
+    assert read_json(run_dir / RESULTS_JSON) == [row.to_dict()]
     assert row["attack"] == "whitebox" and row["n_members"] == row["n_nonmembers"] == 100
     return row
 

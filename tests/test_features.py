@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedattack.config import AttackConfig
 from fedattack.features import (
     CACHE_VERSION,
     FeatureCache,
@@ -852,9 +853,10 @@ def test_attack_runner_builds_one_extractor_per_victim(monkeypatch, tmp_path):
 
     monkeypatch.setattr(membership, "FeatureExtractor", Counting)
     models = [make_model("fc", MNIST, seed=s) for s in range(2)]
-    runner = membership.AttackRunner(
-        SimpleNamespace(attack=None, device="cpu", seed=0), tmp_path,
-        SimpleNamespace(models=models), make_data(MNIST, 4), SimpleNamespace(victim="v"))
+    runner = membership.AttackContext(SimpleNamespace(
+        observation=SimpleNamespace(models=models), knowledge=SimpleNamespace(victim="v"),
+        dataset=make_data(MNIST, 4), settings=AttackConfig(), device="cpu", seed=0,
+        log=print, target=None, attacker=None, cache=tmp_path))
     specs = [runner.spec, membership.LOSS_ONLY, FeatureSpec.black_box()]
     for spec in specs * 3:
         ex = runner.extractor(spec)

@@ -25,7 +25,7 @@ from fedattack.io import read_json, write_json
 from fedattack.models.cnn import SmallCNN
 from fedattack.models.fc import FCNet
 from fedattack.progress import run_progress
-from tests.fakes import ArrayDataset
+from tests.fakes import ArrayDataset, planning_input
 
 
 def blobs(n: int = 400, d: int = 12, classes: int = 5) -> ArrayDataset:
@@ -188,16 +188,17 @@ def test_offline_references_never_train_on_targets_and_online_ones_on_half():
                      known_nonmembers=np.sort(order[50:100]), shadow=np.sort(order[100:160]),
                      targets=np.sort(order[160:260]))
     exp = experiment()
-    offline = reference_plan("lira-offline", exp, know, FakeDataset())
+    offline = reference_plan("lira-offline", planning_input(exp, know, FakeDataset()))
     population = np.concatenate([know.shadow, know.known_members, know.known_nonmembers])
     for s in offline.train_sets:
         assert not np.isin(s, know.targets).any()
         assert np.isin(s, population).all() and len(s) == 80
-    online = reference_plan("rmia-online", exp, know, FakeDataset())
+    online = reference_plan("rmia-online", planning_input(exp, know, FakeDataset()))
     inside = membership_matrix(know.targets, list(online.train_sets))
     assert (inside.sum(axis=1) == 2).all()  # every target IN exactly 2 of the 4
     assert offline.key() != online.key()
-    assert reference_plan("rmia-offline", exp, know, FakeDataset()).key() == offline.key()
+    same = reference_plan("rmia-offline", planning_input(exp, know, FakeDataset()))
+    assert same.key() == offline.key()
 
 
 def test_the_reference_count_is_even_and_at_least_two():

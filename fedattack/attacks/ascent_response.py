@@ -109,7 +109,7 @@ def run_ascent_response(ctx) -> AttackOutcome:
     threshold = best_threshold(scores["members"], scores["nonmembers"])
     labels = np.r_[np.ones(len(k.known_members)), np.zeros(len(k.known_nonmembers))]
     known = np.concatenate([r["members"], r["nonmembers"]], axis=1)
-    attacker = ctx.exp.attacker
+    attacker = ctx.attacker
     return AttackOutcome(
         "ascent-response", f"loss-{p.statistic}-start-vs-upload", scores["targets"],
         threshold=threshold,

@@ -152,8 +152,7 @@ def run_calibrated_whitebox(ctx) -> AttackOutcome:
     from .references import obtain_references
 
     p, layers = _params(ctx, "calibrated-whitebox")
-    refs = obtain_references("calibrated-whitebox", ctx.exp, ctx.run_dir, ctx.knowledge,
-                             ctx.dataset, ctx.device, ctx.log)
+    refs = obtain_references("calibrated-whitebox", ctx.input)
     values, names = _features(ctx, [ctx.obs.models[-1], *refs.models], layers)
     scores = calibrated_scores(values[:, 0], values[:, 1:], orientation(names), p.variance,
                                p.combine)

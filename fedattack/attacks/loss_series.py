@@ -60,7 +60,7 @@ def run_loss_series(ctx) -> AttackOutcome:
     from .observed import per_record_losses
 
     p = ctx.cfg.params("loss-series")
-    rounds = [int(label.removeprefix("round-")) for label in ctx.obs.labels]
+    rounds = list(ctx.obs.rounds)
     losses = per_record_losses(ctx.obs.models, ctx.dataset, ctx.knowledge.targets, ctx.device)
     return scored("loss-series", f"loss-{p.statistic}-over-rounds",
                          loss_series_scores(losses, rounds, p.statistic),

@@ -18,7 +18,6 @@ records' inputs and labels are read; never the ground truth.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,53 +41,22 @@ class FederatedRounds:
     other_uploads: list[list[nn.Module]]  # [round][other] upload_t of the others
 
 
-def _load(view, record, exp, dataset) -> nn.Module:
-    from fedattack.experiment import initial_model
-    from fedattack.training import set_weights
-
-    model = initial_model(exp, dataset)
-    set_weights(model, view.read_arrays(record))
-    return model.eval()
-
-
-def victim_partition(ctx) -> int:
-    """The partition id of the global attacker's victim (``participant-<p>``)."""
-    return int(ctx.knowledge.victim.removeprefix("participant-"))
-
-
 def federated_rounds(ctx, with_others: bool = True) -> FederatedRounds:
-    """Uploads and broadcast models of the observed rounds, from the global attacker's view;
-    without the other participants' uploads (`others` and `other_uploads` empty) unless
-    `with_others`."""
-    from fedattack.experiment import SNAPSHOT_DIR
-    from fedattack.snapshots import GLOBAL_VIEW, SnapshotStore
-
-    exp = ctx.exp
-    if ctx.obs.view != GLOBAL_VIEW:
-        raise ValueError(f"needs the aggregator's view, not {ctx.obs.view!r}")
-    view = SnapshotStore(Path(ctx.run_dir) / SNAPSHOT_DIR).view(GLOBAL_VIEW)
-    victim = victim_partition(ctx)
-    others = [p for p in range(exp.federation.num_participants)
-              if p != victim and with_others]
-    rounds = [int(label.removeprefix("round-")) for label in ctx.obs.labels]
+    """Uploads and broadcast models of the observed rounds, from the aggregator's view (which the
+    input grants a global attacker only); without the other participants' uploads (`others` and
+    `other_uploads` empty) unless `with_others`."""
+    inp = ctx.input
+    view = inp.aggregator_view()
+    victim = inp.partition
+    others = [p for p in view.participants if p != victim and with_others]
+    rounds = list(inp.observation.rounds)
     broadcast, start, mine, theirs = [], [], [], []
     for t in rounds:
-        sent = view.records(kind="global", round=t - 1)
-        if not sent:
-            raise ValueError(f"needs the model broadcast at round {t} (global round {t - 1}), "
-                             "which was not recorded")
-        broadcast.append(_load(view, sent[0], exp, ctx.dataset))
-        own = view.records(kind="sent", round=t, partition=victim)
-        start.append(_load(view, own[0], exp, ctx.dataset) if own else broadcast[-1])
-        mine.append(_load(view, view.records(kind="upload", round=t, partition=victim)[0],
-                          exp, ctx.dataset))
-        row = []
-        for p in others:
-            found = view.records(kind="upload", round=t, partition=p)
-            if not found:
-                raise ValueError(f"needs participant {p}'s upload of round {t}, not recorded")
-            row.append(_load(view, found[0], exp, ctx.dataset))
-        theirs.append(row)
+        broadcast.append(view.broadcast(t))
+        sent = view.sent(t, victim)  # isolation: the model sent to the victim alone
+        start.append(broadcast[-1] if sent is None else sent)
+        mine.append(view.upload(t, victim))
+        theirs.append([view.upload(t, p) for p in others])
     if with_others and not others:
         raise ValueError("needs at least one participant besides the victim")
     return FederatedRounds(rounds, victim, others, broadcast, start, mine, theirs)

@@ -379,54 +379,44 @@ def population(knowledge) -> np.ndarray:
     return pool
 
 
-def reference_plan(name: str, exp, knowledge, dataset) -> ReferenceSpec:
+def reference_plan(name: str, inp) -> ReferenceSpec:
     """The reference set attack `name` needs: offline on the population, online on the
-    population and the targets; seeds and halves drawn from the experiment's seed."""
-    from fedattack.config import AttackConfig
-
-    cfg = (exp.attack or AttackConfig()).references
+    population and the targets; seeds and halves drawn from the experiment's seed. `inp` is the
+    attack's input (fedattack.attack_input.AttackInput)."""
+    cfg, knowledge, dataset = inp.settings.references, inp.knowledge, inp.dataset
     online = name.endswith("-online")
     pool = population(knowledge)
     if online:
         pool = np.union1d(pool, knowledge.targets)
-    train_sets = paired_halves(pool, cfg.models, exp.seed + 4099 + online, keep=knowledge.targets)
+    train_sets = paired_halves(pool, cfg.models, inp.seed + 4099 + online, keep=knowledge.targets)
     if not online:
         assert not any(np.isin(knowledge.targets, s).any() for s in train_sets), \
             "an offline reference model would train on a target"
-    seeds = tuple(exp.seed + 5000 + 100 * online + k for k in range(cfg.models))
-    arch = {**exp.model.identity(), "input_shape": list(dataset.input_shape),
-            "classes": exp.output_classes(dataset.num_classes)}
-    return ReferenceSpec(dataset_digest(dataset), arch, exp.training.model_dump(mode="json"),
-                         reference_epochs(exp), seeds, tuple(train_sets))
+    seeds = tuple(inp.seed + 5000 + 100 * online + k for k in range(cfg.models))
+    return ReferenceSpec(dataset_digest(dataset), inp.target.identity,
+                         inp.target.training.model_dump(mode="json"), inp.target.epochs, seeds,
+                         tuple(train_sets))
 
 
-def obtain_references(name: str, exp, run_dir: Path, knowledge, dataset, device: torch.device,
-                      log: Callable[[str], None] = print) -> ReferenceSet:
+def obtain_references(name: str, inp) -> ReferenceSet:
     """The reference set attack `name` needs (:func:`reference_plan`), from the cache or trained.
     Every offline attack gets the same set (one cache entry), whatever its name."""
-    from fedattack.config import AttackConfig
-    from fedattack.experiment import initial_model
-
-    cfg = (exp.attack or AttackConfig()).references
-    spec = reference_plan(name, exp, knowledge, dataset)
-    return ReferenceSet.obtain(
-        spec, lambda seed: initial_model(exp.model_copy(update={"seed": seed}), dataset),
-        dataset, exp.training, device, cache_root(run_dir), cfg.vectorised, log)
+    return ReferenceSet.obtain(reference_plan(name, inp), inp.target.build, inp.dataset,
+                               inp.target.training, inp.device, inp.reference_cache,
+                               inp.settings.references.vectorised, inp.log)
 
 
-def reference_attack(name: str, exp, run_dir: Path, knowledge, dataset,
-                     target_model: nn.Module, device: torch.device,
-                     log: Callable[[str], None] = print) -> tuple[np.ndarray, dict]:
-    """Scores of LiRA or RMIA (`name` in REFERENCE_ATTACKS) on the knowledge's targets against
+def reference_attack(name: str, inp, target_model: nn.Module) -> tuple[np.ndarray, dict]:
+    """Scores of LiRA or RMIA (`name` in REFERENCE_ATTACKS) on the input's targets against
     `target_model`, and what the run should record about the reference models."""
     from fedattack.attacks.lira import lira_offline, lira_online, logit_confidence
     from fedattack.attacks.rmia import rmia_scores, true_class_probability, tune_a
-    from fedattack.config import AttackConfig
 
     if name not in REFERENCE_ATTACKS:
         raise ValueError(f"unknown reference attack {name!r}; known: {REFERENCE_ATTACKS}")
-    cfg = (exp.attack or AttackConfig()).references
-    refs = obtain_references(name, exp, run_dir, knowledge, dataset, device, log)
+    cfg, knowledge, dataset, device = (inp.settings.references, inp.knowledge, inp.dataset,
+                                       inp.device)
+    refs = obtain_references(name, inp)
     spec = refs.spec
     targets, pool = knowledge.targets, population(knowledge)
     records = np.concatenate([targets, pool])
@@ -450,14 +440,14 @@ def reference_attack(name: str, exp, run_dir: Path, knowledge, dataset,
     r = true_class_probability(ref_logits, labels).T
     z = np.arange(n, len(records))
     if cfg.population is not None and cfg.population < len(z):
-        z = np.sort(np.random.default_rng(exp.seed + 6007).choice(z, cfg.population,
+        z = np.sort(np.random.default_rng(inp.seed + 6007).choice(z, cfg.population,
                                                                    replace=False))
     if name == "rmia-offline":
         a = cfg.a
         if a is None:
             a, aucs = tune_a(r[n:], inside_[n:], 0, 1, cfg.gamma)
             extra["a_auc"] = {str(k): v for k, v in aucs.items()}
-            log(f"  rmia-offline: a = {a}, tuned on the reference models alone: the best of "
+            inp.log(f"  rmia-offline: a = {a}, tuned on the reference models alone: the best of "
                 f"a = {min(aucs)}...{max(aucs)} when reference model 0 is attacked as if it were "
                 f"the target (AUC {aucs[a]:.3f})")
         scores = rmia_scores(p[:n], r[:n], p[z], r[z], cfg.gamma, a, inside_[:n], inside_[z])

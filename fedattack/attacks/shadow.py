@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from fedattack.attack_registry import AttackOutcome, register
-from fedattack.experiment import initial_model
 from fedattack.training import train_model
 
 
@@ -28,7 +27,7 @@ def run_shadow(ctx) -> AttackOutcome:
     shadow = ctx.knowledge.shadow
     if len(shadow) < 4:
         raise ValueError("the shadow attack needs data.shadow_size >= 4 records")
-    rng = np.random.default_rng(ctx.exp.seed + 7)
+    rng = np.random.default_rng(ctx.seed + 7)
     members, nonmembers, member_loss, nonmember_loss, ins, outs = [], [], [], [], [], []
     for s in range(ctx.cfg.shadow_models):
         order = rng.permutation(shadow)
@@ -53,10 +52,9 @@ def run_shadow(ctx) -> AttackOutcome:
 def train_shadow(ctx, s: int, s_in: np.ndarray, s_out: np.ndarray) -> torch.nn.Module:
     """Shadow model `s`: the target's architecture and recipe, on `s_in` (`s_out` held out)."""
     ctx.log(f"  shadow model {s}: training on {len(s_in)} records")
-    seed = ctx.exp.seed + 1000 + s
-    shadow_exp = ctx.exp.model_copy(update={"seed": seed})
-    model = initial_model(shadow_exp, ctx.dataset).to(ctx.device)
-    train_model(model, ctx.dataset, s_in, s_out, ctx.exp.training, ctx.exp.training.epochs,
+    seed = ctx.seed + 1000 + s
+    model = ctx.target.build(seed).to(ctx.device)
+    train_model(model, ctx.dataset, s_in, s_out, ctx.target.training, ctx.target.training.epochs,
                 ctx.device, seed)
     return model.cpu()
 

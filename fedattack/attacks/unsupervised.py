@@ -203,7 +203,7 @@ def run_unsupervised(ctx) -> AttackOutcome:
     targets = ctx.features("unsupervised-targets", spec, ctx.knowledge.targets)
     summaries = ex.scalar_summaries(ctx.dataset, ctx.knowledge.targets)
     attack = UnsupervisedAttack(epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
-                                kernels=c.kernels, device=ctx.device, seed=ctx.exp.seed)
+                                kernels=c.kernels, device=ctx.device, seed=ctx.seed)
     attack.fit(targets, summaries)
     return AttackOutcome("unsupervised", ctx.describe(spec),
                          attack.predict_proba(targets, summaries),
