@@ -194,11 +194,14 @@ def threat_model(rows: list[ResultRow], config: dict[str, Any]) -> list[str]:
     dataset = data.get("dataset")
     if isinstance(dataset, dict):
         dataset = ", ".join(f"{k}: {v}" for k, v in dataset.items())
+    strategy = fed.get("strategy", "fedavg")
+    if isinstance(strategy, dict):
+        strategy = strategy.get("name", "fedavg")
     out = []
     if first.scenario == "federated":
         out.append(f"A federation of {fed.get('num_participants', '?')} participants trains a "
                    f"{model.get('arch', '?')} model on {dataset} for {fed.get('rounds', '?')} "
-                   f"rounds with {fed.get('strategy', 'fedavg')}.")
+                   f"rounds with {strategy}.")
     else:
         out.append(f"A {first.scenario} {model.get('arch', '?')} model is trained on {dataset}.")
     who = {"global": "the aggregator (it sees every participant's upload at the recorded "
@@ -207,7 +210,8 @@ def threat_model(rows: list[ResultRow], config: dict[str, Any]) -> list[str]:
            "standalone": "anyone holding the trained model"}.get(first.attacker, first.attacker)
     out.append(f"The attacker is {who}; it {MODES.get(first.mode, first.mode)}.")
     if first.observed:
-        out.append(f"It reads {first.observed} at {first.snapshots or 'the recorded rounds'}.")
+        rounds = (first.snapshots or "the recorded rounds").replace(",", ", ")
+        out.append(f"It reads {first.observed} at {rounds}.")
     victims = sorted({r.victim for r in rows if not r.victim.startswith(MEAN_PREFIX)})
     out.append("Its question, per target record: was it in the training data of "
                + (", ".join(victims) if victims != ["all"] else "the federation (any participant)")
@@ -225,13 +229,22 @@ def headline(rows: list[ResultRow]) -> list[str]:
     out = []
     for r in strongest_rows(rows):
         held = r["held_out"]
-        tpr = format_cell(held, "tpr_at_1pct_fpr", "{:.3f}")
         auc = format_cell(held, "auc", "{:.3f}")
-        out.append(f"Strongest attack: <b>{html.escape(r['attack'])}</b> "
-                   f"({html.escape(r['victim'])}). TPR at 1% FPR <b>{html.escape(tpr)}</b>, "
-                   f"AUC {html.escape(auc)}, on {held['n_members']} + {held['n_nonmembers']} "
-                   f"targets it was not chosen on (chosen on "
-                   f"{html.escape(r['strongest_chosen_on'])}).")
+        chosen = (f"Strongest attack: <b>{html.escape(r['attack'])}</b> "
+                  f"({html.escape(r['victim'])}), chosen on "
+                  f"{html.escape(r['strongest_chosen_on'])}.")
+        if held.get("tpr_at_1pct_fpr") is not None:
+            tpr = format_cell(held, "tpr_at_1pct_fpr", "{:.3f}")
+            out.append(f"{chosen} TPR at 1% FPR <b>{html.escape(tpr)}</b>, AUC "
+                       f"{html.escape(auc)}, on the {held['n_members']} + "
+                       f"{held['n_nonmembers']} targets it was not chosen on.")
+        else:  # the report half alone cannot resolve 1% FPR: all the targets' figure, said so
+            tpr = format_cell(r, "tpr_at_1pct_fpr", "{:.3f}")
+            out.append(f"{chosen} TPR at 1% FPR <b>{html.escape(tpr)}</b> on all "
+                       f"{r['n_members']} + {r['n_nonmembers']} targets (the "
+                       f"{held['n_nonmembers']} non-members of the half it was not chosen on "
+                       f"cannot resolve 1% FPR; half of these targets took part in the "
+                       f"choice); AUC {html.escape(auc)} on that half alone.")
     out += [html.escape(line) for line in summary_lines(rows)]
     if not out:
         out.append("No attack was chosen as the strongest (results written before schema "
