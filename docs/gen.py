@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import types
@@ -386,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         differ = stale()
         for path in differ:
-            print(f"{path.relative_to(ROOT)} differs from what docs/gen.py generates",
+            print(f"{os.path.relpath(path, ROOT)} differs from what docs/gen.py generates",
                   file=sys.stderr)
         return 1 if differ else 0
     for path, text in outputs().items():

@@ -94,9 +94,11 @@ def expensive() -> dict[str, bool]:
         "runs/quickstart-deployed":
             in_test("tests/test_deploy_local.py", '"deploy-local"') and
             ci_runs("tests/test_deploy_local.py"),
+        # --auth: the deployment with SuperNode authentication the flag asks for, tested on its
+        # own (an unregistered SuperNode refused)
         ".venv/bin/fedattack deploy-local experiments/quickstart.yaml --out runs/qs-auth --auth":
-            in_test("tests/test_deploy_local.py", '"deploy-local"', '"--auth"') and
-            ci_runs("tests/test_deploy_local.py"),
+            in_test("tests/test_deploy_local.py", "auth=True") and
+            in_test("fedattack/cli.py", "auth=auth") and ci_runs("tests/test_deploy_local.py"),
         # `flwr run .` on Flower's local SuperLink
         "source .venv/bin/activate": ci_runs("tests/test_flwr_run.py"),
         "export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1":
