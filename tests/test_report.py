@@ -4,6 +4,7 @@ a real headless browser (Debian's chromium): no console error, every image rende
 screenshot taken."""
 
 import csv
+import json
 import re
 import shutil
 import subprocess
@@ -202,3 +203,13 @@ def test_a_campaigns_report_links_every_experiments_and_leads_with_their_stronge
     strongest = next(r for r in read_rows(QUICKSTART / "results.json") if r.strongest)
     assert f"<b>{strongest.attack}</b>" in page
     assert not (campaign / "gan-only" / REPORT_HTML).exists()
+
+
+def test_a_stand_alone_models_history_counts_epochs(run_dir):
+    """run.json of a stand-alone model counts epochs, not rounds."""
+    run = json.loads((run_dir / "run.json").read_text())
+    run["history"] = [{"epoch": h["round"], **{k: v for k, v in h.items() if k != "round"}}
+                      for h in run["history"]]
+    (run_dir / "run.json").write_text(json.dumps(run))
+    page = write_report(run_dir).read_text()
+    assert "<h2>The trained model per epoch</h2>" in page and "<th>epoch</th>" in page

@@ -136,9 +136,19 @@ def _png(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _step(history: list[dict]) -> str:
+    """What run.json's history counts: rounds (federated) or epochs (a stand-alone model)."""
+    return "round" if history and "round" in history[0] else "epoch"
+
+
+def _steps(history: list[dict]) -> list:
+    key = _step(history)
+    return [h.get(key, i) for i, h in enumerate(history) if "test_accuracy" in h]
+
+
 def accuracy_figure(history: list[dict]) -> str | None:
-    """The global model's train and test accuracy per round, as a data: URL."""
-    rounds = [h["round"] for h in history if "test_accuracy" in h]
+    """The trained model's train and test accuracy per round (or epoch), as a data: URL."""
+    rounds = _steps(history)
     if not rounds:
         return None
     import matplotlib
@@ -152,8 +162,8 @@ def accuracy_figure(history: list[dict]) -> str | None:
         values = [h.get(key) for h in history if "test_accuracy" in h]
         if all(v is not None for v in values):
             ax.plot(rounds, values, marker=".", label=label)
-    ax.set_xlabel("round")
-    ax.set_ylabel("accuracy of the global model")
+    ax.set_xlabel(_step(history))
+    ax.set_ylabel("accuracy of the trained model")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -286,16 +296,19 @@ def render(run_dir: Path, rows: list[ResultRow], config: dict[str, Any], run: di
               for h in header] for r in records[:RISK_ROWS_SHOWN]]
     accuracy = accuracy_figure(run.get("history", []))
     figures = run_figures(run_dir)
+    history = run.get("history", [])
+    step = _step(history)
     if accuracy:
-        figures.insert(0, ("the global model's accuracy per round (run.json)", accuracy))
+        figures.insert(0, (f"the trained model's accuracy per {step} (run.json)", accuracy))
     images = "".join(f'<figure><img src="{url}" alt="{html.escape(caption)}">'
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>"
                      for caption, url in figures)
     last = (run.get("history") or [{}])[-1]
-    per_round = _table(["round", "train accuracy", "test accuracy"],
-                       [[h.get("round"), f"{h.get('train_accuracy', float('nan')):.3f}",
-                         f"{h.get('test_accuracy', float('nan')):.3f}"]
-                        for h in run.get("history", []) if "test_accuracy" in h])
+    tested = [h for h in history if "test_accuracy" in h]
+    per_round = _table([step, "train accuracy", "test accuracy"],
+                       [[n, f"{h.get('train_accuracy', float('nan')):.3f}",
+                         f"{h['test_accuracy']:.3f}"]
+                        for n, h in zip(_steps(history), tested, strict=True)])
     prov = {**provenance, "seed": config.get("seed"),
             "device": provenance.get("device") or config.get("device")}
     prov_note = ("recorded by the run" if own else
@@ -319,7 +332,7 @@ def render(run_dir: Path, rows: list[ResultRow], config: dict[str, Any], run: di
 {results}
 <h2>Figures</h2>
 {images}
-<h2>The global model per round</h2>
+<h2>The trained model per {step}</h2>
 <p>Last round: train accuracy {last.get('train_accuracy', float('nan')):.3f}, test accuracy
 {last.get('test_accuracy', float('nan')):.3f}.</p>
 {per_round}
