@@ -293,6 +293,9 @@ def write_html_report(exp: Experiment, run_dir: Path, always: bool = False) -> N
     except OSError as err:  # a read-only finished run: its results stand without a report
         typer.echo(f"note: no report.html written ({err.strerror}: {err.filename}); "
                    f"`fedattack report {run_dir}` writes one where it may", err=True)
+    except Exception as err:  # noqa: BLE001 - the run's results stand; the report is extra
+        typer.echo(f"warning: no report.html written ({type(err).__name__}: {err}); the "
+                   f"results are in {run_dir}", err=True)
 
 
 def report_run(exp: Experiment, run_dir: Path, record: dict, results: list[dict]) -> None:
