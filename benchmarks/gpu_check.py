@@ -39,7 +39,7 @@ from tiny import shrink  # benchmarks/tiny.py
 
 from fedattack.config import Experiment, load_experiment
 from fedattack.data import victim_names
-from fedattack.experiment import SNAPSHOT_DIR, claim_run_dir, experiment_dataset
+from fedattack.experiment import SNAPSHOT_DIR, prepare_run
 from fedattack.features import FeatureExtractor
 from fedattack.membership import AttackContext, AttackOutcome, attack_input, evaluate_in_run
 from fedattack.runner import train_target
@@ -67,13 +67,13 @@ def synchronize(device: str) -> None:
 def pipeline(exp: Experiment, run_dir: Path, device: str) -> dict:
     """Train, extract the white-box features, train and apply the attack network, timing each."""
     exp = on_device(exp, device)
-    claim_run_dir(exp, run_dir)
+    prepared = prepare_run(exp, run_dir)
     times = {}
     started = time.perf_counter()
-    record = train_target(exp, run_dir, show_progress=False, verbose=False)
+    record = train_target(prepared, show_progress=False, verbose=False)
     times["training"] = time.perf_counter() - started
 
-    dataset = experiment_dataset(exp)
+    dataset = prepared.dataset
     victim = victim_names(run_dir)[0]
     runner = AttackContext(attack_input(exp, run_dir, dataset, victim, log=lambda _: None))
     knowledge = runner.knowledge

@@ -28,7 +28,10 @@ the attacker's knowledge, the target's architecture and recipe, the aggregator's
 threat model grants it; never the run directory nor the ground truth) and the shared machinery
 (feature extraction, the attack network, the loss threshold, the reference models). It returns
 an `AttackOutcome`: one score per target, higher meaning member. This module imports nothing of the
-project, so that the config can read the registry without importing torch.
+project, and an attack module imports torch, scipy and scikit-learn inside the functions that use
+them, never at its top: the config reads the registry (names, parameters, checks) when it parses
+an experiment, which imports neither torch nor Flower nor Ray (tests/test_lazy_parse.py). A
+plug-in may import what it likes; it then costs its own imports to parse an experiment naming it.
 """
 
 from __future__ import annotations

@@ -36,7 +36,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import beta
 
 from fedattack.metrics import TargetHalves
 from fedattack.records import Mean, declared
@@ -48,6 +47,8 @@ def clopper_pearson_lower(k, n, confidence: float = CONFIDENCE) -> np.ndarray:
     """One-sided lower bound on a binomial proportion from `k` successes in `n` trials."""
     k, n = np.asarray(k, np.float64), np.asarray(n, np.float64)
     alpha = 1 - confidence
+    from scipy.stats import beta  # imported when used: loading a campaign (cli) stays cheap
+
     with np.errstate(invalid="ignore"):
         low = beta.ppf(alpha, k, n - k + 1)
     return np.where(k <= 0, 0.0, low)
@@ -57,6 +58,8 @@ def clopper_pearson_upper(k, n, confidence: float = CONFIDENCE) -> np.ndarray:
     """One-sided upper bound on a binomial proportion from `k` successes in `n` trials."""
     k, n = np.asarray(k, np.float64), np.asarray(n, np.float64)
     alpha = 1 - confidence
+    from scipy.stats import beta
+
     with np.errstate(invalid="ignore"):
         high = beta.ppf(1 - alpha, k + 1, n - k)
     return np.where(k >= n, 1.0, high)

@@ -220,13 +220,18 @@ def run(
 @app.command()
 def attack(
     config: Path = typer.Argument(..., help="a standalone experiment YAML with model.weights "
-                                  "and data.members"),
+                                  "and data.members, or the run directory of a federation "
+                                  "recorded elsewhere (your Flower app, fedattack.messageapi)"),
     out: Path = typer.Option(None, "--out", help="run directory (default: runs/<name>)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ) -> None:
     """Audit a model trained elsewhere: run the experiment's membership attacks on the model of
     model.weights (its factory or arch), whose training records data.members lists, without
-    training it (reference and shadow models are trained by the experiment's recipe)."""
+    training it (reference and shadow models are trained by the experiment's recipe); or on
+    the federation a Flower app of yours recorded into a run directory."""
+    if config.is_dir():
+        attack_recorded(config, out, quiet)
+        return
     try:
         loaded = load_config(config)
     except user_errors() as err:
@@ -237,6 +242,33 @@ def attack(
     if loaded.attack is None:
         fail(f"{config}: attack: the block naming the attacks to run is missing")
     run(config, out=out, quiet=quiet, verbose=False, only=None)
+
+
+def attack_recorded(run_dir: Path, out: Path | None, quiet: bool) -> None:
+    """`fedattack attack RUN_DIR`: the attacks of RUN_DIR/config.yaml on the finished training
+    recorded there (by fedattack.messageapi around a Flower app), results written beside it."""
+    from fedattack.experiment import CONFIG_FILE
+    from fedattack.runner import finished_record
+
+    if out is not None and out.resolve() != run_dir.resolve():
+        fail(f"--out: {run_dir} is a run directory: its results are written in it")
+    if not (run_dir / CONFIG_FILE).is_file():
+        fail(f"{run_dir}: no {CONFIG_FILE}: not a run directory (give an experiment YAML, or the "
+             "run directory your app's fedattack.messageapi.audited recorded)")
+    try:
+        loaded = load_config(run_dir / CONFIG_FILE)
+        if not isinstance(loaded, Experiment):
+            raise ConfigError(f"{run_dir / CONFIG_FILE}: not an experiment")
+        if loaded.attack is None:
+            raise ConfigError(f"{run_dir / CONFIG_FILE}: attack: the block naming the attacks to "
+                              "run is missing (add it to the audit YAML and record again)")
+        if finished_record(run_dir) is None:
+            raise ConfigError(f"{run_dir}: holds no finished training (run.json's status is not "
+                              "finished): let the federation finish, or record it again")
+    except user_errors() as err:
+        fail(str(err))
+    run(run_dir / CONFIG_FILE, out=run_dir, quiet=quiet, verbose=False, only=None)
+
 
 def stdout() -> Console:
     """Standard output at the terminal's width (80 columns when it is not a terminal)."""

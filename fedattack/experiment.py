@@ -7,6 +7,7 @@ attack derive the same splits and the same round-0 model on their own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,9 +18,8 @@ from fedattack.config import ConfigError, Experiment, experiment_yaml, load_expe
 from fedattack.config.data import DatasetSource
 from fedattack.data import Dataset, Splits, load_dataset, make_splits
 from fedattack.data.files import dataset_digest
-from fedattack.data.splits import SPLIT_FILES, ensure_same_records, ensure_splits
+from fedattack.data.splits import ensure_same_records, ensure_splits
 from fedattack.io import (
-    CHECKSUMS,
     RUN_DIR_MARKER,
     inside,
     remove_file,
@@ -74,53 +74,15 @@ def experiment_splits(exp: Experiment, dataset: Dataset) -> Splits:
     """The experiment's splits: a pure function of the config and the dataset size (and, for a
     model trained elsewhere, of the indices of its training records, data.members)."""
     members = None
-    if exp.data.members is not None:
+    if exp.data.members is not None and exp.scenario == "federated":
+        from fedattack.data.splits import read_partition_members
+
+        members = read_partition_members(exp, len(dataset))
+    elif exp.data.members is not None:
         from fedattack.standalone import read_members
 
         members = read_members(exp, len(dataset))
     return make_splits(len(dataset), exp, dataset.y, members)
-
-
-def _files_signature(run_dir: Path, names: tuple[str, ...]) -> tuple | None:
-    """(inode, mtime, size) of each named file of run_dir; None if one is missing."""
-    signature = []
-    for name in names:
-        try:
-            st = (run_dir / name).stat()
-        except OSError:
-            return None
-        signature.append((st.st_ino, st.st_mtime_ns, st.st_size))
-    return tuple(signature)
-
-
-class _Checked:
-    """What this process has checked of a run directory, with the signature of the files it
-    checked: a later call for the same experiment whose files are unchanged is answered from
-    here (a federated run is set up by the runner, the simulation and the server app in one
-    process); any change to those files, or another experiment, checks again."""
-
-    def __init__(self, names: tuple[str, ...]) -> None:
-        self.names = names
-        self.held: dict[tuple[str, str], tuple[tuple, object]] = {}
-
-    def get(self, exp: Experiment, run_dir: Path):
-        key = (str(run_dir.resolve()), exp.model_dump_json())
-        held = self.held.get(key)
-        if held is None or held[0] != _files_signature(run_dir, self.names):
-            return None
-        return held[1]
-
-    def put(self, exp: Experiment, run_dir: Path, value) -> None:
-        signature = _files_signature(run_dir, self.names)
-        if signature is None:
-            return
-        if len(self.held) >= 8:  # a campaign's experiments come one after another
-            self.held.clear()
-        self.held[(str(run_dir.resolve()), exp.model_dump_json())] = (signature, value)
-
-
-_CLAIMED = _Checked((CONFIG_FILE,))
-_PREPARED = _Checked((CONFIG_FILE, *(f"{SPLITS_DIR}/{name}" for name in (*SPLIT_FILES, CHECKSUMS))))
 
 
 def claim_run_dir(exp: Experiment, run_dir: str | Path) -> Path:
@@ -130,8 +92,6 @@ def claim_run_dir(exp: Experiment, run_dir: str | Path) -> Path:
     different config.
     """
     run_dir = Path(run_dir)
-    if _CLAIMED.get(exp, run_dir) is not None:
-        return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = inside(run_dir, CONFIG_FILE)
     if config_path.exists() and holds_no_training(run_dir) and _other_config(config_path, exp):
@@ -143,7 +103,6 @@ def claim_run_dir(exp: Experiment, run_dir: str | Path) -> Path:
         raise FileExistsError(
             f"{run_dir} holds a run of a different configuration; choose another --out"
         )
-    _CLAIMED.put(exp, run_dir, True)
     return run_dir
 
 
@@ -227,24 +186,34 @@ def ensure_same_dataset(exp: Experiment, dataset: Dataset, run_dir: Path) -> Non
         ensure_same_records(dataset_digest(dataset), run_dir)
 
 
-def prepare_run(exp: Experiment, run_dir: str | Path) -> tuple[Dataset, Splits]:
+@dataclass(frozen=True)
+class PreparedRun:
+    """An experiment with its run directory claimed and its ground-truth splits written: made
+    once, by :func:`prepare_run`, and passed down to the training (the stand-alone loop, the
+    simulation, the server app it starts in the same process) and to the attack stage."""
+
+    exp: Experiment
+    run_dir: Path
+    dataset: Dataset
+    splits: Splits
+
+
+def prepare_run(exp: Experiment, run_dir: str | Path,
+                dataset: Dataset | None = None) -> PreparedRun:
     """Check the experiment against its dataset, claim the run directory and write the
-    ground-truth splits; idempotent, and done once per process while the config and the splits'
-    checksums are unchanged."""
+    ground-truth splits (idempotent: a run taken up again finds them unchanged). `dataset`, when
+    given, is the experiment's, already checked (by the runner's pre-flight)."""
     run_dir = Path(run_dir)
-    prepared = _PREPARED.get(exp, run_dir)
-    if prepared is not None:
-        return prepared
-    dataset = experiment_dataset(exp)
-    check_against_dataset(exp, dataset)
+    if dataset is None:
+        dataset = experiment_dataset(exp)
+        check_against_dataset(exp, dataset)
     run_dir = claim_run_dir(exp, run_dir)
     splits = experiment_splits(exp, dataset)
     ensure_splits(splits, run_dir)
     ensure_same_dataset(exp, dataset, run_dir)
     if exp.scenario == "federated":
         write_class_counts(exp, dataset, splits, run_dir)
-    _PREPARED.put(exp, run_dir, (dataset, splits))
-    return dataset, splits
+    return PreparedRun(exp, run_dir, dataset, splits)
 
 
 CLASS_COUNTS = "class-counts.json"  # in the run directory: what each participant holds

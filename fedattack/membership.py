@@ -438,11 +438,12 @@ def global_accuracy(exp: Experiment, run_record: dict) -> dict:
     return {"global_test_accuracy": value}
 
 
-def run_attacks(exp: Experiment, run_dir: str | Path,
-                log: Callable[[str], None] = print) -> AttackReport:
-    """Run the experiment's attacks against each of its victims and evaluate them."""
+def run_attacks(exp: Experiment, run_dir: str | Path, log: Callable[[str], None] = print,
+                dataset: Dataset | None = None) -> AttackReport:
+    """Run the experiment's attacks against each of its victims and evaluate them (on the
+    experiment's dataset, loaded here unless the prepared run's is given)."""
     run_dir = Path(run_dir)
-    dataset = experiment_dataset(exp)
+    dataset = experiment_dataset(exp) if dataset is None else dataset
     victims = victim_names(run_dir)
     results, reports, observed = [], [], []
     for victim in victims:

@@ -12,11 +12,12 @@ from fedattack.data import Dataset
 from fedattack.experiment import (
     RUN_FILE,
     SNAPSHOT_DIR,
+    PreparedRun,
     check_against_dataset,
     check_against_splits,
-    claim_run_dir,
     experiment_dataset,
     experiment_splits,
+    prepare_run,
 )
 from fedattack.interruption import marks_interrupted
 from fedattack.io import (
@@ -74,8 +75,9 @@ def discard_unfinished(run_dir: Path) -> None:
     remove_file(run_dir, RUN_FILE)
 
 
-def train_target(exp: Experiment, run_dir: Path, show_progress: bool, verbose: bool) -> dict:
+def train_target(prepared: PreparedRun, show_progress: bool, verbose: bool) -> dict:
     """Train the target model, recording every attacker's view; a finished run is reused."""
+    exp, run_dir = prepared.exp, prepared.run_dir
     done = finished_record(run_dir)
     if done is not None:
         console.print(f"{exp.name}: target model already trained in {run_dir}")
@@ -85,28 +87,38 @@ def train_target(exp: Experiment, run_dir: Path, show_progress: bool, verbose: b
         if exp.scenario == "federated":
             from fedattack.simulation import run_federated
 
-            return run_federated(exp, run_dir, on_round=advance, verbose=verbose)
+            return run_federated(exp, run_dir, on_round=advance, verbose=verbose,
+                                 prepared=prepared)
         from fedattack.standalone import run_standalone
 
-        return run_standalone(exp, run_dir, on_epoch=advance)
+        return run_standalone(exp, run_dir, on_epoch=advance, prepared=prepared)
 
 
-def attack_target(exp: Experiment, run_dir: Path, show_progress: bool = True) -> list:
+def attack_target(exp: Experiment, run_dir: Path, show_progress: bool = True,
+                  prepared: PreparedRun | None = None) -> list:
     """Run the configured membership inference attacks; finished results are reused (read
-    back into result rows, fedattack.results)."""
-    from fedattack.data.splits import ensure_splits
-    from fedattack.experiment import ensure_same_dataset, experiment_dataset, experiment_splits
+    back into result rows, fedattack.results). Without a prepared run (the attack stage alone,
+    on a recorded run), the run's splits are checked against the experiment first."""
     from fedattack.membership import run_attacks, write_report
     from fedattack.reporting import RESULTS_JSON
     from fedattack.results import read_rows
 
     if (run_dir / RESULTS_JSON).exists():
         return read_rows(run_dir / RESULTS_JSON)
-    dataset = experiment_dataset(exp)
-    ensure_splits(experiment_splits(exp, dataset), run_dir)
-    ensure_same_dataset(exp, dataset, run_dir)
+    if prepared is None:
+        from fedattack.data.splits import ensure_splits
+        from fedattack.experiment import (
+            ensure_same_dataset,
+            experiment_dataset,
+            experiment_splits,
+        )
+
+        dataset = experiment_dataset(exp)
+        ensure_splits(experiment_splits(exp, dataset), run_dir)
+        ensure_same_dataset(exp, dataset, run_dir)
     with run_progress(exp.name, show_progress, console):  # the attacks' phases, see membership
-        report = run_attacks(exp, run_dir, log=console.print)
+        report = run_attacks(exp, run_dir, log=console.print,
+                             dataset=prepared.dataset if prepared else None)
     write_report(run_dir, exp, report)
     return read_rows(run_dir / RESULTS_JSON)  # as written: a rerun reads the same rows
 
@@ -156,12 +168,14 @@ def run_experiment(exp: Experiment, run_dir: str | Path, show_progress: bool = T
     Returns run.json's record and the attack results. What a finished stage wrote is returned
     as it is, never rewritten; an unfinished training is redone from the start.
     """
-    preflight(exp)  # before the directory is claimed: a refused experiment leaves nothing
+    dataset = preflight(exp)  # before the directory is claimed: a refused one leaves nothing
     with exclusive(run_dir):
         remove_leftover_temporaries(run_dir)
-        run_dir = claim_run_dir(exp, run_dir)
-        record = train_target(exp, run_dir, show_progress, verbose)
-        results = attack_target(exp, run_dir, show_progress) if exp.attack is not None else []
+        prepared = prepare_run(exp, run_dir, dataset)  # once: passed down to every stage
+        run_dir = prepared.run_dir
+        record = train_target(prepared, show_progress, verbose)
+        results = (attack_target(exp, run_dir, show_progress, prepared)
+                   if exp.attack is not None else [])
         if exp.gan is not None:
             results = measure_gan(exp, run_dir)
     return record, results

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from fedattack import protocol
 from fedattack.config import ConfigError, Experiment
-from fedattack.experiment import CONFIG_FILE, RUN_FILE, prepare_run
+from fedattack.experiment import CONFIG_FILE, RUN_FILE, PreparedRun, prepare_run
 from fedattack.interruption import ends_at_once, reinstall_handlers
 from fedattack.io import read_json
 
@@ -207,12 +207,16 @@ def run_federated(
     run_dir: str | Path,
     on_round: Callable[[int, dict], None] | None = None,
     verbose: bool = False,
+    prepared: PreparedRun | None = None,
 ) -> dict:
-    """Run one federated experiment in a Flower simulation; return run.json's content."""
+    """Run one federated experiment in a Flower simulation; return run.json's content. The
+    prepared run (made here if not given) is handed to the server app, which runs in this
+    process."""
     from flwr.simulation import run_simulation
 
     run_dir = Path(run_dir).resolve()
-    prepare_run(exp, run_dir)
+    if prepared is None or prepared.run_dir.resolve() != run_dir:
+        prepared = prepare_run(exp, run_dir, prepared.dataset if prepared else None)
     res = Resources.for_experiment(exp)
     overrides = {
         protocol.CONFIG_PATH: str(run_dir / CONFIG_FILE),
@@ -220,7 +224,7 @@ def run_federated(
         protocol.CLIENT_THREADS: res.client_cpus,
     }
     failures: list[Exception] = []
-    server_app = load_object(SERVER_APP_FACTORY)(overrides, on_round, failures.append)
+    server_app = load_object(SERVER_APP_FACTORY)(overrides, on_round, failures.append, prepared)
     client_app = load_object(CLIENT_APP_FACTORY)(overrides)
     init_args = {"num_cpus": res.total_cpus, "include_dashboard": False,
                  "logging_level": logging.WARNING, "log_to_driver": verbose}

@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from fedattack.config import ConfigError, Experiment
-from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, initial_model, prepare_run
+from fedattack.experiment import (
+    RUN_FILE,
+    SNAPSHOT_DIR,
+    PreparedRun,
+    initial_model,
+    prepare_run,
+)
 from fedattack.io import write_json
 from fedattack.snapshots import SnapshotStore
 from fedattack.training import get_weights, resolve_device, train_model, weight_names
@@ -67,14 +73,15 @@ def read_members(exp: Experiment, num_records: int) -> np.ndarray:
     return members
 
 
-def import_trained(exp: Experiment, run_dir: str | Path) -> dict:
+def import_trained(exp: Experiment, run_dir: str | Path,
+                   prepared: PreparedRun | None = None) -> dict:
     """Record the model trained elsewhere (model.weights) as the run's final model, with its
     accuracy on its members and on the held-out non-members; no training."""
     from fedattack.models.factory import load_weights
     from fedattack.training import evaluate
 
-    run_dir = Path(run_dir)
-    dataset, splits = prepare_run(exp, run_dir)
+    prepared = prepared or prepare_run(exp, run_dir)
+    run_dir, dataset, splits = prepared.run_dir, prepared.dataset, prepared.splits
     device = resolve_device(exp.device)
     model = load_weights(initial_model(exp, dataset), exp.model.weights).to(device)
     record_model(SnapshotStore(run_dir / SNAPSHOT_DIR), model, 0, "final")
@@ -90,14 +97,15 @@ def import_trained(exp: Experiment, run_dir: str | Path) -> dict:
 
 
 def run_standalone(
-    exp: Experiment, run_dir: str | Path, on_epoch: Callable[[dict], None] | None = None
+    exp: Experiment, run_dir: str | Path, on_epoch: Callable[[dict], None] | None = None,
+    prepared: PreparedRun | None = None,
 ) -> dict:
     """Train the target model centrally (and fine-tune it, for scenario "finetune"); a model
     trained elsewhere (model.weights) is recorded as it is."""
     if exp.model.weights is not None:
-        return import_trained(exp, run_dir)
-    run_dir = Path(run_dir)
-    dataset, splits = prepare_run(exp, run_dir)
+        return import_trained(exp, run_dir, prepared)
+    prepared = prepared or prepare_run(exp, run_dir)
+    run_dir, dataset, splits = prepared.run_dir, prepared.dataset, prepared.splits
     store = SnapshotStore(run_dir / SNAPSHOT_DIR)
     device = resolve_device(exp.device)
     model = initial_model(exp, dataset).to(device)

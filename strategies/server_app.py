@@ -29,7 +29,13 @@ from fedattack import protocol
 from fedattack.active import GradientAscent, ascended_records, ascent_for
 from fedattack.config import Experiment, load_experiment
 from fedattack.data import knowledge_of
-from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, initial_model, prepare_run
+from fedattack.experiment import (
+    RUN_FILE,
+    SNAPSHOT_DIR,
+    PreparedRun,
+    initial_model,
+    prepare_run,
+)
 from fedattack.io import write_json
 from fedattack.observation import aggregator_grants
 from fedattack.privacy import client_level_epsilon
@@ -127,10 +133,14 @@ class GlobalModelLog:
 def build_strategy(
     exp: Experiment, run_dir: Path, on_round: Callable[[int, dict], None] | None = None,
     on_failure: Callable[[Exception], None] | None = None,
+    prepared: PreparedRun | None = None,
 ) -> RecordingStrategy:
-    """The aggregator for this experiment, with its run directory prepared; `on_failure` is told
-    why the run failed, if it does (run.json says it too, where the disk allows)."""
-    dataset, splits = prepare_run(exp, run_dir)
+    """The aggregator for this experiment, with its run directory prepared (here, unless the
+    simulation that runs it in its own process prepared it); `on_failure` is told why the run
+    failed, if it does (run.json says it too, where the disk allows)."""
+    if prepared is None or prepared.exp != exp or prepared.run_dir.resolve() != run_dir.resolve():
+        prepared = prepare_run(exp, run_dir)
+    dataset, splits = prepared.dataset, prepared.splits
     model = initial_model(exp, dataset)
     weights = get_weights(model)
     log = GlobalModelLog(exp, run_dir, model, dataset, splits, on_round)
@@ -211,15 +221,16 @@ def records_ascent(exp: Experiment, dataset, records: np.ndarray) -> GradientAsc
 def make_server_app(
     overrides: dict | None = None, on_round: Callable[[int, dict], None] | None = None,
     on_failure: Callable[[Exception], None] | None = None,
+    prepared: PreparedRun | None = None,
 ) -> ServerApp:
-    """A ServerApp whose run_config is completed by `overrides` (used by the simulation runner);
-    `on_failure` is told why the run failed, if it does."""
+    """A ServerApp whose run_config is completed by `overrides` (used by the simulation runner,
+    which passes the run it prepared); `on_failure` is told why the run failed, if it does."""
 
     def components(context: Context) -> tuple[Experiment, ServerAppComponents]:
         run_config = {**context.run_config, **(overrides or {})}
         exp = load_experiment(run_config[protocol.CONFIG_PATH])
         run_dir = Path(str(run_config[protocol.RUN_DIR]))
-        strategy = build_strategy(exp, run_dir, on_round, on_failure)
+        strategy = build_strategy(exp, run_dir, on_round, on_failure, prepared)
         return exp, ServerAppComponents(strategy=strategy,
                                         config=ServerConfig(num_rounds=exp.federation.rounds),
                                         client_manager=SeededClientManager(exp.seed))

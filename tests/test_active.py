@@ -246,7 +246,8 @@ def test_ascended_records_are_every_target_and_known_record_with_no_membership_l
 
 def test_aggregator_ascends_the_targets_and_the_known_records(tmp_path):
     exp = tiny("ga", {"kind": "global", "mode": "gradient-ascent", "targets": [0, 1]}, rounds=2)
-    dataset, splits = prepare_run(exp, tmp_path)
+    prepared = prepare_run(exp, tmp_path)
+    dataset, splits = prepared.dataset, prepared.splits
     ascend = attacker_options(exp, dataset, splits)["ascend"]
     want = np.unique(np.concatenate([np.r_[v.targets(), v.known_members, v.known_nonmembers]
                                      for v in splits.victims]))

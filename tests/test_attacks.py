@@ -21,7 +21,6 @@ from fedattack.attacks import (
     UnsupervisedAttack,
     WhiteBoxAttack,
 )
-from fedattack.attacks import unsupervised as unsupervised_module
 from fedattack.attacks.network import gradient_component_parameters
 from fedattack.attacks.threshold import SUMMARY, best_threshold, threshold_scores
 from fedattack.attacks.unsupervised import cluster_members, summary_column
@@ -460,15 +459,17 @@ def test_cluster_members_subsamples_and_orients(monkeypatch):
     embeddings = np.where(truth == 1, 10.0, 0.0) + rng.normal(size=500)
     grad_norm = np.where(truth == 1, 0.1, 2.0) + rng.uniform(size=500)
 
+    import sklearn.cluster  # cluster_members imports it when called
+
     clustered = []
-    real = unsupervised_module.SpectralClustering
+    real = sklearn.cluster.SpectralClustering
 
     class Recording(real):
         def fit_predict(self, X, y=None):
             clustered.append(len(X))
             return super().fit_predict(X)
 
-    monkeypatch.setattr(unsupervised_module, "SpectralClustering", Recording)
+    monkeypatch.setattr(sklearn.cluster, "SpectralClustering", Recording)
     labels = cluster_members(embeddings, grad_norm, seed=0, sample=60)
     assert clustered == [60]
     assert np.array_equal(labels, truth)

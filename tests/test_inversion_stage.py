@@ -49,7 +49,7 @@ PSNR_THRESHOLD = 20.0
 def record_round(exp: Experiment, run_dir) -> None:
     """Round 1 of `exp` as the recording aggregator writes it: the broadcast, each honest
     participant's upload (none under secure aggregation) and the FedAvg aggregate."""
-    dataset, _ = prepare_run(exp, run_dir)
+    dataset = prepare_run(exp, run_dir).dataset
     model = initial_model(exp, dataset)
     names, broadcast = weight_names(model), get_weights(model)
     config = {protocol.SERVER_ROUND: 1, protocol.LR: lr_at(exp.training, 0),

@@ -109,8 +109,8 @@ def test_a_dirichlet_experiment_keeps_the_iid_members_and_writes_its_class_count
     iid = parse_experiment({**FEDERATED, "data": {**FEDERATED["data"], "partition": "iid",
                                                   "alpha": None}})
     dataset = experiment_dataset(exp)
-    _, splits = prepare_run(exp, tmp_path / "run")
-    _, iid_splits = prepare_run(iid, tmp_path / "iid")
+    splits = prepare_run(exp, tmp_path / "run").splits
+    iid_splits = prepare_run(iid, tmp_path / "iid").splits
     # the same records train the federation; only who holds which changes
     np.testing.assert_array_equal(np.sort(np.concatenate(splits.partitions)),
                                   np.sort(np.concatenate(iid_splits.partitions)))

@@ -161,7 +161,8 @@ def test_splits_of_your_data_are_label_matched_and_checksummed(project, tmp_path
                     "knowledge": {"train_members": 2, "train_nonmembers": 2,
                                   "test_members": 4, "test_nonmembers": 4}}
     exp = parse_experiment(spec)
-    dataset, splits = prepare_run(exp, tmp_path / "run")
+    prepared = prepare_run(exp, tmp_path / "run")
+    dataset, splits = prepared.dataset, prepared.splits
     for victim in splits.victims:
         assert sorted(dataset.y[victim.target_members]) == \
             sorted(dataset.y[victim.target_nonmembers])

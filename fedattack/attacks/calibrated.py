@@ -52,7 +52,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel
-from scipy.special import log_ndtr
 
 from fedattack.attack_registry import AttackOutcome, register
 
@@ -109,6 +108,8 @@ def calibrated_scores(target, references, signs, variance: str = "global",
     if t.ndim != 3 or r.ndim != 4 or r.shape[0] != t.shape[0] or o.size != t.shape[2]:
         raise ValueError(f"target (T, N, F), references (T, N, K, F) and signs (F,) disagree: "
                          f"{t.shape}, {r.shape}, {o.shape}")
+    from scipy.special import log_ndtr  # imported when used: registering stays cheap
+
     total = np.zeros(t.shape[1], np.float64)
     for step in range(t.shape[0]):
         z = standardised(t[step], r[step], variance) * o

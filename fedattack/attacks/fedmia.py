@@ -45,7 +45,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel
-from scipy.special import log_ndtr, ndtr
 
 from fedattack.attack_registry import AttackOutcome, register
 
@@ -81,6 +80,8 @@ def fedmia_scores(victim, others, variance: str = "global",
                   combine: str = "log-p-values") -> np.ndarray:
     """FedMIA scores (higher = likelier member) over T rounds (see the module docstring):
     ``log-p-values`` sums ``-log Pr[Z > z_t]``, ``mean-cdf`` averages ``Pr[Z <= z_t]``."""
+    from scipy.special import log_ndtr, ndtr  # imported when used: registering stays cheap
+
     z = standardised(victim, others, variance)
     if combine == "log-p-values":
         return -log_ndtr(-z).sum(axis=0)

@@ -23,7 +23,6 @@ references are few, under 64).
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import log_ndtr
 
 from fedattack.attack_registry import AttackOutcome, register
 
@@ -86,6 +85,8 @@ def lira_offline(target: np.ndarray, out: np.ndarray, variance: str = "global",
     t, r = _as_table(target, out)
     mask = np.ones(r.shape, bool) if out_mask is None else np.asarray(out_mask, bool)
     mu, sigma = gaussian_fit(r, mask, variance, "OUT")
+    from scipy.special import log_ndtr  # imported when used: registering stays cheap
+
     return -log_ndtr(-(t - mu) / sigma)
 
 

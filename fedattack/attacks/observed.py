@@ -18,11 +18,14 @@ records' inputs and labels are read; never the ground truth.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
+
+# torch is imported where used: the attacks import `scored` from here when registered.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 GRAD_CHUNK_BYTES = 256 * 2**20  # per-record gradients held at once, at most
 
@@ -63,6 +66,8 @@ def federated_rounds(ctx, with_others: bool = True) -> FederatedRounds:
 
 
 def flat_parameters(model: nn.Module) -> torch.Tensor:
+    import torch
+
     return torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
 
 
@@ -71,18 +76,21 @@ def update(before: nn.Module, after: nn.Module) -> torch.Tensor:
     return flat_parameters(before) - flat_parameters(after)
 
 
-@torch.no_grad()
 def per_record_losses(models: list[nn.Module], dataset, indices: np.ndarray, device,
                       batch: int = 512) -> np.ndarray:
     """(M, N) cross-entropy of each model on each record, float64."""
+    import torch
+    import torch.nn.functional as F
+
     out = np.empty((len(models), len(indices)), np.float64)
-    for m, model in enumerate(models):
-        model = model.to(device).eval()
-        for start in range(0, len(indices), batch):
-            x, y = dataset.batch(indices[start:start + batch])
-            logits = model(x.to(device)).double()
-            out[m, start:start + batch] = F.cross_entropy(
-                logits, y.to(device), reduction="none").cpu().numpy()
+    with torch.no_grad():
+        for m, model in enumerate(models):
+            model = model.to(device).eval()
+            for start in range(0, len(indices), batch):
+                x, y = dataset.batch(indices[start:start + batch])
+                logits = model(x.to(device)).double()
+                out[m, start:start + batch] = F.cross_entropy(
+                    logits, y.to(device), reduction="none").cpu().numpy()
     return out
 
 
@@ -90,6 +98,8 @@ def gradient_alignment(model: nn.Module, dataset, indices: np.ndarray, updates: 
                        device) -> tuple[np.ndarray, np.ndarray]:
     """Per-record loss gradients g_i at `model`: their dot products with each row of `updates`
     (K, P) as a (K, N) array, and their squared norms (N,), float64."""
+    import torch
+    import torch.nn.functional as F
     from torch.func import functional_call, grad, vmap
 
     model = model.to(device).eval()

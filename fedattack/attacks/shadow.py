@@ -8,11 +8,15 @@ observed stand-alone model.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from fedattack.attack_registry import AttackOutcome, register
-from fedattack.training import train_model
+
+# torch and the training loop are imported where used (see whitebox.py).
+if TYPE_CHECKING:
+    import torch
 
 
 def check(exp) -> None:
@@ -51,6 +55,8 @@ def run_shadow(ctx) -> AttackOutcome:
 
 def train_shadow(ctx, s: int, s_in: np.ndarray, s_out: np.ndarray) -> torch.nn.Module:
     """Shadow model `s`: the target's architecture and recipe, on `s_in` (`s_out` held out)."""
+    from fedattack.training import train_model
+
     ctx.log(f"  shadow model {s}: training on {len(s_in)} records")
     seed = ctx.seed + 1000 + s
     model = ctx.target.build(seed).to(ctx.device)
@@ -82,6 +88,8 @@ class ConcatSource:
                 parts.append(src.take(rows[sel] - self.offsets[i]))
                 order.append(sel)
         inverse = np.argsort(np.concatenate(order))
+        import torch
+
         return {k: torch.cat([p[k] for p in parts])[inverse] for k in parts[0]}
 
     def batches(self, order=None, batch_size: int = 256):

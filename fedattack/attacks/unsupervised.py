@@ -18,16 +18,17 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from sklearn.cluster import SpectralClustering
-from torch import nn
 
 from fedattack.attack_registry import AttackOutcome, register
 
-from .network import AttackNetwork
+# torch, scikit-learn and the attack network are imported where used (see whitebox.py).
 from .whitebox import ADAM_EPS, FeatureSource, network_outputs, seeded, to_device
+
+if TYPE_CHECKING:
+    import torch
 
 TARGETS = ("loss", "correct", "confidence", "entropy", "grad_norm")
 GRAD_NORM = "grad_norm"
@@ -72,6 +73,8 @@ def cluster_members(
         raise ValueError(f"clustering needs at least 3 records, got {n}")
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(n, sample, replace=False)) if n > sample else np.arange(n)
+    from sklearn.cluster import SpectralClustering
+
     clustering = SpectralClustering(
         n_clusters=2,
         affinity="nearest_neighbors",
@@ -121,6 +124,10 @@ class UnsupervisedAttack:
         self.on_epoch = on_epoch
 
     def fit(self, source: FeatureSource, summaries: dict[str, np.ndarray]) -> UnsupervisedAttack:
+        import torch
+
+        from .network import AttackNetwork
+
         n = len(source)
         targets = np.stack([summary_column(summaries, key, n) for key in TARGETS], axis=1)
         self.target_mean_ = targets.mean(axis=0)
@@ -145,6 +152,8 @@ class UnsupervisedAttack:
         return self
 
     def _train_epoch(self, optimizer, source: FeatureSource, targets, rng) -> float:
+        from torch import nn
+
         self.network_.train()
         order = rng.permutation(len(source))
         losses = []

@@ -20,18 +20,19 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-import torch
-from scipy.stats import rankdata
-from torch import Tensor, nn
 
 from fedattack.attack_registry import AttackOutcome, register
 
-from .network import AttackNetwork
+# torch, scipy and the attack network are imported where used: importing the attacks (which the
+# config does, to read their names, parameters and checks) stays cheap.
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
 
-Batch = dict[str, Tensor]
+    Batch = dict[str, Tensor]
 
 ADAM_EPS = 1e-12
 """Adam's epsilon, far below torch's default 1e-8. With the paper's N(0, 0.01) initialisation each
@@ -77,6 +78,8 @@ class TensorSource:
         return {name: tuple(t.shape[1:]) for name, t in self.tensors.items()}
 
     def take(self, rows: np.ndarray) -> Batch:
+        import torch
+
         index = torch.as_tensor(np.asarray(rows, dtype=np.int64))
         return {name: t[index] for name, t in self.tensors.items()}
 
@@ -89,6 +92,8 @@ class TensorSource:
 @contextmanager
 def seeded(seed: int, device: str | torch.device):
     """Seed torch (init, dropout) inside the block without disturbing the caller's RNG state."""
+    import torch
+
     device = torch.device(device)
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
@@ -100,7 +105,6 @@ def to_device(batch: Batch, device: str | torch.device) -> Batch:
     return {name: t.to(device, non_blocking=True) for name, t in batch.items()}
 
 
-@torch.no_grad()
 def network_outputs(
     method: Callable[[Batch], Tensor],
     source: FeatureSource,
@@ -111,10 +115,13 @@ def network_outputs(
     """``method`` (e.g. ``network.embed``, in eval mode) on the records in ``order``, as float64
     (the network computes in float32; its outputs are widened, never passed through a float32
     sigmoid)."""
-    outputs = [
-        method(to_device(batch, device)).double().cpu().numpy()
-        for batch in source.batches(order=order, batch_size=batch_size)
-    ]
+    import torch
+
+    with torch.no_grad():
+        outputs = [
+            method(to_device(batch, device)).double().cpu().numpy()
+            for batch in source.batches(order=order, batch_size=batch_size)
+        ]
     return np.concatenate(outputs) if outputs else np.zeros(0)
 
 
@@ -215,6 +222,8 @@ def auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
     n1, n0 = len(member_scores), len(nonmember_scores)
     if n1 == 0 or n0 == 0:
         raise ValueError("an AUC needs at least one member and one non-member")
+    from scipy.stats import rankdata
+
     ranks = rankdata(np.concatenate([member_scores, nonmember_scores]))
     return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
@@ -237,6 +246,8 @@ def standardisation(
     variance. A component constant on these records gets scale 1."""
     if per not in STANDARDISE[:2]:
         raise ValueError(f"standardisation per {per!r}; known: {STANDARDISE[:2]}")
+    import torch
+
     count, mean, m2 = 0, {}, {}
     for source, rows in parts:
         for batch in source.batches(order=np.sort(np.asarray(rows)), batch_size=batch_size):
@@ -343,6 +354,10 @@ class WhiteBoxAttack:
         reference: tuple[np.ndarray, np.ndarray] | None = None,
         classes: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> WhiteBoxAttack:
+        import torch
+
+        from .network import AttackNetwork
+
         if self.batch_size < 2 or self.batch_size % 2:
             raise ValueError(f"batch_size must be even and >= 2, got {self.batch_size}")
         if not 0 <= self.validation_fraction < 1:
@@ -418,12 +433,17 @@ class WhiteBoxAttack:
         return self
 
     def _criterion(self, logits: Tensor, target: Tensor) -> Tensor:
+        import torch
+        from torch import nn
+
         if self.loss == "bce":
             return nn.functional.binary_cross_entropy_with_logits(logits, target)
         return nn.functional.mse_loss(torch.sigmoid(logits), target)
 
     def _balanced_loss(self, member_logits: np.ndarray, nonmember_logits: np.ndarray) -> float:
         """The training criterion on held-out logits, the mean of the two sides' means."""
+        import torch
+
         sides = [(member_logits, 1.0), (nonmember_logits, 0.0)]
         losses = [
             self._criterion(torch.as_tensor(z), torch.full((len(z),), t, dtype=torch.float64))
@@ -440,6 +460,8 @@ class WhiteBoxAttack:
     ) -> tuple[float, float]:
         """One pass of balanced steps; returns the mean criterion over the steps and the AUC of
         the logits the steps produced (members against non-members)."""
+        import torch
+
         self.network_.train()
         losses, member_logits, nonmember_logits = [], [], []
         for member_rows, nonmember_rows in steps:

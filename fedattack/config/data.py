@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from fedattack.config.base import NonNegInt, PositiveInt, SafeName, Strict
+from fedattack.config.builtins import DATASETS
 from fedattack.config.code import FilePath, ObjectRef, absolute
 
 SOURCES = ("csv", "npz", "imagefolder", "hf", "loader")
@@ -130,7 +131,9 @@ class DataConfig(Strict):
         "as a mapping (csv, npz, imagefolder, hf or loader; see DatasetSource)")
     members: FilePath | None = Field(
         default=None, description="stand-alone audit (with model.weights): the indices of the "
-        "records the model was trained on (.npy, or .txt/.csv of integers); the ground truth, "
+        "records the model was trained on (.npy, or .txt/.csv of integers); federated audit of "
+        "your own Flower app: a .npz with one array of record indices per partition "
+        "(partition-0, partition-1, ...), written by fedattack.messageapi; the ground truth, "
         "read only to write the run's splits")
     root: str | None = Field(
         default=None,
@@ -188,10 +191,8 @@ class DataConfig(Strict):
             return _source(value)
         if not isinstance(value, str):
             return value  # DatasetSource as is; anything else refused by the type
-        from fedattack.data.registry import dataset_names
-
-        if value not in dataset_names():
-            raise ValueError(f"unknown dataset {value!r}; accepted: {', '.join(dataset_names())},"
+        if value not in DATASETS:  # the registry's names, without importing its loaders
+            raise ValueError(f"unknown dataset {value!r}; accepted: {', '.join(DATASETS)},"
                              f" or a mapping with one of {', '.join(SOURCES)}")
         return value
 

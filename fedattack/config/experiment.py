@@ -57,8 +57,15 @@ class Experiment(Strict):
         if self.model.weights is not None and self.data.members is None:
             raise ValueError("model.weights: needs data.members, the indices of the records "
                              "the model was trained on (the ground truth of the audit)")
-        if self.data.members is not None and self.model.weights is None:
-            raise ValueError("data.members: for a model trained elsewhere (model.weights)")
+        if self.data.members is not None and self.model.weights is None and not (
+                self.scenario == "federated" and str(self.data.members).endswith(".npz")):
+            raise ValueError("data.members: for a model trained elsewhere (model.weights), or, "
+                             "in a federated audit of your own Flower app, a .npz of each "
+                             "partition's training records (fedattack.messageapi)")
+        if self.data.members is not None and self.scenario == "federated" and (
+                self.data.partition != "iid" or self.data.overlap):
+            raise ValueError("data.members: the app's own partitions are the ground truth; "
+                             "leave data.partition and data.overlap unset")
         if self.model.weights is not None and self.scenario != "standalone":
             raise ValueError(f"model.weights: a trained model is audited in the standalone "
                              f"scenario, not {self.scenario!r}")

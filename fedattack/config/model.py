@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from fedattack.config.base import PositiveInt, Steps, Strict
+from fedattack.config.builtins import MODELS
 from fedattack.config.code import FilePath, ObjectRef
 
 DEFAULT_ARCH = "purchase-fc"
@@ -47,10 +48,8 @@ class ModelConfig(Strict):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, name: str | None) -> str | None:
-        from fedattack.models import model_names
-
-        if name is not None and name not in model_names():
-            raise ValueError(f"unknown model {name!r}; accepted: {', '.join(model_names())}, "
+        if name is not None and name not in MODELS:  # fedattack.models' names, without torch
+            raise ValueError(f"unknown model {name!r}; accepted: {', '.join(MODELS)}, "
                              "or your own with model.factory")
         return name
 
