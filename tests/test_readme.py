@@ -30,6 +30,7 @@ def commands(text: str) -> list[str]:
     """The commands of the bash/console blocks, comments and prompts stripped."""
     out = []
     for block in re.findall(r"```(?:bash|sh|console|shell)\n(.*?)```", text, flags=re.S):
+        block = re.sub(r"\\\n\s*", "", block)  # continuation lines joined
         for line in block.splitlines():
             line = re.split(r"\s#", " " + line, maxsplit=1)[0].strip().removeprefix("$ ")
             if line:
@@ -117,6 +118,20 @@ def expensive() -> dict[str, bool]:
         "run-dir=\"/app/runs/quickstart\"'":
             in_test("docker/compose-run.sh", "flwr run . compose --run-config")
             and ci_runs("tests/test_compose_run.py"),
+        # your own Flower app (docs/own-flower-app.md): examples/flower-app under `flwr run .`
+        # in simulation, then attacked (tests/test_flower_app.py)
+        "cd examples/flower-app": in_test("tests/test_flower_app.py", '"flower-app"')
+                                  and ci_runs("tests/test_flower_app.py"),
+        "flwr run . --federation-config num-supernodes=4 --run-config "
+        "'fedattack-config=\"'$PWD'/audit.yaml\" "
+        "fedattack-run-dir=\"'$PWD'/runs/flower-app\"'":
+            in_test("tests/test_flower_app.py", '"run", ".", "--federation-config", '
+                    '"num-supernodes=4"', '"--run-config", run_config',
+                    'fedattack-config="{audit}" fedattack-run-dir="{run_dir}"')
+            and ci_runs("tests/test_flower_app.py"),
+        "fedattack attack runs/flower-app":
+            in_test("tests/test_flower_app.py", '"attack", str(run_dir)')
+            and ci_runs("tests/test_flower_app.py"),
         "flwr ls fedattack --format json":
             in_test("docker/compose-run.sh", "flwr ls compose", "--format json")
             and ci_runs("tests/test_compose_run.py"),
