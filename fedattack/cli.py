@@ -295,6 +295,8 @@ def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose
     if records:
         print_campaign(stdout(), records, over_seeds(plan, records))
     warn_undertrained(records)
+    if records:
+        write_html_report(plan.items[0].experiment, out_dir, always=True)
 
 
 def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose: bool) -> None:
@@ -302,6 +304,30 @@ def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose:
 
     record, results = run_experiment(exp, run_dir, show_progress=not quiet, verbose=verbose)
     report_run(exp, run_dir, record, results)
+    write_html_report(exp, run_dir)
+
+
+def write_html_report(exp: Experiment, run_dir: Path, always: bool = False) -> None:
+    """report.html beside results.json at the end of a run (a second of work), with the run's
+    provenance; kept where a finished run already has one (a campaign's is rewritten, `always`,
+    as its results are after each experiment)."""
+    from fedattack.report import REPORT_HTML, NotReportable, write_provenance, write_report
+    from fedattack.training import resolve_device
+
+    if (run_dir / REPORT_HTML).exists() and not always:
+        return
+    try:
+        if not always:
+            write_provenance(run_dir, str(resolve_device(exp.device)))
+        typer.echo(f"report: {write_report(run_dir)}")
+    except NotReportable:  # e.g. the GAN attack's records: no membership table to report
+        pass
+    except OSError as err:  # a read-only finished run: its results stand without a report
+        typer.echo(f"note: no report.html written ({err.strerror}: {err.filename}); "
+                   f"`fedattack report {run_dir}` writes one where it may", err=True)
+    except Exception as err:  # noqa: BLE001 - the run's results stand; the report is extra
+        typer.echo(f"warning: no report.html written ({type(err).__name__}: {err}); the "
+                   f"results are in {run_dir}", err=True)
 
 
 def report_run(exp: Experiment, run_dir: Path, record: dict, results: list[dict]) -> None:
@@ -435,6 +461,28 @@ def clean(
         typer.echo(f"kept the cache of {run}: its attack has not finished")
     total = sum(item.bytes for item in removed) / 1e6
     typer.echo(f"{verb} {len(removed)} cache folder(s), {total:.1f} MB")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+) -> None:
+    """Write report.html, one self-contained page an auditor can hand on, and
+    records-at-risk.csv beside the run's results.json.
+
+    The page holds the strongest attack's leakage with its interval, the threat model, the
+    results, the figures, the global model's accuracy per round, the records ranked most at
+    risk and the run's provenance.
+    """
+    from fedattack.report import NotReportable, write_report
+
+    try:
+        path = write_report(run_dir)
+    except (NotReportable, *user_errors()) as err:
+        fail(str(err))
+    except OSError as err:
+        fail_on_os_error(err)
+    typer.echo(f"report: {path}")
 
 
 @app.command("list")
