@@ -25,7 +25,7 @@ time spent waiting for a core; with one thread on a quiet machine the two agree.
   (d') the same, backward only to the two layers' parameters: a stricter floor
 Targets: func/opacus <= 1, func/batched <= 3. loop/func is printed for reference, with no
 target: the ">= 20x the loop" target is retired, since the batched forward and backward alone
-(d') bound it near 20x on this model (the README's benchmarks section). The per-example paths
+(d') bound it near 20x on this model (docs/benchmarks.md). The per-example paths
 (a), (a"), (b) and (c) are checked to agree before timing.
 
 Memory: peak RSS (VmHWM from /proc/self/status, file-backed pages included) of fresh processes

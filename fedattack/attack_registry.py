@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from fedattack import defences
+
 # What an attack needs besides the observed models (the "knowledge" column of a result):
 KNOWLEDGE = {
     "supervised": "labelled known members and non-members of the victim",
@@ -95,11 +97,12 @@ class Attack:
         if attacker not in self.attackers:
             return (f"attack.attacks: the {self.name} attack is for the "
                     f"{' or '.join(self.attackers)} attacker, not the {attacker} one")
-        fed = getattr(exp, "federation", None)
-        if self.reads_uploads and getattr(fed, "secure_aggregation", None) is not None:
+        hider = defences.hiding_uploads(exp) if self.reads_uploads and getattr(
+            exp, "federation", None) is not None else None
+        if hider is not None:
             return (f"attack.attacks: the {self.name} attack reads each participant's upload, "
-                    "which secure aggregation (federation.secure_aggregation) hides from the "
-                    "aggregator: it sees only their sum")
+                    f"which {hider.name} ({hider.key}) hides from the aggregator: it sees "
+                    "only their sum")
         if self.check is not None:
             try:
                 self.check(exp)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedattack.config import CLIENT_DP_CLIPPING, STRATEGY_PARAMETERS
+from fedattack import defences as defence_registry
+from fedattack.config import STRATEGY_PARAMETERS
 
 
 @dataclass(frozen=True)
@@ -17,19 +18,9 @@ class Section:
     rows: list[tuple[str, str]]  # (name, what it is; "" where the name says it)
 
 
-# The defences, by the experiment key that turns each on (the key decides; see fedattack.config).
-DEFENCES = (
-    ("DP-SGD", "privacy.noise_multiplier",
-     "each honest participant trains with Opacus' DP-SGD (per-record clipping, Gaussian noise); "
-     "epsilon accounted over the rounds"),
-    ("selective sharing", "privacy.share_fraction",
-     "only that fraction of the largest parameter updates is uploaded (Shokri and Shmatikov)"),
-    ("client-level DP", "federation.client_dp",
-     f"Flower's DP wrappers: updates clipped ({', '.join(CLIENT_DP_CLIPPING)}) and the average "
-     "noised"),
-    ("SecAgg+", "federation.secure_aggregation",
-     "Flower's secure aggregation: the aggregator sees only the sum of the uploads"),
-)
+# The defences, by the experiment key that turns each on (each defence's module says it:
+# fedattack.defences).
+DEFENCES = tuple((d.name, d.key, d.what) for d in defence_registry.DEFENCES)
 
 
 def datasets() -> Section:

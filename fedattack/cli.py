@@ -220,13 +220,18 @@ def run(
 @app.command()
 def attack(
     config: Path = typer.Argument(..., help="a standalone experiment YAML with model.weights "
-                                  "and data.members"),
+                                  "and data.members, or the run directory of a federation "
+                                  "recorded elsewhere (your Flower app, fedattack.messageapi)"),
     out: Path = typer.Option(None, "--out", help="run directory (default: runs/<name>)"),
     quiet: bool = typer.Option(False, "--quiet", help="no progress display"),
 ) -> None:
     """Audit a model trained elsewhere: run the experiment's membership attacks on the model of
     model.weights (its factory or arch), whose training records data.members lists, without
-    training it (reference and shadow models are trained by the experiment's recipe)."""
+    training it (reference and shadow models are trained by the experiment's recipe); or on
+    the federation a Flower app of yours recorded into a run directory."""
+    if config.is_dir():
+        attack_recorded(config, out, quiet)
+        return
     try:
         loaded = load_config(config)
     except user_errors() as err:
@@ -237,6 +242,33 @@ def attack(
     if loaded.attack is None:
         fail(f"{config}: attack: the block naming the attacks to run is missing")
     run(config, out=out, quiet=quiet, verbose=False, only=None)
+
+
+def attack_recorded(run_dir: Path, out: Path | None, quiet: bool) -> None:
+    """`fedattack attack RUN_DIR`: the attacks of RUN_DIR/config.yaml on the finished training
+    recorded there (by fedattack.messageapi around a Flower app), results written beside it."""
+    from fedattack.experiment import CONFIG_FILE
+    from fedattack.runner import finished_record
+
+    if out is not None and out.resolve() != run_dir.resolve():
+        fail(f"--out: {run_dir} is a run directory: its results are written in it")
+    if not (run_dir / CONFIG_FILE).is_file():
+        fail(f"{run_dir}: no {CONFIG_FILE}: not a run directory (give an experiment YAML, or the "
+             "run directory your app's fedattack.messageapi.audited recorded)")
+    try:
+        loaded = load_config(run_dir / CONFIG_FILE)
+        if not isinstance(loaded, Experiment):
+            raise ConfigError(f"{run_dir / CONFIG_FILE}: not an experiment")
+        if loaded.attack is None:
+            raise ConfigError(f"{run_dir / CONFIG_FILE}: attack: the block naming the attacks to "
+                              "run is missing (add it to the audit YAML and record again)")
+        if finished_record(run_dir) is None:
+            raise ConfigError(f"{run_dir}: holds no finished training (run.json's status is not "
+                              "finished): let the federation finish, or record it again")
+    except user_errors() as err:
+        fail(str(err))
+    run(run_dir / CONFIG_FILE, out=run_dir, quiet=quiet, verbose=False, only=None)
+
 
 def stdout() -> Console:
     """Standard output at the terminal's width (80 columns when it is not a terminal)."""
@@ -263,6 +295,8 @@ def run_campaign_command(plan: CampaignPlan, out_dir: Path, quiet: bool, verbose
     if records:
         print_campaign(stdout(), records, over_seeds(plan, records))
     warn_undertrained(records)
+    if records:
+        write_html_report(plan.items[0].experiment, out_dir, always=True)
 
 
 def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose: bool) -> None:
@@ -270,6 +304,30 @@ def run_experiment_command(exp: Experiment, run_dir: Path, quiet: bool, verbose:
 
     record, results = run_experiment(exp, run_dir, show_progress=not quiet, verbose=verbose)
     report_run(exp, run_dir, record, results)
+    write_html_report(exp, run_dir)
+
+
+def write_html_report(exp: Experiment, run_dir: Path, always: bool = False) -> None:
+    """report.html beside results.json at the end of a run (a second of work), with the run's
+    provenance; kept where a finished run already has one (a campaign's is rewritten, `always`,
+    as its results are after each experiment)."""
+    from fedattack.report import REPORT_HTML, NotReportable, write_provenance, write_report
+    from fedattack.training import resolve_device
+
+    if (run_dir / REPORT_HTML).exists() and not always:
+        return
+    try:
+        if not always:
+            write_provenance(run_dir, str(resolve_device(exp.device)))
+        typer.echo(f"report: {write_report(run_dir)}")
+    except NotReportable:  # e.g. the GAN attack's records: no membership table to report
+        pass
+    except OSError as err:  # a read-only finished run: its results stand without a report
+        typer.echo(f"note: no report.html written ({err.strerror}: {err.filename}); "
+                   f"`fedattack report {run_dir}` writes one where it may", err=True)
+    except Exception as err:  # noqa: BLE001 - the run's results stand; the report is extra
+        typer.echo(f"warning: no report.html written ({type(err).__name__}: {err}); the "
+                   f"results are in {run_dir}", err=True)
 
 
 def report_run(exp: Experiment, run_dir: Path, record: dict, results: list[dict]) -> None:
@@ -403,6 +461,28 @@ def clean(
         typer.echo(f"kept the cache of {run}: its attack has not finished")
     total = sum(item.bytes for item in removed) / 1e6
     typer.echo(f"{verb} {len(removed)} cache folder(s), {total:.1f} MB")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+) -> None:
+    """Write report.html, one self-contained page an auditor can hand on, and
+    records-at-risk.csv beside the run's results.json.
+
+    The page holds the strongest attack's leakage with its interval, the threat model, the
+    results, the figures, the global model's accuracy per round, the records ranked most at
+    risk and the run's provenance.
+    """
+    from fedattack.report import NotReportable, write_report
+
+    try:
+        path = write_report(run_dir)
+    except (NotReportable, *user_errors()) as err:
+        fail(str(err))
+    except OSError as err:
+        fail_on_os_error(err)
+    typer.echo(f"report: {path}")
 
 
 @app.command("list")

@@ -74,7 +74,11 @@ def experiment_splits(exp: Experiment, dataset: Dataset) -> Splits:
     """The experiment's splits: a pure function of the config and the dataset size (and, for a
     model trained elsewhere, of the indices of its training records, data.members)."""
     members = None
-    if exp.data.members is not None:
+    if exp.data.members is not None and exp.scenario == "federated":
+        from fedattack.data.splits import read_partition_members
+
+        members = read_partition_members(exp, len(dataset))
+    elif exp.data.members is not None:
         from fedattack.standalone import read_members
 
         members = read_members(exp, len(dataset))

@@ -420,6 +420,7 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
             **read_model,
             **global_accuracy(exp, run_record),
             **isolated_accuracy(run_record, victim),
+            **victim_refusals(run_record, victim_partitions(exp, victim)),
             epsilon=run_record.get("epsilon"),  # DP-SGD of the honest participants, if any
             **audit.audit_fields(exp, labels, outcome.scores, halves),  # under DP
             attack_time_s=round(time.perf_counter() - started, 2),
@@ -428,6 +429,24 @@ def attack_victim(exp: Experiment, run_dir: Path, dataset: Dataset, victim: str,
     summaries = runner.extractor(runner.spec).scalar_summaries(dataset, knowledge.targets)
     return results, VictimReport(victim, obs.labels, curves, labels, dataset.y[knowledge.targets],
                                  summaries)
+
+
+def victim_refusals(run_record: dict, partitions: tuple[int, ...]) -> dict:
+    """`refusals`: run.json's ``attacked_refusals`` that touched the victim's `partitions` (an
+    upload of theirs refused, or another's that claimed one of them), one line each; {} when
+    there were none."""
+    lines = tuple(f"round {r['round']}: node {r['node']}: {r['reason']}"
+                  for r in run_record.get("attacked_refusals", [])
+                  if {r.get("partition"), r.get("bound")} & set(partitions))
+    return {"refusals": lines} if lines else {}
+
+
+def victim_partitions(exp: Experiment, victim: str) -> tuple[int, ...]:
+    """The partitions `victim` is made of (and those its negatives come from)."""
+    for name, owners, against in victim_groups(exp):
+        if name == victim:
+            return (*owners, *against)
+    return ()
 
 
 def global_accuracy(exp: Experiment, run_record: dict) -> dict:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from fedattack import defences
 from fedattack.snapshots import GLOBAL_VIEW, STANDALONE_VIEW, local_view
 
 if TYPE_CHECKING:
@@ -79,8 +80,8 @@ def sight_of(exp: Experiment, victim: str) -> Sight:
     a = exp.attacker
     if a is None:  # the global models, as every participant receives them
         return Sight("local", "passive", GLOBAL_VIEW, "global")
-    if a.kind == "global" and exp.federation.secure_aggregation is not None:
-        # SecAgg+: no upload is seen, only the sum of each round's sampled participants'
+    if a.kind == "global" and defences.hiding_uploads(exp) is not None:
+        # e.g. SecAgg+: no upload is seen, only the sum of each round's sampled participants'
         return Sight("global", a.mode, GLOBAL_VIEW, "global")
     if a.kind == "global":  # the victim participant's own uploads
         (partition,) = {name: owners for name, owners, _ in victim_groups(exp)}[victim]

@@ -109,6 +109,10 @@ class ResultRow(Mapping):
     global_test_accuracy: float | None = declared(Mean.SHARED, figure=True, optional=True,
                                                   default=None)
     epsilon: float | None = declared(Mean.SHARED, figure=True, default=None)  # the accountant's
+    # the aggregator's refusals that touched this victim (its upload refused, or another's that
+    # claimed its partition), "round R: node N: reason"; left out when there were none
+    refusals: tuple[str, ...] | None = declared(Mean.PER_VICTIM, optional=True, default=None,
+                                                load=tuple)
     attack_time_s: float | None = declared(Mean.AVERAGED, figure=True, optional=True,
                                            default=None)
     # a learnt attack's training (per victim), and the flags

@@ -36,6 +36,7 @@ from flwr.supercore.differential_privacy import (
 )
 
 from fedattack.config import Experiment
+from strategies.wrapper import Wrapper
 
 
 class _AdaptiveRound:
@@ -102,6 +103,31 @@ class ClientSideAdaptiveClipping(_AdaptiveRound, DifferentialPrivacyClientSideAd
         aggregate = self.noised_average(server_round, results, clip)
         self.clipping_norm = self.next_norm(clip, clipped, len(results))
         return aggregate
+
+
+class UniformWeights(Wrapper):
+    """Client-level DP's weighting, around Flower's DP wrapper: every upload weighs 1 in the
+    average (one participant moves it by at most clip / sampled), and numpy's global generator,
+    from which Flower's DP wrappers draw their noise, is seeded per round from ``noise_seed`` (so
+    the same seed gives the same run; None: untouched)."""
+
+    def __init__(self, inner: Strategy, *, uniform: bool = True,
+                 noise_seed: int | None = None) -> None:
+        super().__init__(inner)
+        self.uniform, self.noise_seed = uniform, noise_seed
+
+    def aggregate_fit(self, server_round, results, failures):
+        if self.uniform:
+            results = [(proxy, FitRes(res.status, res.parameters, 1,
+                                      {k: res.metrics[k] for k in INNER_METRICS
+                                       if k in res.metrics}))
+                       for proxy, res in results]
+        if self.noise_seed is not None:
+            np.random.seed((self.noise_seed * 1_000_003 + server_round) % 2**32)
+        return self.inner.aggregate_fit(server_round, results, failures)
+
+
+INNER_METRICS = (KEY_NORM_BIT,)  # what Flower's DP wrappers read: whether an update was clipped
 
 
 def client_dp(exp: Experiment, inner: Strategy) -> Strategy:

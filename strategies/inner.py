@@ -10,14 +10,7 @@ FedProx (which sends ``proximal_mu`` to the clients), FedAdam, FedYogi, FedAdagr
 from __future__ import annotations
 
 import numpy as np
-from flwr.common import (
-    FitRes,
-    NDArrays,
-    Parameters,
-    Scalar,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
+from flwr.common import FitRes, NDArrays, Parameters, Scalar
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import (
     FedAdagrad,
@@ -30,6 +23,7 @@ from flwr.server.strategy import (
 )
 
 from fedattack.config import StrategyConfig
+from strategies.wrapper import arrays_of, to_parameters
 
 
 def weighted_average(uploads: list[tuple[NDArrays, int]]) -> NDArrays:
@@ -62,8 +56,8 @@ class OrderedFedAvg(FedAvg):
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         if not results:
             return None, {}
-        uploads = [(parameters_to_ndarrays(res.parameters), res.num_examples) for _, res in results]
-        return ndarrays_to_parameters(weighted_average(uploads)), {}
+        uploads = [(arrays_of(res.parameters), res.num_examples) for _, res in results]
+        return to_parameters(weighted_average(uploads)), {}
 
 
 STRATEGIES: dict[str, type[FedAvg]] = {

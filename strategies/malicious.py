@@ -14,10 +14,13 @@ global attacker's view. Active, it adds two manipulations, alone or together:
   sends back, relative to that participant's own update. Each isolated participant's upload
   (its model) is also handed to ``on_isolated`` (run.json's test accuracy of the victim's model).
 
-Which node is which participant is learnt from the partition id each participant reports with its
-first accepted upload (``RecordingStrategy.partition_of``: a refused upload teaches it nothing);
-isolation therefore starts at round 2 at the earliest. A model sent to an isolated
-participant is recorded as kind ``sent`` with its partition id.
+The malice is a wrapper of its own (`MaliciousWrapper`, around any Flower strategy: it decides
+what is broadcast and what is averaged, the inner strategy averages); `MaliciousAggregator` is the
+experiment's composition of it with the upload gate and the recorder (strategies/recording.py).
+Which node is which participant is the gate's binding (strategies.binding: each node's
+configured partition, bound before it trains); a participant is isolated from the round after its
+first accepted upload, so isolation starts at round 2 at the earliest. A model sent to an isolated
+participant is recorded (by the recorder) as kind ``sent`` with its partition id.
 """
 
 from __future__ import annotations
@@ -25,21 +28,27 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from flwr.common import FitIns, NDArrays, Parameters, ndarrays_to_parameters
+from flwr.common import FitIns, NDArrays, Parameters
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import Strategy
 
 from fedattack.config import AttackerConfig
+from strategies.gate import partition_of_result
 from strategies.recording import RecordingStrategy
+from strategies.wrapper import RunState, Wrapper, arrays_of, to_parameters
 
 log = logging.getLogger(__name__)
 
 
-class MaliciousAggregator(RecordingStrategy):
-    """A recording strategy that ascends on the target (and known) records and isolates target
-    participants; the inner strategy (any Flower strategy) aggregates what it lets through.
+class MaliciousWrapper(Wrapper):
+    """Ascends on the target (and known) records and isolates target participants around
+    ``inner`` (any Flower strategy), which aggregates what it lets through.
 
     Args:
+        inner: the aggregation rule.
+        run: the aggregator's shared state (which node holds which partition; the round's log,
+            into which each ascent step's figures go). Without a gate, a RunState of its own.
         attacker: the ``attacker`` block of the experiment (kind ``global``).
         isolated: partition ids to isolate (empty unless the mode isolates).
         ascend: ``(weights, reference) -> weights`` moved up the ascended records' loss,
@@ -47,6 +56,89 @@ class MaliciousAggregator(RecordingStrategy):
             None unless the mode is active.
         on_isolated: ``(round, partition, weights)`` called with each isolated participant's
             upload, or None.
+    """
+
+    def __init__(self, inner: Strategy, run: RunState, *, attacker: AttackerConfig,
+                 isolated: set[int], ascend: Callable[[NDArrays, NDArrays], NDArrays] | None,
+                 on_isolated: Callable[[int, int, NDArrays], None] | None = None) -> None:
+        super().__init__(inner)
+        self.run = run
+        self.attacker, self.isolated, self.ascend = attacker, set(isolated), ascend
+        self.on_isolated = on_isolated
+        self.own_model: dict[int, NDArrays] = {}  # isolated partition -> model to send it
+        self.started_from: dict[int, NDArrays] = {}  # isolated partition -> model sent this round
+        self._broadcast: NDArrays | None = None
+
+    def __repr__(self) -> str:
+        return (f"MaliciousWrapper({self.inner!r}, mode={self.attacker.mode!r}, "
+                f"isolated={sorted(self.isolated)})")
+
+    def isolating(self, server_round: int) -> bool:
+        return bool(self.isolated) and server_round >= self.attacker.isolate_from
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        """The aggregate to everyone, except an isolated participant's own model to it."""
+        instructions = self.inner.configure_fit(server_round, parameters, client_manager)
+        self._broadcast = arrays_of(parameters)
+        self.started_from = {}
+        if not self.isolating(server_round):
+            return instructions
+        return [(proxy, self.instruction_for(proxy, ins)) for proxy, ins in instructions]
+
+    def instruction_for(self, proxy: ClientProxy, ins: FitIns) -> FitIns:
+        partition = self.run.binding.partition_of.get(proxy.cid)
+        if partition not in self.own_model:
+            return ins
+        own = self.started_from[partition] = self.own_model[partition]
+        return FitIns(to_parameters(own), ins.config)
+
+    def aggregate_fit(self, server_round: int, results, failures):
+        """Average the non-isolated uploads; ascend the broadcast model at ascent rounds."""
+        ascending = self.ascend is not None and self.attacker.ascends(server_round)
+        partition = {id(res): partition_of_result(self.run, proxy, res) for proxy, res in results}
+        if self.on_isolated is not None:
+            for _, res in results:
+                if partition[id(res)] in self.isolated:
+                    self.on_isolated(server_round, partition[id(res)], arrays_of(res.parameters))
+        if not self.isolating(server_round + 1):
+            parameters, metrics = self.inner.aggregate_fit(server_round, results, failures)
+            if not ascending or parameters is None:
+                return parameters, metrics
+            return to_parameters(self.ascended(server_round, arrays_of(parameters),
+                                               self._broadcast, "global")), metrics
+        for _, res in results:
+            pid = partition[id(res)]
+            if pid in self.isolated:
+                weights = arrays_of(res.parameters)
+                start = self.started_from.get(pid, self._broadcast)
+                self.own_model[pid] = (self.ascended(server_round, weights, start, str(pid))
+                                       if ascending else weights)
+        others = [(proxy, res) for proxy, res in results if partition[id(res)] not in self.isolated]
+        if not others:  # everyone is isolated: the shared model stands still
+            log.warning("round %d: every participant is isolated", server_round)
+            return to_parameters(self._broadcast), {}
+        return self.inner.aggregate_fit(server_round, others, failures)
+
+    def ascended(self, server_round: int, weights: NDArrays, start: NDArrays,
+                 who: str) -> NDArrays:
+        """`weights` moved up the ascended records' loss; what the step did goes into the round's
+        log."""
+        moved = self.ascend(weights, start)
+        last = getattr(self.ascend, "last", None)
+        round_log = self.run.current_log(server_round)
+        if last and round_log is not None:
+            round_log.ascent[who] = dict(last)
+        return moved
+
+
+class MaliciousAggregator(RecordingStrategy):
+    """The experiment's malicious aggregator: the upload gate, the recorder, and the malice
+    (`MaliciousWrapper`) around the inner strategy (any Flower strategy).
+
+    Args:
+        attacker, isolated, ascend, on_isolated: MaliciousWrapper's.
         kwargs: passed to RecordingStrategy (the inner strategy among them).
     """
 
@@ -54,68 +146,12 @@ class MaliciousAggregator(RecordingStrategy):
                  ascend: Callable[[NDArrays, NDArrays], NDArrays] | None,
                  on_isolated: Callable[[int, int, NDArrays], None] | None = None,
                  **kwargs) -> None:
+        self._malice = {"attacker": attacker, "isolated": isolated, "ascend": ascend,
+                        "on_isolated": on_isolated}
         super().__init__(**kwargs)
-        self.attacker, self.isolated, self.ascend = attacker, set(isolated), ascend
-        self.on_isolated = on_isolated
-        self.own_model: dict[int, NDArrays] = {}  # isolated partition -> model to send it
-        self.started_from: dict[int, NDArrays] = {}  # isolated partition -> model sent this round
 
     def __repr__(self) -> str:
         return f"MaliciousAggregator(mode={self.attacker.mode!r}, isolated={sorted(self.isolated)})"
 
-    def isolating(self, server_round: int) -> bool:
-        return bool(self.isolated) and server_round >= self.attacker.isolate_from
-
-    # -- Flower hooks ----------------------------------------------------------------------
-
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        """The aggregate to everyone, except an isolated participant's own model to it."""
-        instructions = super().configure_fit(server_round, parameters, client_manager)
-        self.started_from = {}
-        if not self.isolating(server_round):
-            return instructions
-        return [(proxy, self.instruction_for(proxy, ins, server_round))
-                for proxy, ins in instructions]
-
-    def instruction_for(self, proxy: ClientProxy, ins: FitIns, server_round: int) -> FitIns:
-        partition = self.partition_of.get(proxy.cid)
-        if partition not in self.own_model:
-            return ins
-        own = self.started_from[partition] = self.own_model[partition]
-        if self.record_round(server_round):
-            self.record("sent", server_round, own, partition=partition)
-        return FitIns(ndarrays_to_parameters(own), ins.config)
-
-    def aggregate(self, server_round: int, accepted: list[tuple[int, NDArrays, int]]) -> NDArrays:
-        """Average the non-isolated uploads; ascend the broadcast model at ascent rounds."""
-        ascending = self.ascend is not None and self.attacker.ascends(server_round)
-        if self.on_isolated is not None:
-            for pid, weights, _ in accepted:
-                if pid in self.isolated:
-                    self.on_isolated(server_round, pid, weights)
-        if not self.isolating(server_round + 1):
-            aggregate = self.delegate(server_round, accepted)
-            if not ascending:
-                return aggregate
-            return self.ascended(aggregate, self._broadcast, "global")
-        for pid, weights, _ in accepted:
-            if pid in self.isolated:
-                start = self.started_from.get(pid, self._broadcast)
-                self.own_model[pid] = (self.ascended(weights, start, str(pid)) if ascending
-                                       else weights)
-        others = [(pid, w, n) for pid, w, n in accepted if pid not in self.isolated]
-        if not others:  # everyone is isolated: the shared model stands still
-            log.warning("round %d: every participant is isolated", server_round)
-            return self._broadcast
-        return self.delegate(server_round, others)
-
-    def ascended(self, weights: NDArrays, start: NDArrays, who: str) -> NDArrays:
-        """`weights` moved up the ascended records' loss; what the step did goes into the round's
-        log."""
-        moved = self.ascend(weights, start)
-        last = getattr(self.ascend, "last", None)
-        if last and self.round_logs:
-            self.round_logs[-1].ascent[who] = dict(last)
-        return moved
+    def malice(self, inner: Strategy, run: RunState) -> Strategy:
+        return MaliciousWrapper(inner, run, **self._malice)

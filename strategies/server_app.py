@@ -23,7 +23,7 @@ import numpy as np
 from flwr.common import Context, ndarrays_to_parameters
 from flwr.server import Grid, LegacyContext, ServerApp, ServerAppComponents, ServerConfig
 from flwr.server.compat.app import start_grid
-from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow import DefaultWorkflow
 
 from fedattack import protocol
 from fedattack.active import GradientAscent, ascended_records, ascent_for
@@ -39,6 +39,7 @@ from fedattack.experiment import (
 from fedattack.io import write_json
 from fedattack.observation import aggregator_grants
 from fedattack.privacy import client_level_epsilon
+from fedattack.protocol import FederationFailed
 from fedattack.snapshots import SnapshotStore
 from fedattack.training import (
     evaluate,
@@ -53,6 +54,7 @@ from strategies.inner import inner_strategy
 from strategies.malicious import MaliciousAggregator
 from strategies.recording import RecordingStrategy, RoundLog
 from strategies.sampling import SeededClientManager
+from strategies.secure_aggregation import CheckedSecAggPlusWorkflow
 
 
 class GlobalModelLog:
@@ -66,7 +68,9 @@ class GlobalModelLog:
         self.device = resolve_device(exp.device)
         self.started = time.perf_counter()
         self.record = {"experiment": exp.name, "scenario": exp.scenario, "status": "running",
-                       "history": [], "rounds": [], "refusals": []}
+                       "history": [], "rounds": [], "refusals": [], "attacked_refusals": []}
+        self.attacked = attacked_partitions(splits)
+        self.binding = None  # the aggregator's strategies.binding.PartitionBinding
 
     def evaluate_fn(self, server_round: int, weights, _config) -> tuple[float, dict]:
         set_weights(self.model, weights)
@@ -111,6 +115,12 @@ class GlobalModelLog:
         entry = {"round": server_round, "accepted": round_log.accepted,
                  "rejected": round_log.rejected}
         self.record["refusals"].extend({"round": server_round, **r} for r in round_log.rejected)
+        # every refusal that touched an attacked participant: its own upload refused, or another
+        # node's upload claiming its partition (the attacks' view of it lacks or kept them)
+        self.record["attacked_refusals"].extend(
+            {"round": server_round, **r} for r in round_log.affecting(self.attacked))
+        if self.binding is not None:
+            self.record["binding"] = self.binding.as_record()
         if round_log.ascent:  # the active aggregator's steps: target loss, step and update norms
             entry["ascent"] = round_log.ascent
         spent = [m["epsilon"] for m in round_log.metrics.values() if "epsilon" in m]
@@ -128,6 +138,14 @@ class GlobalModelLog:
             # of the two bounds every record's membership
             entry["epsilon"] = self.record["epsilon"] = min(eps, max(spent)) if spent else eps
         self.record["rounds"].append(entry)
+
+
+def attacked_partitions(splits) -> set[int]:
+    """The partitions whose records the experiment's victims are (and those of the negatives
+    of a victim attacked against other partitions)."""
+    if splits is None:
+        return set()
+    return {int(p) for v in splits.victims for p in (*v.partitions, *v.against)}
 
 
 def build_strategy(
@@ -184,6 +202,7 @@ def build_strategy(
         on_round=log.on_round,
         on_failure=failed,
     )
+    log.binding = strategy.binding
     return strategy
 
 
@@ -247,24 +266,33 @@ def make_server_app(
             return
         legacy = LegacyContext(context=context, config=parts.config, strategy=parts.strategy,
                                client_manager=parts.client_manager)
-        workflow = secure_aggregation_workflow(exp, parts.strategy.partition_sizes)
+        workflow = secure_aggregation_workflow(exp, parts.strategy)
         DefaultWorkflow(fit_workflow=workflow)(grid, legacy)
 
     return app
 
 
-def secure_aggregation_workflow(exp: Experiment, partition_sizes: list[int]) -> SecAggPlusWorkflow:
-    """Flower's SecAgg+ fit workflow for ``federation.secure_aggregation``. Its weights are the
-    participants' example counts (under client-level DP, 1 each), at most the largest
-    partition's size (`max_weight`: each upload is scaled by its weight over it before
-    quantisation)."""
+def secure_aggregation_workflow(exp: Experiment,
+                                strategy: RecordingStrategy) -> CheckedSecAggPlusWorkflow:
+    """Flower's SecAgg+ fit workflow for ``federation.secure_aggregation``, with the checks of
+    strategies.secure_aggregation: a wrongly shaped masked vector is refused (listed in the
+    round's log of `strategy`), a halted round fails the run. Its weights are the participants'
+    example counts (under client-level DP, 1 each), at most the largest partition's size
+    (`max_weight`: each upload is scaled by its weight over it before quantisation)."""
     cfg = exp.federation.secure_aggregation
-    max_weight = 1 if exp.federation.client_dp is not None else max(partition_sizes)
-    return SecAggPlusWorkflow(num_shares=cfg.num_shares,
-                              reconstruction_threshold=cfg.reconstruction_threshold,
-                              max_weight=max_weight, clipping_range=cfg.clipping_range,
-                              quantization_range=cfg.quantization_range,
-                              modulus_range=cfg.modulus_range)
+    max_weight = 1 if exp.federation.client_dp is not None else max(strategy.partition_sizes)
+
+    def halted(server_round: int, stage: str, reason: str) -> None:
+        strategy.fail(FederationFailed(f"round {server_round}: secure aggregation (SecAgg+) "
+                                       f"halted in its {stage} stage: {reason}; no model was "
+                                       "aggregated"))
+
+    return CheckedSecAggPlusWorkflow(on_refused=strategy.refuse_before_aggregation,
+                                     on_halted=halted, num_shares=cfg.num_shares,
+                                     reconstruction_threshold=cfg.reconstruction_threshold,
+                                     max_weight=max_weight, clipping_range=cfg.clipping_range,
+                                     quantization_range=cfg.quantization_range,
+                                     modulus_range=cfg.modulus_range)
 
 
 app = make_server_app()

@@ -11,7 +11,7 @@ import numpy as np
 from flwr.client import ClientApp
 from flwr.common import Context
 
-from clients.client_app import Participant
+from clients.client_app import Participant, client_clipping_mod, secure_aggregation_mod
 from fedattack import protocol
 
 
@@ -26,8 +26,8 @@ def damage(case: str, weights, n: int, metrics: dict):
         metrics[protocol.PARTITION_ID] = str(metrics[protocol.PARTITION_ID])
     elif case == "no-partition":
         del metrics[protocol.PARTITION_ID]
-    elif case == "claims-partition-0":  # the honest partition 0 uploads too: a duplicate
-        metrics[protocol.PARTITION_ID] = 0
+    elif case.startswith("claims-partition-"):  # another participant's partition
+        metrics[protocol.PARTITION_ID] = int(case.removeprefix("claims-partition-"))
     elif case == "negative-examples":
         n = -1_000_000
     elif case == "absurd-examples":
@@ -44,6 +44,8 @@ def damage(case: str, weights, n: int, metrics: dict):
         weights = [w.astype(np.float64) if w.dtype.kind == "f" else w for w in weights]
     elif case == "wrong-shape":
         weights[0] = weights[0][:1]
+    elif case == "transposed":  # the first matrix transposed (issue 25, item 4)
+        weights[0] = np.ascontiguousarray(weights[0].T)
     elif case == "raises":
         raise RuntimeError("hostile participant crashed on purpose")
     elif case != "honest":
@@ -84,7 +86,30 @@ def hostile_client_app(cases: dict, overrides: dict | None) -> ClientApp:
                        int(threads) if threads else None, context.state,
                        str(run_config[protocol.RUN_DIR])).to_client()
 
-    return ClientApp(client_fn=client_fn)
+    return ClientApp(client_fn=client_fn, mods=[secure_aggregation_mod, client_clipping_mod])
+
+
+# participant 1 claims partition 3 in every round (issue 25, item 1: under client sampling)
+IMPOSTOR_OF_3 = {(1, r): "claims-partition-3" for r in range(1, 11)}
+# participant 1 claims partition 2 in every round (item 2: the owner must not be excluded)
+LIAR_ABOUT_2 = {(1, r): "claims-partition-2" for r in range(1, 11)}
+
+
+def make_impostor_client_app(overrides: dict | None = None) -> ClientApp:
+    return hostile_client_app(IMPOSTOR_OF_3, overrides)
+
+
+def make_liar_client_app(overrides: dict | None = None) -> ClientApp:
+    return hostile_client_app(LIAR_ABOUT_2, overrides)
+
+
+# under SecAgg+: round 1, participant 1's masked vector is of the wrong shape; round 2, two of
+# three participants fail, too few for the protocol's threshold (issue 25, items 3 and 4)
+SECAGG_BREAKERS = {(1, 1): "transposed", (1, 2): "raises", (2, 2): "raises"}
+
+
+def make_secagg_breaker_client_app(overrides: dict | None = None) -> ClientApp:
+    return hostile_client_app(SECAGG_BREAKERS, overrides)
 
 
 def make_mixed_client_app(overrides: dict | None = None) -> ClientApp:

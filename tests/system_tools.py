@@ -1,6 +1,6 @@
-"""Tests that need a system tool (docker-compose, a docker engine, openssl...): skipped, with a
-reason naming the tool and its Debian package, on a machine that lacks it, so that `make test`
-passes with only what `make` installs. .ci/run installs every tool and sets
+"""Tests that need a system tool (docker-compose, a docker engine, openssl, chromium...):
+skipped, with a reason naming the tool and its Debian package, on a machine that lacks it, so
+that `make test` passes with only what `make` installs. .ci/run installs every tool and sets
 FEDATTACK_REQUIRE_TOOLS=1: there nothing is skipped, and a missing tool fails its tests."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ DEBIAN_PACKAGES = {
     "openssl": "openssl",
     "ssh-keygen": "openssh-client",
     "make": "make",
+    "chromium": "chromium",
 }
 
 

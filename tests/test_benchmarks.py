@@ -5,7 +5,8 @@ finite, is checked.
 
 Three take about a minute of CPU each even tiny (the Flower ones start Ray and simulate
 federations; per_example_grads measures memory in fresh processes, one a full white-box attack):
-slow-marked, run by .ci/run; reference_models and parse_time run in `make test`."""
+slow-marked, run by .ci/run, as is fl_apis (half a minute: it records the quickstart model's
+uploads both ways); reference_models and parse_time run in `make test`."""
 
 import os
 import re
@@ -34,11 +35,13 @@ PRINTED = {
     "fl_overhead.py": ["Ray start-up", "Flower first round", "steady rounds 2..2",
                        "ratio Flower / plain, excluding start-up"],
     "fl_scale.py": ["| participants | Flower s/round", "| 2 |", "| 3 |"],
+    "fl_apis.py": ["legacy RecordingStrategy s/round", "Message API UploadGate(Recorder(FedAvg))",
+                   "ratio Message API / legacy"],
     "parse_time.py": ["| parse quickstart.yaml |", "| import torch |",
                       "ratio parse / import torch",
                       "imported by parsing: none of torch, flwr, ray"],
 }
-SLOW = {"fl_overhead.py", "fl_scale.py", "per_example_grads.py"}
+SLOW = {"fl_overhead.py", "fl_scale.py", "per_example_grads.py", "fl_apis.py"}
 
 
 def run_tiny(script: str) -> str:

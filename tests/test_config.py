@@ -118,10 +118,11 @@ def test_shipped_experiments_validate(path):
     assert result.exit_code == 0, result.output
 
 
-def test_the_readme_experiment_file_is_valid_and_gives_the_defaults(tmp_path):
-    """The README's annotated experiment file documents every default; it must stay true."""
-    readme = (REPO / "README.md").read_text()
-    example = readme.split("### The experiment file", 1)[1].split("```yaml", 1)[1]
+def test_the_documented_experiment_file_is_valid_and_gives_the_defaults(tmp_path):
+    """The annotated experiment file of docs/how-to/experiments.md documents every default; it
+    must stay true."""
+    readme = (REPO / "docs" / "how-to" / "experiments.md").read_text()
+    example = readme.split("## The experiment file", 1)[1].split("```yaml", 1)[1]
     path = tmp_path / "readme.yaml"
     path.write_text(example.split("```", 1)[0])
     exp = load_experiment(path)

@@ -1,6 +1,7 @@
-"""`flwr run .` as the README says (issue 11): Flower's own local SuperLink runs the ServerApp and
-ClientApp of pyproject.toml in a simulation; the run ends ``finished:completed`` (`flwr ls`) and
-its run directory holds run.json (finished) and the snapshots.
+"""`flwr run .` as docs/explanation/design.md says (issue 11): Flower's own local SuperLink
+runs the ServerApp and ClientApp of pyproject.toml in a simulation; the run ends
+``finished:completed`` (`flwr ls`) and its run directory holds run.json (finished) and the
+snapshots.
 
 Slow (a SuperLink, a SuperExec and a Ray simulation); .ci/run runs it explicitly.
 """
@@ -108,9 +109,10 @@ def test_flwr_run_as_the_readme_says_completes_and_writes_the_run_directory(tmp_
                                         users_project(tmp_path))
     run_dir = tmp_path / "run"
     env = {**os.environ, "FLWR_HOME": str(home),
-           # the venv activated, as the README says: flwr starts flower-superlink from the PATH
+           # the venv activated, as docs/explanation/design.md says: flwr starts
+           # flower-superlink from the PATH
            "PATH": os.pathsep.join([str(FLWR.parent), os.environ.get("PATH", "")]),
-           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",  # as the README says
+           "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",  # as the docs say
            "FLWR_DISABLE_UPDATE_CHECK": "1",
            # ports of its own, so that no other local SuperLink is reused or disturbed
            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),

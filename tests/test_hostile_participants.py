@@ -26,7 +26,7 @@ from fedattack.snapshots import SnapshotStore
 from strategies.inner import weighted_average
 from strategies.malicious import MaliciousAggregator
 from strategies.recording import RecordingStrategy
-from tests.flower_fakes import client_manager, fit_res
+from tests.flower_fakes import FakeProxy, client_manager, fit_res
 from tests.hostile_participants import ALL_BAD_IN_ROUND_2, MIXED, damage
 
 NAMES = ["w", "b", "count"]
@@ -141,54 +141,101 @@ def test_each_damaged_upload_is_refused_with_its_reason_and_the_round_goes_on(
     store = strategy.store
     assert sorted(r.partition for r in store.records(view="global", kind="upload")) == [0, 1]
     assert strategy.failure is None and failures == []
-    assert strategy.partition_of == {proxies[0].cid: 0, proxies[1].cid: 1}
+    # bound from what each node's configuration says, before round 1, whatever it uploaded
+    assert strategy.partition_of == {p.cid: i for i, p in enumerate(proxies)}
 
 
-def test_duplicated_partition_in_a_round_refuses_both_claims(tmp_path):
+def test_partitions_are_bound_once_before_the_first_round_and_asked_once(tmp_path):
+    strategy, rng = strategy_for(tmp_path)
+    manager, proxies = client_manager(3)
+    parameters = strategy.initialize_parameters(manager)
+    strategy.configure_fit(1, parameters, manager)
+    assert strategy.partition_of == {p.cid: i for i, p in enumerate(proxies)}
+    assert [p.asked for p in proxies] == [1, 1, 1]
+    strategy.configure_fit(2, parameters, manager)
+    assert [p.asked for p in proxies] == [1, 1, 1]
+
+
+def test_a_participant_claiming_anothers_partition_is_refused_and_the_owner_aggregated(
+        tmp_path):
     strategy, rng = strategy_for(tmp_path)
     manager, proxies = client_manager(3)
     uploads = [(model_weights(rng), 10, honest_metrics(pid)) for pid in (0, 1, 1)]
-    _, round_log = play(strategy, manager, proxies, 1, uploads)
-    assert round_log.accepted == [0]
-    assert [r["node"] for r in round_log.rejected] == [proxies[1].cid, proxies[2].cid]
-    for refusal in round_log.rejected:
-        assert "partition 1 claimed by 2 uploads" in refusal["reason"]
-        assert refusal["partition"] == 1
-    assert strategy.partition_of == {proxies[0].cid: 0}  # learnt from accepted uploads only
+    new, round_log = play(strategy, manager, proxies, 1, uploads)
+    assert round_log.accepted == [0, 1]
+    (refusal,) = round_log.rejected
+    assert refusal["node"] == proxies[2].cid
+    assert refusal["partition"] == 1 and refusal["bound"] == 2
+    assert (f"claims partition 1 (node {proxies[1].cid}'s), but this node is bound to "
+            "partition 2") in refusal["reason"]
+    for got, want in zip(parameters_to_ndarrays(new),
+                         weighted_average([(w, n) for w, n, _ in uploads[:2]]), strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert round_log.affecting({1}) == [refusal] and round_log.affecting({2}) == [refusal]
+    assert round_log.affecting({0}) == []
 
 
-def test_a_node_keeps_its_partition_and_cannot_take_anothers(tmp_path):
+def test_a_node_claiming_anothers_partition_every_round_never_excludes_the_owner(tmp_path):
     strategy, rng = strategy_for(tmp_path)
     manager, proxies = client_manager(4)
-    new, _ = play(strategy, manager, proxies, 1,
-                  [(model_weights(rng), 10, honest_metrics(p)) for p in range(3)])
-    # round 2: node 2 claims partition 0 (honest 0 uploads too); a new node claims partition 1
-    uploads = [(model_weights(rng), 10, honest_metrics(p)) for p in (0, 1, 0, 1)]
-    _, round_log = play(strategy, manager, proxies, 2, uploads, new)
-    assert round_log.accepted == [0, 1]
-    reasons = {r["node"]: r["reason"] for r in round_log.rejected}
-    assert set(reasons) == {proxies[2].cid, proxies[3].cid}
-    assert "claims partition 0, but this node uploaded as partition 2" in reasons[proxies[2].cid]
-    assert f"partition 1 is node {proxies[1].cid}'s" in reasons[proxies[3].cid]
-    # round 3: node 2 claims partition 0 alone; honest node 0 is absent
-    _, round_log = play(strategy, manager, [proxies[2]], 3,
+    new = None
+    for server_round in (1, 2, 3):
+        uploads = [(model_weights(rng), 10, honest_metrics(p)) for p in (0, 1, 0, 1)]
+        new, round_log = play(strategy, manager, proxies, server_round, uploads, new)
+        assert round_log.accepted == [0, 1]
+        reasons = {r["node"]: r["reason"] for r in round_log.rejected}
+        assert set(reasons) == {proxies[2].cid, proxies[3].cid}
+        assert "bound to partition 2" in reasons[proxies[2].cid]
+        assert "bound to partition 3" in reasons[proxies[3].cid]
+    # alone, with the owner absent, the impostor is still refused
+    _, round_log = play(strategy, manager, [proxies[2]], 4,
                         [(model_weights(rng), 10, honest_metrics(0))], new)
     assert round_log.accepted == []
-    assert "uploaded as partition 2 before" in round_log.rejected[0]["reason"]
+    assert "bound to partition 2" in round_log.rejected[0]["reason"]
 
 
 def test_a_reconnected_node_takes_over_its_partition_when_the_old_node_is_gone(tmp_path):
     strategy, rng = strategy_for(tmp_path)
-    manager, proxies = client_manager(3)
-    new, _ = play(strategy, manager, proxies[:2], 1,
+    manager, proxies = client_manager(2)
+    new, _ = play(strategy, manager, proxies, 1,
                   [(model_weights(rng), 10, honest_metrics(p)) for p in range(2)])
-    _, round_log = play(strategy, manager, [proxies[0], proxies[2]], 2,
+    manager.unregister(proxies[1])
+    back = FakeProxy("2001", 1)  # the same SuperNode under a new node id
+    manager.register(back)
+    _, round_log = play(strategy, manager, [proxies[0], back], 2,
                         [(model_weights(rng), 10, honest_metrics(p)) for p in range(2)], new)
     assert round_log.accepted == [0, 1] and round_log.rejected == []
-    assert strategy.partition_of == {proxies[0].cid: 0, proxies[2].cid: 1}
+    assert strategy.partition_of == {proxies[0].cid: 0, back.cid: 1}
 
 
-def test_malicious_aggregator_learns_partitions_only_from_accepted_uploads(tmp_path):
+def test_a_newcomer_claiming_a_connected_nodes_partition_stays_unbound(tmp_path):
+    strategy, rng = strategy_for(tmp_path)
+    manager, proxies = client_manager(2)
+    new, _ = play(strategy, manager, proxies, 1,
+                  [(model_weights(rng), 10, honest_metrics(p)) for p in range(2)])
+    newcomer = FakeProxy("2001", 1)
+    manager.register(newcomer)
+    _, round_log = play(strategy, manager, [*proxies, newcomer], 2,
+                        [(model_weights(rng), 10, honest_metrics(p)) for p in (0, 1, 1)], new)
+    assert round_log.accepted == [0, 1]
+    (refusal,) = round_log.rejected
+    assert refusal["node"] == "2001" and refusal["bound"] is None
+    assert f"which node {proxies[1].cid} was bound to first" in refusal["reason"]
+
+
+def test_two_nodes_saying_they_hold_one_partition_fail_the_run_before_training(tmp_path):
+    failures = []
+    strategy, _ = strategy_for(tmp_path, failures=failures)
+    manager, _ = client_manager(3, partitions=[0, 1, 1])
+    sent = strategy.configure_fit(1, strategy.initialize_parameters(manager), manager)
+    assert sent == []
+    (error,) = failures
+    assert isinstance(error, FederationFailed) and "\n" not in str(error)
+    assert str(error).startswith("round 1: nodes 1001, 1002 all say they hold partition 1")
+
+
+def test_malicious_aggregator_has_no_model_for_an_isolated_node_whose_upload_was_refused(
+        tmp_path):
     strategy, rng = strategy_for(
         tmp_path, MaliciousAggregator, attacker=AttackerConfig(mode="isolating", targets=[0],
                                                                 isolate_from=2),
@@ -199,11 +246,14 @@ def test_malicious_aggregator_learns_partitions_only_from_accepted_uploads(tmp_p
                (model_weights(rng), 10, honest_metrics(2)),
                (model_weights(rng), 10, honest_metrics(2))]
     new, round_log = play(strategy, manager, proxies, 1, uploads)
-    assert round_log.accepted == [1]
-    assert strategy.partition_of == {proxies[1].cid: 1}
+    assert round_log.accepted == [1, 2]
+    assert strategy.partition_of == {p.cid: i for i, p in enumerate(proxies)}
     assert 0 not in strategy.own_model  # nothing to send the isolated participant yet
     sent = strategy.configure_fit(2, new, manager)
-    assert len(sent) == 4  # everyone gets the aggregate; no node was taken for partition 0
+    new_arrays = parameters_to_ndarrays(new)
+    for _, ins in sent:  # everyone gets the aggregate
+        for got, want in zip(parameters_to_ndarrays(ins.parameters), new_arrays, strict=True):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_a_round_with_no_accepted_upload_fails_the_run_with_each_reason(tmp_path):
@@ -285,7 +335,7 @@ EXPECTED_REASONS = {  # case of tests/hostile_participants.MIXED -> phrase of it
     "negative-partition": "'partition_id' -1 outside 0..4",
     "out-of-range-partition": "'partition_id' 99 outside 0..4",
     "string-partition": "not an integer",
-    "claims-partition-0": "partition 0 is node",
+    "claims-partition-0": "claims partition 0 (node",
     "negative-examples": "num_examples -1000000 outside 1..300",
     "absurd-examples": "num_examples 1000000000 outside 1..300",
     "extra-metric": "unexpected fit metrics ['exfiltrated']",
@@ -313,7 +363,7 @@ def test_simulation_with_hostile_participants_finishes_and_lists_each_refusal(
     assert [r["accepted"] for r in record["rounds"]] == [honest[1], honest[2], honest[3]]
     assert honest[1] == [0] and honest[2] == [0] and honest[3] == [0]
     refusals = record["refusals"]
-    assert all(set(r) == {"round", "node", "partition", "reason"} for r in refusals)
+    assert all(set(r) == {"round", "node", "partition", "bound", "reason"} for r in refusals)
     for (_, server_round), case in MIXED.items():
         matching = [r for r in refusals if r["round"] == server_round
                     and EXPECTED_REASONS[case] in r["reason"]]
@@ -414,3 +464,68 @@ def test_a_full_disk_during_a_simulation_fails_with_one_line_and_nothing_half_wr
     for rec in store.records():
         store.read_arrays(rec)
     assert {r.round for r in store.records(view="global", kind="upload")} == {1}
+
+
+# ------------------------------------------- a participant in another's place (issue 25, 1-2)
+
+def run_with(monkeypatch, tmp_path, factory: str, exp: Experiment) -> dict:
+    import fedattack.simulation as simulation
+
+    monkeypatch.setattr(simulation, "CLIENT_APP_FACTORY", f"tests.hostile_participants:{factory}")
+    return simulation.run_federated(exp, tmp_path)
+
+
+def test_under_client_sampling_an_impostor_is_refused_and_the_owner_aggregated(
+        tmp_path, monkeypatch):
+    exp = hostile_experiment("impostor", participants=4, rounds=4)
+    exp = exp.model_copy(update={"federation": exp.federation.model_copy(
+        update={"clients_per_round": 2})})
+    record = run_with(monkeypatch, tmp_path, "make_impostor_client_app", exp)
+    assert record["status"] == "finished"
+    binding = record["binding"]
+    assert sorted(binding) == ["0", "1", "2", "3"] and len(set(binding.values())) == 4
+    impostor, owner = binding["1"], binding["3"]
+    store = SnapshotStore(tmp_path / SNAPSHOT_DIR)
+    impostor_rounds = owner_rounds = 0
+    for entry in record["rounds"]:
+        server_round = entry["round"]
+        refused = {r["node"]: r for r in entry["rejected"]}
+        assert 1 not in entry["accepted"]  # every upload of the impostor is refused...
+        if impostor in refused:
+            impostor_rounds += 1
+            assert refused[impostor]["partition"] == 3 and refused[impostor]["bound"] == 1
+            assert f"claims partition 3 (node {owner}'s), but this node is bound to partition 1" \
+                in refused[impostor]["reason"]
+        assert owner not in refused  # ...and the owner of partition 3 never is
+        if 3 in entry["accepted"]:
+            owner_rounds += 1
+        uploads = {u.partition for u in store.records(view="global", kind="upload",
+                                                      round=server_round)}
+        assert uploads == set(entry["accepted"])
+    assert impostor_rounds >= 1 and owner_rounds >= 1, record["rounds"]
+    # the refusals touched attacked participants 1 and 3: run.json and the results say so
+    touched = record["attacked_refusals"]  # the victim is everyone's records here
+    assert len(touched) == impostor_rounds
+    assert all(r["node"] == impostor and r["partition"] == 3 for r in touched)
+    from fedattack.membership import victim_refusals
+    for partitions in ((1,), (3,), (0, 1, 2, 3)):
+        (lines,) = victim_refusals(record, partitions).values()
+        assert len(lines) == impostor_rounds and "claims partition 3" in lines[0]
+    assert victim_refusals(record, (0,)) == {} and victim_refusals(record, (2,)) == {}
+
+
+def test_a_participant_claiming_anothers_partition_every_round_excludes_no_one(
+        tmp_path, monkeypatch):
+    exp = hostile_experiment("liar", participants=3, rounds=3)
+    record = run_with(monkeypatch, tmp_path, "make_liar_client_app", exp)
+    assert record["status"] == "finished"
+    assert [r["accepted"] for r in record["rounds"]] == [[0, 2]] * 3
+    liar = record["binding"]["1"]
+    for entry in record["rounds"]:
+        (refusal,) = entry["rejected"]
+        assert refusal["node"] == liar and refusal["bound"] == 1
+        assert "bound to partition 1" in refusal["reason"]
+    store = SnapshotStore(tmp_path / SNAPSHOT_DIR)
+    for server_round in (1, 2, 3):
+        ups = store.records(view="global", kind="upload", round=server_round)
+        assert [u.partition for u in ups] == [0, 2]

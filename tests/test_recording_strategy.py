@@ -64,6 +64,9 @@ def test_configure_fit_sends_config_to_all_and_records_broadcast(setup):
 
 def aggregate_round(strategy, manager, proxies, uploads, server_round=1):
     params = strategy.initialize_parameters(manager) if server_round == 1 else None
+    for proxy, (_, _, pid) in zip(proxies, uploads, strict=False):
+        if proxy.cid not in strategy.partition_of:  # its node_config, before it is bound
+            proxy.partition = pid
     strategy.configure_fit(server_round, params or strategy.last, manager)
     results = [(proxies[i], fit_res(w, n, pid)) for i, (w, n, pid) in enumerate(uploads)]
     agg, metrics = strategy.aggregate_fit(server_round, results, [])

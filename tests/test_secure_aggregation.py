@@ -198,3 +198,62 @@ def test_the_global_attacker_attacks_the_aggregates(secagg_run):
         assert row["attacker"] == "global" and row["snapshots"] == "round-1,round-2"
         assert row["observed"] == "the aggregates only (secure aggregation hides every upload)"
         assert 0 <= row["auc"] <= 1
+
+
+# -- hostile participants under SecAgg+ (issue 25, items 3 and 4) ----------------------------
+
+def test_a_wrong_masked_vector_is_refused_and_a_halted_round_fails_the_run(
+        tmp_path, monkeypatch):
+    """Round 1: participant 1 uploads a transposed matrix, so its masked vector has the wrong
+    shape: refused, named, and the round aggregates the other two (SecAgg+ treats it as having
+    dropped out). Round 2: two of three participants fail, too few for the threshold: SecAgg+
+    halts the round, and the run fails with one line instead of ending "finished" untrained."""
+    import fedattack.simulation as simulation
+    from fedattack.experiment import RUN_FILE
+    from fedattack.io import read_json
+    from fedattack.protocol import FederationFailed
+
+    monkeypatch.setattr(simulation, "CLIENT_APP_FACTORY",
+                        "tests.hostile_participants:make_secagg_breaker_client_app")
+    exp = experiment(name="secagg-breakers", attacker=None, attack=None,
+                     data={k: v for k, v in TINY["data"].items()
+                           if k not in ("partition", "alpha", "min_partition_size")},
+                     federation=federation(num_participants=3, clients_per_round=None, rounds=3))
+    with pytest.raises(FederationFailed) as failed:
+        run_federated(exp, tmp_path)
+    message = str(failed.value)
+    assert "\n" not in message and message.startswith(
+        "round 2: secure aggregation (SecAgg+) halted in its collect-masked-vectors stage")
+    assert "1 of 3 sampled participant(s) still active" in message
+    record = read_json(tmp_path / RUN_FILE)
+    assert record["status"] == "failed" and record["error"] == message
+    (first,) = record["rounds"]
+    assert first["accepted"] == [0, 2]
+    (refusal,) = first["rejected"]
+    assert refusal["node"] == record["binding"]["1"] and refusal["bound"] == 1
+    assert "masked tensor 1 has shape (600, 1024), expected (1024, 600)" in refusal["reason"]
+    assert [h["round"] for h in record["history"]] == [0, 1]  # nothing after the halted round
+    store = SnapshotStore(tmp_path / SNAPSHOT_DIR)
+    (glob,) = store.records(view="global", kind="global", round=1)
+    assert all(np.isfinite(a).all() for a in store.read_arrays(glob))
+
+
+def test_a_masked_vector_is_checked_before_it_is_summed():
+    from flwr.common import ndarray_to_bytes
+
+    from strategies.secure_aggregation import masked_vector_fault
+
+    shapes, mod = [(1,), (2, 3)], 1 << 10
+    good = [ndarray_to_bytes(np.array([4])), ndarray_to_bytes(np.ones((2, 3), np.int64))]
+    assert masked_vector_fault(good, shapes, mod) is None
+    cases = [
+        (good[:1], "masked vector of 1 tensors, expected 2"),
+        ([good[0], ndarray_to_bytes(np.ones((3, 2), np.int64))],
+         "masked tensor 1 has shape (3, 2), expected (2, 3)"),
+        ([good[0], ndarray_to_bytes(np.ones((2, 3)))], "dtype float64, expected integers"),
+        ([good[0], ndarray_to_bytes(np.full((2, 3), mod))], "outside [0, 1024)"),
+        ([good[0], b"garbage"], "masked tensor 1 unreadable"),
+        ("not a list", "masked vector of str tensors"),
+    ]
+    for vector, says in cases:
+        assert says in masked_vector_fault(vector, shapes, mod)

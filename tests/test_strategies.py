@@ -192,3 +192,84 @@ def test_fedprox_with_a_local_ascending_attacker_in_a_flower_simulation(tmp_path
     record, results = run_experiment(exp, tmp_path / "run", show_progress=False)
     assert record["status"] == "finished" and not record["refusals"]
     assert results[0]["attacker"] == "local"
+
+
+# -- what the inner strategy returns is checked (issue 25, item 5) ---------------------------
+
+def adam_round(tmp_path, uploads_of):
+    """Rounds of FedAdam under the recorder; uploads_of(round, broadcast) -> two uploads."""
+    failures = []
+    rng = np.random.default_rng(3)
+    initial = [rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(4,)).astype(np.float32)]
+    strategy = RecordingStrategy(
+        store=SnapshotStore(tmp_path / "snapshots"), record_round=lambda r: True,
+        weight_names=["w", "b"], partition_sizes=[100] * 2, on_failure=failures.append,
+        inner=inner_strategy("fedadam", initial_parameters=ndarrays_to_parameters(initial)))
+    manager, proxies = client_manager(2)
+    params, models = strategy.initialize_parameters(manager), []
+    for server_round in (1, 2, 3):
+        strategy.configure_fit(server_round, params, manager)
+        sent = parameters_to_ndarrays(params)
+        results = [(proxies[i], fit_res(u, 10, i))
+                   for i, u in enumerate(uploads_of(server_round, sent))]
+        params, _ = strategy.aggregate_fit(server_round, results, [])
+        if params is None:
+            break
+        models.append(parameters_to_ndarrays(params))
+    return strategy, failures, models
+
+
+def test_fedadam_frozen_by_one_extreme_upload_fails_the_run_in_one_line(tmp_path):
+    def uploads(server_round, sent):
+        honest = [w + 0.01 for w in sent]
+        extreme = [np.full_like(w, 3e38) for w in sent] if server_round == 1 else honest
+        return [honest, extreme]
+
+    strategy, failures, models = adam_round(tmp_path, uploads)
+    (error,) = failures
+    assert models == [] and strategy.failure is error and "\n" not in str(error)
+    assert str(error).startswith("round 1: FedAdam(accept_failures=True) returned the model it "
+                                 "was sent, unchanged, although the average of its 2 accepted "
+                                 "upload(s) (partitions 0, 1) moved")
+    assert strategy.store.records(view="global", kind="global", round=1) == []
+
+
+def test_fedadam_with_honest_uploads_moves_and_is_not_flagged(tmp_path):
+    strategy, failures, models = adam_round(
+        tmp_path, lambda r, sent: [[w + 0.01 for w in sent], [w - 0.005 for w in sent]])
+    assert failures == [] and len(models) == 3
+    assert not all(np.array_equal(a, b) for a, b in zip(models[0], models[1], strict=True))
+
+
+def test_uploads_that_cancel_out_leave_fedavg_where_it_was_without_failing(tmp_path):
+    rng = np.random.default_rng(4)
+    strategy = wrapped(tmp_path, RecordingStrategy, inner_strategy(
+        "fedavg", initial_parameters=ndarrays_to_parameters(
+            [np.zeros((3, 4), np.float32), np.zeros(4, np.float32)])))
+    manager, proxies = client_manager(3)
+    params = strategy.initialize_parameters(manager)
+    up = [rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(4,)).astype(np.float32)]
+    _, new = play_round(strategy, manager, proxies, 1, params,
+                        [(up, 1), ([-u for u in up], 1), ([np.zeros_like(u) for u in up], 1)])
+    assert strategy.failure is None
+    same(parameters_to_ndarrays(new), parameters_to_ndarrays(params))
+
+
+class NaNStrategy(FedAdam):
+    def aggregate_fit(self, server_round, results, failures):
+        arrays = parameters_to_ndarrays(results[0][1].parameters)
+        return ndarrays_to_parameters([np.full_like(a, np.nan) for a in arrays]), {}
+
+
+def test_a_non_finite_model_from_the_inner_strategy_fails_the_run(tmp_path):
+    rng = np.random.default_rng(5)
+    initial = [rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(4,)).astype(np.float32)]
+    strategy = wrapped(tmp_path, RecordingStrategy,
+                       NaNStrategy(initial_parameters=ndarrays_to_parameters(initial)))
+    manager, proxies = client_manager(3)
+    params = strategy.initialize_parameters(manager)
+    _, new = play_round(strategy, manager, proxies, 1, params,
+                        [([w + 1 for w in initial], 1)] * 3)
+    assert new is None
+    assert "round 1: the new global model of FedAdam" in str(strategy.failure)
+    assert "tensor 0 holds NaN or Inf" in str(strategy.failure)

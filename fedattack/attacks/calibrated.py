@@ -27,7 +27,8 @@ extractor per gradient layer, every model a "snapshot" of it).
   record. Needs disjoint partitions and two participants besides the victim. An upload never
   trained on the victim's records in its own local step, but it started from a global model
   that did in the earlier rounds: the calibration removes only what the victim's last local
-  training added (measured in the README: weaker than the offline references). Under isolation the
+  training added (measured in docs/reproductions/calibrated.md: weaker than the offline
+  references). Under isolation the
   victim trained from another model than the others, so the calibration is off; it is not refused
   (as FedMIA is not), but read such a result with that in mind.
 

@@ -174,7 +174,8 @@ class AttackConfig(Strict):
 
 FEDERATED_MODES = ("passive", "gradient-ascent", "isolating", "isolating-gradient-ascent")
 # Default relative ascent step (see AttackerConfig): measured to keep the global model within a
-# few points of the passive run's test accuracy (README, Table X).
+# few points of the passive run's test accuracy (docs/reproductions/federated-attackers.md,
+# Table X).
 ASCENT_FRACTION = 0.1
 
 

@@ -131,7 +131,9 @@ class DataConfig(Strict):
         "as a mapping (csv, npz, imagefolder, hf or loader; see DatasetSource)")
     members: FilePath | None = Field(
         default=None, description="stand-alone audit (with model.weights): the indices of the "
-        "records the model was trained on (.npy, or .txt/.csv of integers); the ground truth, "
+        "records the model was trained on (.npy, or .txt/.csv of integers); federated audit of "
+        "your own Flower app: a .npz with one array of record indices per partition "
+        "(partition-0, partition-1, ...), written by fedattack.messageapi; the ground truth, "
         "read only to write the run's splits")
     root: str | None = Field(
         default=None,

@@ -62,8 +62,15 @@ class Experiment(Strict):
         if self.model.weights is not None and self.data.members is None:
             raise ValueError("model.weights: needs data.members, the indices of the records "
                              "the model was trained on (the ground truth of the audit)")
-        if self.data.members is not None and self.model.weights is None:
-            raise ValueError("data.members: for a model trained elsewhere (model.weights)")
+        if self.data.members is not None and self.model.weights is None and not (
+                self.scenario == "federated" and str(self.data.members).endswith(".npz")):
+            raise ValueError("data.members: for a model trained elsewhere (model.weights), or, "
+                             "in a federated audit of your own Flower app, a .npz of each "
+                             "partition's training records (fedattack.messageapi)")
+        if self.data.members is not None and self.scenario == "federated" and (
+                self.data.partition != "iid" or self.data.overlap):
+            raise ValueError("data.members: the app's own partitions are the ground truth; "
+                             "leave data.partition and data.overlap unset")
         if self.model.weights is not None and self.scenario != "standalone":
             raise ValueError(f"model.weights: a trained model is audited in the standalone "
                              f"scenario, not {self.scenario!r}")
@@ -122,19 +129,11 @@ class Experiment(Strict):
         return self
 
     def defence_label(self) -> str:
-        """The defences this run deploys, in a few words (``none`` without any)."""
-        parts, p, fed = [], self.privacy, self.federation
-        if p is not None and p.noise_multiplier is not None:
-            parts.append(f"DP-SGD z={p.noise_multiplier:g}")
-        if p is not None and p.share_fraction < 1:
-            parts.append(f"sparsify {p.share_fraction * 100:g}%")
-        if fed.client_dp is not None:
-            dp = fed.client_dp
-            parts.append(f"client DP ({dp.clipping}) z={dp.noise_multiplier:g} "
-                         f"C={dp.clipping_norm:g}")
-        if fed.secure_aggregation is not None:
-            parts.append("SecAgg+")
-        return " + ".join(parts) or "none"
+        """The defences this run deploys, in a few words (``none`` without any; each defence's
+        own words, fedattack.defences)."""
+        from fedattack import defences
+
+        return defences.label(self)
 
     def data_label(self) -> str:
         """How the records are spread over the participants (``iid``, ``dirichlet a=0.5``...)."""

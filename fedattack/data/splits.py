@@ -115,7 +115,7 @@ def _by_name(victims, name: str):
 
 
 def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = None,
-                members: np.ndarray | None = None) -> Splits:
+                members: np.ndarray | list[np.ndarray] | None = None) -> Splits:
     """The experiment's splits of a dataset of num_records records; a pure function of exp.seed
     (and of `members`).
 
@@ -123,7 +123,8 @@ def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = N
     member pool (every record not reserved for non-members or shadow data), so sets may share
     records; otherwise the sets are disjoint. `members`, the training records of a model trained
     elsewhere (`data.members`), is the one partition; non-members and shadow data are drawn from
-    the other records.
+    the other records. A list of arrays is a federation's partitions as a Flower app of the
+    user's dealt them (`read_partition_members`), kept as they are.
     """
     data, knowledge = exp.data, exp.data.knowledge
     rng = np.random.default_rng(exp.seed)
@@ -133,6 +134,14 @@ def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = N
         order = rng.permutation(num_records)
         nonmembers, shadow, pool = np.split(order, cuts)
         partitions = _partitions(pool, exp, rng, labels)
+    elif isinstance(members, list):  # a user's federation: its own partitions
+        others = np.setdiff1d(np.arange(num_records), np.concatenate(members))
+        if len(others) < cuts[1]:
+            raise ValueError(f"data.members: {len(others)} records are in no partition, fewer "
+                             f"than the {data.nonmember_size} non-members + {data.shadow_size} "
+                             "shadow records the splits need; lower data.nonmember_size")
+        nonmembers, shadow, _ = np.split(rng.permutation(others), cuts)
+        partitions = [np.asarray(p) for p in members]
     else:
         others = np.setdiff1d(np.arange(num_records), members)
         _check_size(len(others) + data.train_size, exp)
@@ -163,6 +172,46 @@ def make_splits(num_records: int, exp: Experiment, labels: np.ndarray | None = N
         shadow=np.sort(shadow),
         victims=victims,
     )
+
+
+PARTITION_KEY = "partition-{}"  # the arrays of a federated data.members file
+
+
+def read_partition_members(exp: Experiment, num_records: int) -> list[np.ndarray]:
+    """Each partition's training records from data.members (a .npz holding ``partition-0`` ..
+    ``partition-<n-1>``, read without pickle), sorted; ConfigError naming the field unless there
+    is one non-empty array of distinct record indices per participant and no record is in two
+    partitions."""
+    from fedattack.config import ConfigError
+
+    path, field, n = Path(exp.data.members), "data.members", exp.federation.num_participants
+    try:
+        with np.load(path, allow_pickle=False) as held:
+            arrays = {name: held[name] for name in held.files}
+    except FileNotFoundError:
+        raise ConfigError(f"{field}: {path} not found") from None
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise ConfigError(f"{field}: {path} is not a .npz of record indices: "
+                          f"{' '.join(str(err).split())[:120]}") from None
+    wanted = [PARTITION_KEY.format(p) for p in range(n)]
+    if sorted(arrays) != sorted(wanted):
+        raise ConfigError(f"{field}: {path} holds {sorted(arrays)}, expected one array per "
+                          f"participant: {', '.join(wanted)}")
+    partitions = []
+    for name in wanted:
+        values = arrays[name]
+        if values.ndim != 1 or values.dtype.kind not in "iu" or len(values) == 0:
+            raise ConfigError(f"{field}: {name} must be a non-empty 1-D array of integer indices")
+        unique = np.unique(values).astype(np.int64)
+        if len(unique) != len(values) or unique[0] < 0 or unique[-1] >= num_records:
+            raise ConfigError(f"{field}: {name} holds repeated indices or indices outside the "
+                              f"dataset (0..{num_records - 1})")
+        partitions.append(unique)
+    every = np.concatenate(partitions)
+    if len(np.unique(every)) != len(every):
+        raise ConfigError(f"{field}: a record is in two partitions; the partitions of a "
+                          "federation are disjoint")
+    return partitions
 
 
 def _union(partitions: list[np.ndarray], which: tuple[int, ...]) -> np.ndarray:
