@@ -217,3 +217,23 @@ def test_a_campaign_of_inversion_cells_shares_the_training_and_tables_the_rows(
     assert "PSNR (dB)" in text and "AUC" not in text
     assert [r["victim"] for r in read_json(tmp_path / "results.json")] == [
         "participant-0", "participant-1"]
+
+
+def test_the_defence_campaign_render_reads_the_committed_rows(tmp_path):
+    """docs/results/inversion-defences/render.py: Clopper-Pearson counts pooled per cell, from
+    the committed results.json; the figures are written."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "docs/results/inversion-defences/render.py"
+    spec = importlib.util.spec_from_file_location("inversion_defences_render", path)
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    low, high = render.clopper_pearson(1, 1)
+    assert low == pytest.approx(0.025) and high == 1.0  # 0.025 ** (1 / 1)
+    assert render.clopper_pearson(0, 1) == (0.0, pytest.approx(0.975))
+    render.main(["render", str(path.parent / "results.json"), str(tmp_path)])
+    text = (tmp_path / "table.md").read_text()
+    assert "| none | none | 2 | 26.1 [25.5, 26.6] | 2/2 [0.16, 1.00]" in text
+    assert "| batch-4 | none | 4 | 14.0 | 4/4 [0.40, 1.00] | 3/4 [0.19, 0.99]" in text
+    assert all((tmp_path / f).stat().st_size for f in ("defences.png", "client-dp.png"))
