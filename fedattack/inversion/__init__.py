@@ -9,10 +9,20 @@ upload and the model broadcast before it.
 - `metrics`: PSNR, SSIM, assignment to the true records, identification, the success rule;
 - `stage`: the offline stage reading a run directory's aggregator view.
 
-Nothing here imports Flower.
+Nothing here imports Flower, and importing the package imports no torch (the registry is read
+when an experiment's inversion block is parsed): the names below load on first use.
 """
 
-from fedattack.inversion.core import InversionTarget, Reconstruction, UpdateMatcher, pixel_range
-from fedattack.inversion.recipe import LocalRecipe
-
 __all__ = ["InversionTarget", "LocalRecipe", "Reconstruction", "UpdateMatcher", "pixel_range"]
+
+
+def __getattr__(name: str):
+    if name == "LocalRecipe":
+        from fedattack.inversion.recipe import LocalRecipe
+
+        return LocalRecipe
+    if name in __all__:
+        from fedattack.inversion import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module 'fedattack.inversion' has no attribute {name!r}")

@@ -16,17 +16,24 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
-from fedattack.inversion.core import InversionTarget, Reconstruction, UpdateMatcher
 from fedattack.inversion.registry import (
     HONEST_BUT_CURIOUS,
     UPDATE_KNOWLEDGE,
     AttackParams,
     register,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from fedattack.inversion.core import InversionTarget, Reconstruction
+
+# torch and the attack's machinery are imported where used: registering the attack (its name,
+# params and threat model) stays cheap, so an experiment's inversion block parses without torch.
 
 
 class DLGParams(AttackParams):
@@ -42,6 +49,8 @@ def lbfgs(objective: Callable[[], torch.Tensor], variables: list[torch.Tensor],
     restarted from where it stopped with a fresh memory, until the budget is spent or a fresh
     run cannot move. The variables are left at the best finite point seen (L-BFGS can diverge
     to NaN). Returns that loss and the evaluations made."""
+    import torch
+
     best = {"loss": math.inf, "values": [v.detach().clone() for v in variables]}
     evaluations = 0
 
@@ -76,6 +85,10 @@ def lbfgs(objective: Callable[[], torch.Tensor], variables: list[torch.Tensor],
           description="DLG (Zhu et al. 2019): records and soft labels by L-BFGS, L2 matching")
 def dlg(target: InversionTarget, params: DLGParams,
         device: torch.device | str = "cpu") -> Reconstruction:
+    import torch
+
+    from fedattack.inversion.core import Reconstruction, UpdateMatcher
+
     started = time.perf_counter()
     matcher, generator = UpdateMatcher.seeded(target, params.seed, device)
     x = matcher.random_records(1, generator).requires_grad_()

@@ -10,13 +10,15 @@ server.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import torch
-
-from fedattack.inversion.core import InversionTarget, Reconstruction, UpdateMatcher
 from fedattack.inversion.dlg import DLGParams, lbfgs
-from fedattack.inversion.labels import one_hot_labels
 from fedattack.inversion.registry import HONEST_BUT_CURIOUS, UPDATE_KNOWLEDGE, register
+
+if TYPE_CHECKING:
+    import torch
+
+    from fedattack.inversion.core import InversionTarget, Reconstruction
 
 
 @register("idlg", params=DLGParams, threat_model=HONEST_BUT_CURIOUS,
@@ -24,6 +26,9 @@ from fedattack.inversion.registry import HONEST_BUT_CURIOUS, UPDATE_KNOWLEDGE, r
           description="iDLG (Zhao et al. 2020): labels from the last layer, records by L-BFGS")
 def idlg(target: InversionTarget, params: DLGParams,
          device: torch.device | str = "cpu") -> Reconstruction:
+    from fedattack.inversion.core import Reconstruction, UpdateMatcher
+    from fedattack.inversion.labels import one_hot_labels
+
     started = time.perf_counter()
     matcher, generator = UpdateMatcher.seeded(target, params.seed, device)
     labels, soft, method = one_hot_labels(target, generator, matcher.device)

@@ -19,23 +19,24 @@ server.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-from fedattack.inversion.core import (
-    InversionTarget,
-    Reconstruction,
-    UpdateMatcher,
-    total_variation,
-)
-from fedattack.inversion.labels import one_hot_labels
 from fedattack.inversion.registry import (
     HONEST_BUT_CURIOUS,
     UPDATE_KNOWLEDGE,
     AttackParams,
     register,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from fedattack.inversion.core import InversionTarget, Reconstruction
+
+# torch and the attack's machinery are imported where used: registering the attack (its name,
+# params and threat model) stays cheap, so an experiment's inversion block parses without torch.
 
 DECAY_AT = (3 / 8, 5 / 8, 7 / 8)  # fractions of the iterations where the learning rate drops
 DECAY = 0.1
@@ -61,6 +62,11 @@ def milestones(iterations: int) -> list[int]:
           "signed Adam, batched restarts; one or several local steps")
 def inverting_gradients(target: InversionTarget, params: InvertingParams,
                         device: torch.device | str = "cpu") -> Reconstruction:
+    import torch
+
+    from fedattack.inversion.core import Reconstruction, UpdateMatcher, total_variation
+    from fedattack.inversion.labels import one_hot_labels
+
     started = time.perf_counter()
     matcher, generator = UpdateMatcher.seeded(target, params.seed, device)
     labels, soft, method = one_hot_labels(target, generator, matcher.device)
