@@ -11,6 +11,7 @@ BatchNorm buffers included, which is what Flower's NumPyClient exchanges.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Protocol, runtime_checkable
 
@@ -170,6 +171,22 @@ def evaluate(
         for m, training in modes:
             m.training = training
     return {"loss": total_loss.item() / idx.size, "accuracy": correct.item() / idx.size}
+
+
+def global_model_entry(model: nn.Module, weights, dataset: BatchDataset, splits,
+                       device: torch.device, server_round: int, started: float) -> dict:
+    """The run.json history entry of the global model `weights` after `server_round`: loss and
+    accuracy on the participants' records (train) and on the held-out non-members (test), and
+    the seconds since `started` (a perf_counter reading). Written by the legacy and the Message
+    API aggregators alike."""
+    set_weights(model, weights)
+    model.to(device)
+    train = evaluate(model, dataset, splits.members(), device)
+    test = evaluate(model, dataset, splits.nonmembers, device)
+    return {"round": server_round, "train_loss": train["loss"],
+            "train_accuracy": train["accuracy"], "test_loss": test["loss"],
+            "test_accuracy": test["accuracy"],
+            "elapsed_s": round(time.perf_counter() - started, 3)}
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -44,6 +44,7 @@ from fedattack.snapshots import SnapshotStore
 from fedattack.training import (
     evaluate,
     get_weights,
+    global_model_entry,
     lr_at,
     resolve_device,
     set_weights,
@@ -73,23 +74,17 @@ class GlobalModelLog:
         self.binding = None  # the aggregator's strategies.binding.PartitionBinding
 
     def evaluate_fn(self, server_round: int, weights, _config) -> tuple[float, dict]:
-        set_weights(self.model, weights)
-        self.model.to(self.device)
-        train = evaluate(self.model, self.dataset, self.splits.members(), self.device)
-        test = evaluate(self.model, self.dataset, self.splits.nonmembers, self.device)
-        entry = {"round": server_round, "train_loss": train["loss"],
-                 "train_accuracy": train["accuracy"], "test_loss": test["loss"],
-                 "test_accuracy": test["accuracy"],
-                 "elapsed_s": round(time.perf_counter() - self.started, 3)}
+        entry = global_model_entry(self.model, weights, self.dataset, self.splits, self.device,
+                                   server_round, self.started)
         self.record["history"].append(entry)
-        self.record["global_test_accuracy"] = test["accuracy"]  # the latest global model's
+        self.record["global_test_accuracy"] = entry["test_accuracy"]  # the latest global model's
         if server_round == self.exp.federation.rounds and self.record["status"] == "running":
             self.record["status"] = "finished"
         self.record["wall_time_s"] = round(time.perf_counter() - self.started, 3)
         write_json(self.path, self.record)
         if self.on_round_done and server_round > 0:
             self.on_round_done(server_round, entry)
-        return test["loss"], {"test_accuracy": test["accuracy"]}
+        return entry["test_loss"], {"test_accuracy": entry["test_accuracy"]}
 
     def fail(self, error: Exception) -> None:
         """Mark the run failed in run.json, with why (if the disk lets run.json be written)."""

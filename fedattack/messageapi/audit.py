@@ -25,7 +25,7 @@ from fedattack.data.splits import PARTITION_KEY
 from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR, initial_model, prepare_run
 from fedattack.io import inside, write_json
 from fedattack.snapshots import GLOBAL_VIEW, Snapshot, SnapshotStore
-from fedattack.training import evaluate, resolve_device, set_weights, weight_names
+from fedattack.training import global_model_entry, resolve_device, weight_names
 
 log = logging.getLogger(__name__)
 
@@ -153,17 +153,11 @@ class AuditRun:
 
     def evaluate(self, server_round: int, arrays: list[np.ndarray]) -> dict:
         """The global model's history entry after `server_round`; run.json rewritten."""
-        set_weights(self.model, arrays)
-        self.model.to(self.device)
-        train = evaluate(self.model, self.dataset, self.splits.members(), self.device)
-        test = evaluate(self.model, self.dataset, self.splits.nonmembers, self.device)
-        entry = {"round": server_round, "train_loss": train["loss"],
-                 "train_accuracy": train["accuracy"], "test_loss": test["loss"],
-                 "test_accuracy": test["accuracy"],
-                 "elapsed_s": round(time.perf_counter() - self.started, 3)}
+        entry = global_model_entry(self.model, arrays, self.dataset, self.splits, self.device,
+                                   server_round, self.started)
         self.record["history"] = [h for h in self.record["history"]
                                   if h["round"] != server_round] + [entry]
-        self.record["global_test_accuracy"] = test["accuracy"]
+        self.record["global_test_accuracy"] = entry["test_accuracy"]
         if server_round >= self.rounds and self.record["status"] == "running":
             self.record["status"] = "finished"
         self.save()
