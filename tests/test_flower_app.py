@@ -5,12 +5,10 @@ then `fedattack attack RUN_DIR` prints the results table, whose figures are fini
 Slow (a SuperLink, a SuperExec and a Ray simulation); .ci/run runs it explicitly.
 """
 
-import json
 import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +19,11 @@ from fedattack.experiment import RUN_FILE, SNAPSHOT_DIR
 from fedattack.io import read_json
 from fedattack.reporting import RESULTS_JSON
 from fedattack.snapshots import SnapshotStore
-from tests.test_flwr_run import free_port, processes_mentioning, stop
+from tests.test_flwr_run import free_port, processes_mentioning, stop, wait_for_run
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "examples" / "flower-app"
 BIN = Path(sys.executable).parent
-TIMEOUT_S = 900
 
 
 def flwr_run(tmp_path: Path, audit: Path, run_dir: Path) -> None:
@@ -47,18 +44,7 @@ def flwr_run(tmp_path: Path, audit: Path, run_dir: Path) -> None:
         assert started.returncode == 0, started.stdout + started.stderr
         found = re.search(r"Successfully started run (\d+)", started.stdout)
         assert found, started.stdout + started.stderr
-        deadline, status = time.monotonic() + TIMEOUT_S, ""
-        while time.monotonic() < deadline:
-            listed = subprocess.run([str(BIN / "flwr"), "ls", "--run-id", found.group(1),
-                                     "--format", "json"], cwd=APP, env=env,
-                                    capture_output=True, text=True, timeout=120)
-            assert listed.returncode == 0, listed.stdout + listed.stderr
-            status = json.loads(listed.stdout)["runs"][0]["status"]
-            if status.startswith("finished"):
-                break
-            time.sleep(5)
-        log = home / "local-superlink" / "superlink.log"
-        assert status == "finished:completed", (status, log.read_text()[-3000:])
+        wait_for_run(BIN / "flwr", found.group(1), APP, env, home)
     finally:
         stop(processes_mentioning(str(home)))
 

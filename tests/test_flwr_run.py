@@ -66,6 +66,22 @@ def children_of(pid: int) -> list[int]:
     return kids
 
 
+def wait_for_run(flwr: Path, run_id: str, cwd: Path, env: dict, home: Path) -> None:
+    """Poll `flwr ls` until the run finishes (at most TIMEOUT_S); it must finish completed (the
+    SuperLink's log tail is shown otherwise)."""
+    deadline, status = time.monotonic() + TIMEOUT_S, ""
+    while time.monotonic() < deadline:
+        listed = subprocess.run([str(flwr), "ls", "--run-id", run_id, "--format", "json"],
+                                cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        status = json.loads(listed.stdout)["runs"][0]["status"]
+        if status.startswith("finished"):
+            break
+        time.sleep(5)
+    log = home / "local-superlink" / "superlink.log"
+    assert status == "finished:completed", (status, log.read_text()[-3000:])
+
+
 def stop(pids: list[int]) -> None:
     """SIGTERM each pid (and what it spawned), SIGKILL what is left after 10 s."""
     everyone = list(pids)
@@ -127,18 +143,7 @@ def test_flwr_run_as_the_readme_says_completes_and_writes_the_run_directory(tmp_
         found = re.search(r"Successfully started run (\d+)", started.stdout)
         assert found, started.stdout + started.stderr
         run_id = found.group(1)
-        deadline, status = time.monotonic() + TIMEOUT_S, ""
-        while time.monotonic() < deadline:
-            listed = subprocess.run([str(FLWR), "ls", "--run-id", run_id, "--format", "json"],
-                                    cwd=ROOT, env=env, capture_output=True, text=True,
-                                    timeout=120)
-            assert listed.returncode == 0, listed.stdout + listed.stderr
-            status = json.loads(listed.stdout)["runs"][0]["status"]
-            if status.startswith("finished"):
-                break
-            time.sleep(5)
-        log = home / "local-superlink" / "superlink.log"
-        assert status == "finished:completed", (status, log.read_text()[-3000:])
+        wait_for_run(FLWR, run_id, ROOT, env, home)
     finally:
         stop(processes_mentioning(str(home)))
     assert not processes_mentioning(str(home))
